@@ -1,0 +1,100 @@
+"""The `di` error hierarchy and how a problem is rendered.
+
+Every error says what was asked, what is missing, and how to fix it. They all
+derive from `DIError`, so ``except di.DIError`` catches anything `di` raises
+on its own behalf; errors raised *by your providers* pass through unchanged.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+__all__ = [
+    "AsyncProviderError",
+    "CheckpointClosedError",
+    "CircularDependencyError",
+    "DIError",
+    "DuplicateProviderError",
+    "GraphError",
+    "NoActiveScopeError",
+    "ProviderNotFoundError",
+    "ScopeError",
+    "describe_key",
+]
+
+
+def describe_key(key: Any) -> str:
+    """Render a provider key the way a user wrote it: ``Settings``,
+    ``Annotated[Engine, Named('replica')]``, ``list[int]``."""
+    if isinstance(key, type):
+        return key.__qualname__
+    return repr(key).replace("typing.", "").replace("typing_extensions.", "")
+
+
+def describe_path(keys: Iterable[Any]) -> str:
+    return " -> ".join(describe_key(k) for k in keys)
+
+
+class DIError(Exception):
+    """Base class of every error `di` raises on its own behalf."""
+
+
+class GraphError(DIError):
+    """The provider graph is invalid. Raised once, at container build, listing
+    every problem found (missing providers, cycles, scope violations, async
+    providers needed from sync code), so one run shows them all."""
+
+    def __init__(self, problems: Sequence[str]) -> None:
+        self.problems = list(problems)
+        count = len(self.problems)
+        head = f"the provider graph has {count} problem{'s' if count != 1 else ''}:"
+        super().__init__("\n".join([head, *(f"  - {p}" for p in self.problems)]))
+
+
+class DuplicateProviderError(DIError):
+    """The same key was registered twice in one registry without
+    ``override=True``."""
+
+
+class ProviderNotFoundError(DIError, LookupError):
+    """No provider is registered for the key that was resolved."""
+
+    def __init__(self, key: Any, chain: Sequence[Any] = ()) -> None:
+        self.key = key
+        self.chain = list(chain)
+        needed = f" (needed by {describe_path(self.chain)})" if self.chain else ""
+        super().__init__(
+            f"no provider for {describe_key(key)}{needed}; register one with "
+            f"@registry.provider(), registry.register({describe_key(key)}, Impl) or "
+            f"registry.value({describe_key(key)}, instance)"
+        )
+
+    def __str__(self) -> str:  # LookupError would otherwise repr() the message
+        return str(self.args[0])
+
+
+class CircularDependencyError(DIError):
+    """A provider needed itself while it was being created (found at run time,
+    when a factory resolves from its own container)."""
+
+
+class ScopeError(DIError):
+    """A scope was used against its rules: an unknown or out-of-order level,
+    checkpoints exited out of order, a scoped key resolved where its level is
+    not entered, context values that do not belong to the level."""
+
+
+class NoActiveScopeError(ScopeError):
+    """Something needed an entered container or checkpoint and found none in
+    this task or thread."""
+
+
+class CheckpointClosedError(ScopeError):
+    """The checkpoint has already been torn down: it can no longer be held,
+    spawned into, or resolved from."""
+
+
+class AsyncProviderError(DIError):
+    """An async provider (or async teardown) was needed from sync code. `di`
+    never starts a private event loop; use ``aresolve`` / ``async with``."""
