@@ -1,0 +1,1 @@
+"""Benchmarks of ``di`` against peer libraries and hand-written wiring (see README.md)."""
