@@ -1,0 +1,537 @@
+"""Compile: one specialised plan per key, generated once, on first use.
+
+A plan is a small generated function ``plan(cp)`` that returns the value of
+one key in checkpoint ``cp`` (None: the checkpoint current in this task or
+thread). Transient dependencies are inlined into their dependent's plan, so
+``A(B(D()), C(D(), S))`` is one Python frame, not five; singletons are read
+from the root checkpoint's dict (a C-level lookup once created); scoped keys
+walk ``_parent`` pointers to the checkpoint that owns their level.
+
+Plans are compiled lazily, the first time a key misses, so building a
+container costs only validation, and a key never resolved costs nothing.
+
+Concurrency, and why it costs almost nothing on the common path:
+
+- a singleton is created under its own `aiologic.Lock`, made on first
+  creation; once created it is served from the root dict and no lock is taken
+  again;
+- a scoped instance is created under a marker: the creator puts its thread
+  or task identity into the checkpoint's dict under a per-key private key
+  (one ``setdefault``), and removes it when done. Another thread or task that
+  finds the marker waits on an `aiologic.Event`; the creator finding its own
+  identity there is a cycle.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any, Final
+
+import aiologic
+import aiologic.lowlevel
+
+from di.errors import (
+    AsyncProviderError,
+    CheckpointClosedError,
+    CircularDependencyError,
+    NoActiveScopeError,
+    ScopeError,
+    describe_key,
+)
+from di.registry import Kind
+from di.teardown import AsyncExit
+
+if TYPE_CHECKING:
+    from di.container import Container
+    from di.scopes import Checkpoint
+
+__all__ = ["Compiler"]
+
+Plan = Callable[[Any], Any]
+APlan = Callable[[Any], Awaitable[Any]]
+
+_M: Final = object()
+_get_running_loop = asyncio.events._get_running_loop
+
+
+def _task_ident() -> int:
+    # A fresh int object every call: a creator recognises its own marker by
+    # identity, and a re-entrant caller (same value, other object) by value.
+    loop = _get_running_loop()
+    if loop is not None:
+        return id(asyncio.current_task(loop))
+    return id(aiologic.lowlevel.current_async_task())
+
+
+class _Fn:
+    """Source lines and constants of one generated function."""
+
+    def __init__(self, ns: dict[str, Any]) -> None:
+        self.ns = ns
+        self.ids: dict[int, str] = {}
+        self.lines: list[str] = []
+        self.count = 0
+        self.owners: dict[tuple[str, int], str] = {}
+
+    def const(self, obj: Any, prefix: str) -> str:
+        name = self.ids.get(id(obj))
+        if name is None:
+            name = f"{prefix}{len(self.ns)}"
+            self.ns[name] = obj
+            self.ids[id(obj)] = name
+        return name
+
+    def tmp(self) -> str:
+        self.count += 1
+        return f"v{self.count}"
+
+
+class Compiler:
+    """Turns the validated graph into plans for one container."""
+
+    def __init__(self, container: Container) -> None:
+        self.container = container
+        self.waiters: dict[Any, list[Any]] = {}
+        self.locks: dict[Any, Any] = {}
+        self.marker_keys: dict[Any, object] = {}
+
+    # -- public entry points -------------------------------------------------
+    def plan(self, key: Any) -> Plan:
+        graph = self.container._graph
+        if graph.is_async[key]:
+            return self._async_only(key)
+        level = graph.level[key]
+        kind = graph.providers[key].kind
+        if level == 0:
+            return self._singleton_plan(key)
+        if kind is Kind.CONTEXT:
+            return self._context_plan(key, is_async=False)
+        if level is None:
+            return self._transient_plan(key, is_async=False)
+        return self._scoped_plan(key, is_async=False)
+
+    def aplan(self, key: Any) -> APlan:
+        graph = self.container._graph
+        level = graph.level[key]
+        kind = graph.providers[key].kind
+        if not graph.is_async[key]:
+            sync = self.container._plan(key)
+
+            async def run_sync(cp: Any) -> Any:
+                return sync(cp)
+
+            return run_sync
+        if level == 0:
+            return self._async_singleton_plan(key)
+        if kind is Kind.CONTEXT:
+            return self._context_plan(key, is_async=True)
+        if level is None:
+            return self._transient_plan(key, is_async=True)
+        return self._scoped_plan(key, is_async=True)
+
+    # -- shared namespace ----------------------------------------------------
+    def _namespace(self) -> dict[str, Any]:
+        c = self.container
+        return {
+            "_root": c._root,
+            "_sget": c._storage.get,
+            "_M": _M,
+            "_dget": dict.get,
+            "_setdefault": dict.setdefault,
+            "_ident": threading.get_ident,
+            "_task_ident": _task_ident,
+            "_waiters": self.waiters,
+            "_wait": self._wait,
+            "_await": self._await,
+            "_wake": self._wake,
+            "_noscope": self._noscope,
+            "_closed": self._closed,
+            "_AsyncExit": AsyncExit,
+        }
+
+    def _compile(self, fn: _Fn, name: str) -> Any:
+        source = "\n".join(fn.lines)
+        code = compile(source, f"<di plan {name}>", "exec")
+        exec(code, fn.ns)
+        return fn.ns[name]
+
+    # -- emitting values -----------------------------------------------------
+    def _owner(self, fn: _Fn, cp: str, level: int, key: Any, pad: str) -> str:
+        cached = fn.owners.get((cp, level))
+        if cached is not None:
+            return cached
+        o = fn.tmp()
+        k = fn.const(key, "K")
+        fn.lines += [
+            f"{pad}{o} = {cp}",
+            f"{pad}while {o}._level > {level}: {o} = {o}._parent",
+            f"{pad}if {o}._level != {level}: raise _noscope({k}, {cp})",
+        ]
+        fn.owners[(cp, level)] = o
+        return o
+
+    def _emit(self, fn: _Fn, key: Any, cp: str, ex: str, is_async: bool, pad: str) -> str:
+        """Append the statements that make ``key`` to fn; return its expression."""
+        graph = self.container._graph
+        provider = graph.providers[key]
+        level = graph.level[key]
+        kind = provider.kind
+        if kind is Kind.VALUE:
+            return fn.const(provider.factory, "V")
+        k = fn.const(key, "K")
+        if level == 0:
+            if is_async and graph.is_async[key]:
+                v = fn.tmp()
+                fn.lines += [
+                    f"{pad}{v} = _dget(_root, {k}, _M)",
+                    f"{pad}if {v} is _M: {v} = await _root.aresolve({k})",
+                ]
+                return v
+            return f"_root[{k}]"
+        if level is not None:
+            o = self._owner(fn, cp, level, key, pad)
+            if is_async and graph.is_async[key]:
+                v = fn.tmp()
+                fn.lines += [
+                    f"{pad}{v} = _dget({o}, {k}, _M)",
+                    f"{pad}if {v} is _M: {v} = await {o}.aresolve({k})",
+                ]
+                return v
+            return f"{o}[{k}]"
+        return self._emit_creation(fn, key, cp, ex, is_async, pad)
+
+    def _emit_creation(self, fn: _Fn, key: Any, cp: str, ex: str, is_async: bool, pad: str) -> str:
+        """Emit the factory call for ``key`` with its dependencies; transient
+        generators and context managers push their exit onto ``ex``."""
+        graph = self.container._graph
+        provider = graph.providers[key]
+        f = fn.const(provider.factory, "F")
+        # Arguments: evaluate each in order; an argument that needed statements
+        # forces the earlier ones into temporaries so creation order is kept.
+        parts: list[tuple[str, str]] = []  # (prefix "name=" or "", expr)
+        keyword = False
+        for dep in provider.dependencies:
+            if not graph.used(dep) or dep.key not in graph.providers:
+                keyword = True  # a kept default: later arguments go by name
+                continue
+            before = len(fn.lines)
+            expr = self._emit(fn, dep.key, cp, ex, is_async, pad)
+            if len(fn.lines) > before and parts:
+                hoisted = fn.lines[before:]
+                del fn.lines[before:]
+                for i, (prefix, e) in enumerate(parts):
+                    if not e.isidentifier():
+                        t = fn.tmp()
+                        fn.lines.append(f"{pad}{t} = {e}")
+                        parts[i] = (prefix, t)
+                fn.lines += hoisted
+            keyword = keyword or dep.keyword_only
+            parts.append((f"{dep.name}=" if keyword else "", expr))
+        call = f"{f}({', '.join(p + e for p, e in parts)})"
+        kind = provider.kind
+        if kind is Kind.CALL:
+            return call
+        v = fn.tmp()
+        if kind is Kind.COROUTINE:
+            fn.lines.append(f"{pad}{v} = await {call}")
+        elif kind is Kind.GENERATOR:
+            g = fn.tmp()
+            fn.lines += [f"{pad}{g} = {call}", f"{pad}{v} = next({g})", f"{pad}{ex}.append({g})"]
+        elif kind is Kind.ASYNC_GENERATOR:
+            g = fn.tmp()
+            fn.lines += [
+                f"{pad}{g} = {call}",
+                f"{pad}{v} = await {g}.__anext__()",
+                f"{pad}{ex}.append({g})",
+                f"{pad}{cp}._async = True",
+            ]
+        elif kind is Kind.CM:
+            m = fn.tmp()
+            fn.lines += [
+                f"{pad}{m} = {call}",
+                f"{pad}{v} = {m}.__enter__()",
+                f"{pad}{ex}.append({m}.__exit__)",
+            ]
+        elif kind is Kind.ASYNC_CM:
+            m = fn.tmp()
+            fn.lines += [
+                f"{pad}{m} = {call}",
+                f"{pad}{v} = await {m}.__aenter__()",
+                f"{pad}{ex}.append(_AsyncExit({m}.__aexit__))",
+                f"{pad}{cp}._async = True",
+            ]
+        else:  # pragma: no cover - VALUE and CONTEXT never reach a factory call
+            raise AssertionError(kind)
+        return v
+
+    def _needs_exits(self, key: Any) -> bool:
+        """Whether making ``key`` (itself or an inlined transient below it)
+        pushes an exit."""
+        graph = self.container._graph
+        provider = graph.providers[key]
+        if provider.kind in (Kind.GENERATOR, Kind.ASYNC_GENERATOR, Kind.CM, Kind.ASYNC_CM):
+            return True
+        return any(
+            graph.level.get(d.key, 0) is None and self._needs_exits(d.key)
+            for d in provider.dependencies
+            if d.key in graph.providers
+        )
+
+    def _needs_cp(self, key: Any) -> bool:
+        graph = self.container._graph
+        return graph.needs_level[key] > 0 or self._needs_exits(key)
+
+    # -- plans ---------------------------------------------------------------
+    def _transient_plan(self, key: Any, is_async: bool) -> Plan | APlan:
+        fn = _Fn(self._namespace())
+        fn.lines.append(f"{'async ' if is_async else ''}def plan(cp):")
+        pad = "    "
+        if self._needs_cp(key):
+            fn.lines.append(f"{pad}if cp is None: cp = _sget(_root)")
+        if self._needs_exits(key):
+            fn.lines += [f"{pad}ex = cp._exits", f"{pad}if ex is None: raise _closed(cp)"]
+        expr = self._emit_creation(fn, key, "cp", "ex", is_async, pad)
+        fn.lines.append(f"{pad}return {expr}")
+        return self._compile(fn, "plan")  # type: ignore[no-any-return]
+
+    def _context_plan(self, key: Any, is_async: bool) -> Plan | APlan:
+        level = self.container._graph.level[key]
+        assert level is not None
+        fn = _Fn(self._namespace())
+        k = fn.const(key, "K")
+        fn.lines += [
+            f"{'async ' if is_async else ''}def plan(cp):",
+            "    if cp is None:",
+            "        cp = _sget(None)",
+            f"        if cp is None: raise _noscope({k}, _root)",
+            f"        return cp[{k}]",
+            "    c = cp",
+            f"    while c._level > {level}: c = c._parent",
+            f"    if c._level != {level}: raise _noscope({k}, cp)",
+            f"    if c is not cp: return c[{k}]",
+            f"    raise _noscope({k}, cp, supplied=False)",
+        ]
+        return self._compile(fn, "plan")  # type: ignore[no-any-return]
+
+    def _scoped_plan(self, key: Any, is_async: bool) -> Plan | APlan:
+        level = self.container._graph.level[key]
+        assert level is not None
+        fn = _Fn(self._namespace())
+        k = fn.const(key, "K")
+        pk = fn.const(self._marker_key(key), "P")
+        pad = "        "
+        if is_async:
+            head = [
+                "async def plan(cp):",
+                "    if cp is None:",
+                "        cp = _sget(None)",
+                f"        if cp is None: raise _noscope({k}, _root)",
+                "        return await cp.aresolve(" + k + ")",
+                "    c = cp",
+                f"    while c._level > {level}: c = c._parent",
+                f"    if c._level != {level}: raise _noscope({k}, cp)",
+                "    if c is not cp:",
+                f"        v = _dget(c, {k}, _M)",
+                "        return v if v is not _M else await plan(c)",
+                "    ex = c._exits",
+                f"    if ex is None: raise _closed(c, {k})",
+                "    o = _task_ident()",
+                f"    if _setdefault(c, {pk}, o) is not o: return await _await(c, {k}, {pk})",
+                "    try:",
+            ]
+        else:
+            head = [
+                "def plan(cp):",
+                "    if cp is None:",
+                "        cp = _sget(None)",
+                f"        if cp is None: raise _noscope({k}, _root)",
+                "        return cp[" + k + "]",
+                "    c = cp",
+                f"    while c._level > {level}: c = c._parent",
+                f"    if c._level != {level}: raise _noscope({k}, cp)",
+                f"    if c is not cp: return c[{k}]",
+                "    ex = c._exits",
+                f"    if ex is None: raise _closed(c, {k})",
+                "    o = _ident()",
+                f"    if _setdefault(c, {pk}, o) is not o: return _wait(c, {k}, {pk})",
+                "    try:",
+            ]
+        fn.lines += head
+        fn.owners[("c", level)] = "c"
+        expr = self._emit_creation(fn, key, "c", "ex", is_async, pad)
+        fn.lines += [
+            f"{pad}v = {expr}",
+            f"{pad}c[{k}] = v",
+            "    finally:",
+            f"        del c[{pk}]",
+            f"        if _waiters: _wake(c, {pk})",
+            "    return v",
+        ]
+        return self._compile(fn, "plan")  # type: ignore[no-any-return]
+
+    def _make_fn(self, key: Any, is_async: bool) -> Any:
+        """The creation of a singleton, without locking: ``make(root)``."""
+        fn = _Fn(self._namespace())
+        fn.lines += [
+            f"{'async ' if is_async else ''}def make(c):",
+            "    ex = c._exits",
+        ]
+        fn.owners[("c", 0)] = "c"
+        expr = self._emit_creation(fn, key, "c", "ex", is_async, "    ")
+        fn.lines.append(f"    return {expr}")
+        return self._compile(fn, "make")
+
+    def _singleton_plan(self, key: Any) -> Plan:
+        provider = self.container._graph.providers[key]
+        root = self.container._root
+        if provider.kind is Kind.VALUE:
+            value = provider.factory
+
+            def plan_value(cp: Any) -> Any:
+                dict.__setitem__(root, key, value)
+                return value
+
+            return plan_value
+        make = self._make_fn(key, is_async=False)
+        lock = self._lock(key)
+        enter = self.container._enter_lifecycle
+
+        def plan(cp: Any) -> Any:
+            if lock.green_owned():
+                raise CircularDependencyError(
+                    f"{describe_key(key)} needed itself while being created: its factory "
+                    f"resolves it (directly or through another factory) from the container"
+                )
+            with lock:
+                value = dict.get(root, key, _M)
+                if value is not _M:
+                    return value
+                value = enter(make(root))
+                dict.__setitem__(root, key, value)
+                return value
+
+        return plan
+
+    def _async_singleton_plan(self, key: Any) -> APlan:
+        root = self.container._root
+        make = self._make_fn(key, is_async=True)
+        lock = self._lock(key)
+        aenter = self.container._aenter_lifecycle
+
+        async def plan(cp: Any) -> Any:
+            if lock.async_owned():
+                raise CircularDependencyError(
+                    f"{describe_key(key)} needed itself while being created: its factory "
+                    f"resolves it (directly or through another factory) from the container"
+                )
+            async with lock:
+                value = dict.get(root, key, _M)
+                if value is not _M:
+                    return value
+                value = await aenter(await make(root))
+                dict.__setitem__(root, key, value)
+                return value
+
+        return plan
+
+    def _async_only(self, key: Any) -> Plan:
+        provider = self.container._graph.providers[key]
+
+        def plan(cp: Any) -> Any:
+            own = provider.kind.is_async
+            why = (
+                f"is provided by an {provider.kind.value} ({provider.source})"
+                if own
+                else "depends on an async provider"
+            )
+            raise AsyncProviderError(
+                f"{describe_key(key)} {why}, so it cannot be resolved from sync code; use "
+                f"`await container.aresolve({describe_key(key)})` (di never starts a private "
+                f"event loop)"
+            )
+
+        return plan
+
+    # -- helpers the generated code calls -----------------------------------
+    def _lock(self, key: Any) -> Any:
+        lock = self.locks.get(key)
+        if lock is None:
+            lock = self.locks.setdefault(key, aiologic.Lock())
+        return lock
+
+    def _marker_key(self, key: Any) -> object:
+        marker = self.marker_keys.get(key)
+        if marker is None:
+            marker = self.marker_keys.setdefault(key, _MarkerKey(key))
+        return marker
+
+    def _noscope(self, key: Any, cp: Checkpoint, supplied: bool = True) -> ScopeError:
+        c = self.container
+        level = c._graph.level[key]
+        assert level is not None
+        name = c._levels[level]
+        if not supplied:
+            return ScopeError(
+                f"{describe_key(key)} is a context value of scope {name!r} but was not "
+                f"supplied; pass it at entry: container.scope({name!r}, "
+                f"context={{{describe_key(key)}: ...}})"
+            )
+        where = "no scope is entered" if cp is c._root else f"the current scope is {cp.level!r}"
+        return NoActiveScopeError(
+            f"{describe_key(key)} is {name}-scoped but no {name!r} scope is active here "
+            f"({where}); resolve it inside `with container.scope({name!r}):`"
+        )
+
+    def _closed(self, cp: Checkpoint, key: Any = None) -> CheckpointClosedError:
+        what = f" {describe_key(key)}" if key is not None else ""
+        return CheckpointClosedError(
+            f"cannot create{what} in {cp!r}: it has been torn down; use hold() or spawn() "
+            f"to keep a checkpoint alive for work that outlives its block"
+        )
+
+    def _check_cycle(self, cp: Checkpoint, marker_key: object, me: int) -> None:
+        if dict.get(cp, marker_key) == me:
+            key = marker_key.key  # type: ignore[attr-defined]
+            raise CircularDependencyError(
+                f"{describe_key(key)} needed itself while being created in {cp!r}: its "
+                f"factory resolves it (directly or through another factory)"
+            )
+
+    def _register_waiter(self, cp: Checkpoint, marker_key: object) -> Any:
+        event = aiologic.Event()
+        self.waiters.setdefault((cp, marker_key), []).append(event)
+        # Re-check after registering: the creator may have finished in between
+        # (it removes its marker before it wakes waiters).
+        return event if marker_key in cp else None
+
+    def _wait(self, cp: Checkpoint, key: Any, marker_key: object) -> Any:
+        self._check_cycle(cp, marker_key, threading.get_ident())
+        event = self._register_waiter(cp, marker_key)
+        if event is not None:
+            event.wait()
+        return cp[key]
+
+    async def _await(self, cp: Checkpoint, key: Any, marker_key: object) -> Any:
+        self._check_cycle(cp, marker_key, _task_ident())
+        event = self._register_waiter(cp, marker_key)
+        if event is not None:
+            await event
+        return await cp.aresolve(key)
+
+    def _wake(self, cp: Checkpoint, marker_key: object) -> None:
+        for event in self.waiters.pop((cp, marker_key), ()):
+            event.set()
+
+
+class _MarkerKey:
+    """The private key under which a creation marker sits in a checkpoint."""
+
+    __slots__ = ("key",)
+
+    def __init__(self, key: Any) -> None:
+        self.key = key
+
+    def __repr__(self) -> str:
+        return f"<creating {describe_key(self.key)}>"

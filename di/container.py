@@ -1,0 +1,452 @@
+"""Container: validate and compile a registry, resolve, override, lifecycle.
+
+The container's root checkpoint is the singleton cache. ``container.resolve``
+*is* that dict's ``__getitem__``: a created singleton comes back from one
+C-level lookup with no Python frame; anything else misses into the compiled
+plan for its key, which resolves in the checkpoint current in this task or
+thread.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import logging
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Final, TypeVar
+
+import aiologic
+import aiologic.lowlevel
+
+from di.compiler import Compiler
+from di.errors import AsyncProviderError, ProviderNotFoundError, ScopeError, describe_key
+from di.graph import Graph
+from di.registry import Kind, Provider, Registry, default_registry, make_provider, normalize_key
+from di.scopes import Checkpoint, ContextVarStorage, Root, ThreadLocalStorage, make_storage
+from di.scopes import new_checkpoint as _new_checkpoint
+from di.teardown import AsyncExit, aunwind, needs_async, unwind
+
+if TYPE_CHECKING:
+    from typing_extensions import TypeForm
+
+__all__ = ["Container", "active_container"]
+
+T = TypeVar("T")
+log = logging.getLogger("di")
+
+# The containers entered in this task or thread, innermost first, as a
+# linked tuple (container, rest): `di.inject` resolves from the head.
+_entered: contextvars.ContextVar[tuple[Container, Any] | None] = contextvars.ContextVar(
+    "di.entered", default=None
+)
+
+
+def active_container() -> Container | None:
+    """The container entered (``with``/``async with``) in this task or thread."""
+    head = _entered.get()
+    return None if head is None else head[0]
+
+
+def _lifecycle_types() -> tuple[type, ...]:
+    found: list[type] = []
+    try:
+        from di.lifecycle import RefCounted
+
+        found.append(RefCounted)
+    except ImportError:  # pragma: no cover - lifecycle is part of the package
+        pass
+    try:
+        from di.client import ClientContext
+
+        found.append(ClientContext)
+    except ImportError:  # pragma: no cover
+        pass
+    return tuple(found)
+
+
+class Container:
+    """Validates a registry, compiles it, and resolves from it.
+
+    >>> import di
+    >>> registry = di.Registry()
+    >>> @registry.provider(singleton=True)
+    ... def settings() -> dict[str, str]:
+    ...     return {"env": "prod"}
+    >>> container = di.Container(registry)
+    >>> container.resolve(dict[str, str])
+    {'env': 'prod'}
+
+    ``storage`` is ``"contextvar"`` (current scope per task, the default) or
+    ``"thread"`` (per thread). ``shutdown_timeout`` is how long closing waits
+    for held checkpoints before tearing them down anyway. ``sync=True``
+    promises sync-only use: validation then rejects every async provider.
+    """
+
+    def __init__(
+        self,
+        registry: Registry | None = None,
+        *,
+        storage: str | ContextVarStorage | ThreadLocalStorage = "contextvar",
+        shutdown_timeout: float = 5.0,
+        sync: bool = False,
+    ) -> None:
+        registry = default_registry if registry is None else registry
+        self._registry = registry
+        self._levels: tuple[str, ...] = registry.levels
+        self._level_index = {name: i for i, name in enumerate(self._levels)}
+        self._base: dict[Any, Provider] = {p.provides: p for p in registry}
+        self._overrides: list[tuple[Any, Provider]] = []
+        self._sync = sync
+        self._graph = Graph(self._base, self._levels, sync=sync)
+        self.shutdown_timeout = shutdown_timeout
+        self._storage = make_storage(storage)
+        self._plans: dict[Any, Any] = {}
+        self._aplans: dict[Any, Any] = {}
+        self._live: dict[Checkpoint, None] = {}
+        self._root: Root = _new_checkpoint(self, 0, Root)
+        self._compiler = Compiler(self)
+        self._lifecycles: tuple[type, ...] | None = None
+        self._refs = 0
+        self._close_requested = False
+        self._lifecycle_lock = aiologic.Lock()
+        self._fill_values()
+        # The hot path: C-level dict lookups, no Python frame for a cache hit.
+        self.__dict__["resolve"] = self._root.__getitem__
+        self.__dict__["aresolve"] = self._root.aresolve
+
+    # -- resolving --------------------------------------------------------------
+    def resolve(self, key: TypeForm[T], /) -> T:
+        """Return the instance for ``key`` in the current checkpoint (the
+        app root when no scope is entered). Singletons are created once."""
+        return self._root[key]  # type: ignore[no-any-return]  # replaced per instance
+
+    async def aresolve(self, key: TypeForm[T], /) -> T:
+        """Async twin of `resolve`: runs async providers."""
+        return await self._root.aresolve(key)  # replaced per instance
+
+    def _plan(self, key: Any) -> Any:
+        plan = self._plans.get(key)
+        if plan is None:
+            key = self._known(key)
+            plan = self._plans[key] = self._compiler.plan(key)
+        return plan
+
+    def _aplan(self, key: Any) -> Any:
+        plan = self._aplans.get(key)
+        if plan is None:
+            key = self._known(key)
+            plan = self._aplans[key] = self._compiler.aplan(key)
+        return plan
+
+    def _known(self, key: Any) -> Any:
+        if key in self._graph.providers:
+            return key
+        normal = normalize_key(key)
+        if normal in self._graph.providers:
+            return normal
+        raise ProviderNotFoundError(key)
+
+    def _fill_values(self) -> None:
+        for key, provider in self._graph.providers.items():
+            if provider.kind is Kind.VALUE:
+                dict.__setitem__(self._root, key, provider.factory)
+
+    # -- scopes -----------------------------------------------------------------
+    def scope(self, level: str, context: Mapping[Any, Any] | None = None) -> Checkpoint:
+        """A new checkpoint of ``level``, to enter with ``with`` / ``async with``.
+
+        ``context`` supplies the values declared with
+        ``registry.context(Key, scope=level)``.
+        """
+        try:
+            index = self._level_index[level]
+        except KeyError:
+            raise ScopeError(
+                f"unknown scope {level!r}; levels are {' < '.join(self._levels)}"
+            ) from None
+        if index == 0:
+            raise ScopeError(
+                f"{level!r} is the container itself; enter the container (`with container:`) "
+                f"instead of a scope of it"
+            )
+        cp: Checkpoint = _new_checkpoint(self, index)
+        if context:
+            self._check_context(context, level, index)
+            for key, value in context.items():
+                dict.__setitem__(cp, normalize_key(key), value)
+        return cp
+
+    def _check_context(self, context: Mapping[Any, Any], level: str, index: int) -> None:
+        for key in context:
+            provider = self._graph.providers.get(normalize_key(key))
+            if provider is None or provider.kind is not Kind.CONTEXT:
+                raise ScopeError(
+                    f"{describe_key(key)} is not declared as a context value; declare it with "
+                    f"registry.context({describe_key(key)}, scope={level!r})"
+                )
+            if provider.scope != level:
+                raise ScopeError(
+                    f"{describe_key(key)} is a context value of scope {provider.scope!r}, not "
+                    f"{level!r}; pass it to container.scope({provider.scope!r}, context=...)"
+                )
+
+    @property
+    def current_scope(self) -> Checkpoint | None:
+        """The checkpoint current in this task or thread (None at the root)."""
+        cp: Checkpoint | None = self._storage.get(None)
+        return cp
+
+    def live_checkpoints(self, level: str | None = None) -> int:
+        """Checkpoints entered and not yet torn down (of ``level``, or all)."""
+        live = list(self._live)
+        if level is None:
+            return len(live)
+        return sum(1 for cp in live if cp.level == level)
+
+    def held_checkpoints(self, level: str | None = None) -> int:
+        """Active ``hold()`` / ``spawn()`` holds (on ``level``, or all)."""
+        return sum(cp.holds for cp in list(self._live) if level is None or cp.level == level)
+
+    def _forget(self, cp: Checkpoint) -> None:
+        self._live.pop(cp, None)
+
+    def _orphan(self, cp: Checkpoint) -> None:
+        cp._refs = 0  # nobody holds it; the container's close tears it down
+        log.warning("%r needs async teardown; it will run when the container closes", cp)
+
+    # -- singletons that are lifecycles -----------------------------------------
+    def _lifecycle(self, value: Any) -> bool:
+        types = self._lifecycles
+        if types is None:
+            types = self._lifecycles = _lifecycle_types()
+        return isinstance(value, types)
+
+    def _enter_lifecycle(self, value: Any) -> Any:
+        if self._lifecycle(value):
+            if not hasattr(value, "__enter__"):
+                raise AsyncProviderError(
+                    f"{type(value).__name__} can only be entered with `async with`; resolve "
+                    f"it with `await container.aresolve(...)`"
+                )
+            value.__enter__()
+            self._root._exits.append(value.__exit__)  # type: ignore[union-attr]
+        return value
+
+    async def _aenter_lifecycle(self, value: Any) -> Any:
+        if self._lifecycle(value):
+            await value.__aenter__()
+            self._root._exits.append(AsyncExit(value.__aexit__))  # type: ignore[union-attr]
+            self._root._async = True
+        return value
+
+    # -- overrides ----------------------------------------------------------------
+    @contextmanager
+    def override(self, key: Any, value_or_factory: Any) -> Iterator[None]:
+        """Swap the provider of ``key`` inside the block; restore it on exit.
+
+        A class or a function is used as a factory (autowired, same lifetime
+        as the provider it replaces); anything else is served as the value.
+        Nestable; what tests use::
+
+            with container.override(Mailer, FakeMailer()):
+                ...
+        """
+        key = self._known(key)
+        original = self._graph.providers[key]
+        if isinstance(value_or_factory, type) or (
+            callable(value_or_factory) and hasattr(value_or_factory, "__code__")
+        ):
+            provider = make_provider(value_or_factory, provides=key, scope=original.scope)
+        else:
+            provider = Provider(key, value_or_factory, Kind.VALUE, self._levels[0], (), "override")
+        self._overrides.append((key, provider))
+        saved = self._rebuild(key)
+        try:
+            yield
+        finally:
+            self._overrides.remove((key, provider))
+            self._rebuild(key, restore=saved)
+
+    def _rebuild(self, key: Any, restore: dict[Any, Any] | None = None) -> dict[Any, Any]:
+        providers = dict(self._base)
+        for k, p in self._overrides:
+            providers[k] = p
+        try:
+            graph = Graph(providers, self._levels, sync=self._sync)
+        except BaseException:
+            if restore is None:
+                self._overrides.pop()
+            raise
+        affected = {key} | graph.dependents(key) | self._graph.dependents(key)
+        self._graph = graph
+        self._plans.clear()
+        self._aplans.clear()
+        # Cached singletons built on the swapped key step aside (their
+        # teardown stays registered); the originals come back on restore.
+        saved: dict[Any, Any] = {}
+        for k in affected:
+            value = dict.pop(self._root, k, _ABSENT)
+            if value is not _ABSENT:
+                saved[k] = value
+        if restore:
+            for k, value in restore.items():
+                dict.__setitem__(self._root, k, value)
+        self._fill_values()
+        return saved
+
+    # -- lifecycle ----------------------------------------------------------------
+    @property
+    def ref_count(self) -> int:
+        """How many ``with``/``async with`` blocks hold the container now."""
+        return self._refs
+
+    @property
+    def is_open(self) -> bool:
+        return self._refs > 0
+
+    def _push_entered(self) -> None:
+        _entered.set((self, _entered.get()))
+
+    def __enter__(self) -> Container:
+        with self._lifecycle_lock:
+            self._refs += 1
+        self._push_entered()
+        return self
+
+    async def __aenter__(self) -> Container:
+        async with self._lifecycle_lock:
+            self._refs += 1
+        self._push_entered()
+        return self
+
+    def _pop_entered(self) -> None:
+        head = _entered.get()
+        if head is not None and head[0] is self:
+            _entered.set(head[1])
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._pop_entered()
+        with self._lifecycle_lock:
+            self._refs -= 1
+            last = self._refs == 0
+            if last:
+                self._close_now()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._pop_entered()
+        async with self._lifecycle_lock:
+            self._refs -= 1
+            if self._refs == 0:
+                await self._aclose_now()
+
+    def close(self, force: bool = False) -> None:
+        """Close every singleton (LIFO) now; while ``with`` blocks still hold
+        the container, warn and defer to the last exit unless ``force``."""
+        with self._lifecycle_lock:
+            if self._deferred(force):
+                return
+            self._close_now()
+
+    async def aclose(self, force: bool = False) -> None:
+        """Async twin of `close`, for async teardowns."""
+        async with self._lifecycle_lock:
+            if self._deferred(force):
+                return
+            await self._aclose_now()
+
+    def _deferred(self, force: bool) -> bool:
+        if self._refs > 0 and not force:
+            log.warning(
+                "close() asked while the container is held by %d block(s); it will close at "
+                "the last exit (pass force=True to close now)",
+                self._refs,
+            )
+            self._close_requested = True
+            return True
+        return False
+
+    def _stragglers(self) -> list[Checkpoint]:
+        # Checkpoints current in *this* task are our own enclosing blocks:
+        # waiting for them would wait forever.
+        own: set[int] = set()
+        cp = self._storage.get(None)
+        while cp is not None:
+            own.add(id(cp))
+            cp = cp._parent
+        return [cp for cp in list(self._live) if id(cp) not in own and cp._refs > 0]
+
+    def _wait_for_holders(self, deadline: float) -> list[Checkpoint]:
+        while True:
+            left = self._stragglers()
+            if not left or time.monotonic() >= deadline:
+                return left
+            time.sleep(0.005)
+
+    def _warn_forced(self, cps: list[Checkpoint]) -> None:
+        for cp in cps:
+            log.warning(
+                "shutdown: %r still held by %d holder(s) after %.3gs (shutdown_timeout); "
+                "tearing it down anyway",
+                cp,
+                max(cp._refs, 1),
+                self.shutdown_timeout,
+            )
+
+    def _close_now(self) -> None:
+        stuck = self._wait_for_holders(time.monotonic() + self.shutdown_timeout)
+        self._warn_forced(stuck)
+        leftovers = [cp for cp in list(self._live) if cp._exits is not None and cp._refs <= 0]
+        root = self._root
+        pending = [cp for cp in stuck + leftovers if cp._exits and needs_async(cp._exits)]
+        if pending or needs_async(root._exits or []):
+            raise AsyncProviderError(
+                "the container holds async teardown (async generator or async context manager "
+                "providers); close it with `async with container` or `await container.aclose()`"
+            )
+        try:
+            for cp in stuck + leftovers:
+                cp._teardown(None)
+        finally:
+            exits, root._exits = root._exits, []
+            try:
+                unwind(exits or [], None)
+            finally:
+                self._reset_root()
+
+    async def _aclose_now(self) -> None:
+        deadline = time.monotonic() + self.shutdown_timeout
+        while (left := self._stragglers()) and time.monotonic() < deadline:
+            await aiologic.lowlevel.async_sleep(0.005)
+        self._warn_forced(left)
+        leftovers = [cp for cp in list(self._live) if cp._exits is not None and cp._refs <= 0]
+        root = self._root
+        try:
+            for cp in left + leftovers:
+                await cp._ateardown(None)
+        finally:
+            exits, root._exits = root._exits, []
+            try:
+                await aunwind(exits or [], None)
+            finally:
+                self._reset_root()
+
+    def _reset_root(self) -> None:
+        dict.clear(self._root)
+        self._root._async = False
+        self._close_requested = False
+        self._fill_values()
+
+
+_ABSENT: Final = object()

@@ -1,0 +1,143 @@
+"""Validate: the whole provider graph, once, before anything is compiled.
+
+Every problem is collected, then raised together as one `GraphError`, so a
+developer fixes them all in one pass: missing providers (with the chain that
+needed them), cycles (with the path), scope violations (a longer-lived
+provider holding a shorter-lived one) and, in a sync-only container, async
+providers that some path needs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from di.errors import GraphError, describe_key, describe_path
+from di.registry import Dependency, Provider
+
+__all__ = ["Graph"]
+
+_WHITE, _GREY, _BLACK = 0, 1, 2
+
+
+class Graph:
+    """The validated graph: providers plus what the compiler needs to know
+    about each key (its level, whether anything below it is async)."""
+
+    def __init__(
+        self, providers: Mapping[Any, Provider], levels: Sequence[str], *, sync: bool = False
+    ) -> None:
+        self.providers = dict(providers)
+        self.levels = tuple(levels)
+        self.sync = sync
+        # level index of each key: 0 = singleton, i = scoped at levels[i], None = transient
+        self.level: dict[Any, int | None] = {
+            k: (None if p.scope is None else self.levels.index(p.scope))
+            for k, p in self.providers.items()
+        }
+        # the deepest level a key (transitively) needs: where it can be resolved at all
+        self.needs_level: dict[Any, int] = {}
+        self.is_async: dict[Any, bool] = {}
+        problems: list[str] = []
+        self._walk(problems)
+        if problems:
+            raise GraphError(problems)
+
+    def used(self, dep: Dependency) -> bool:
+        """Whether ``dep`` is injected (False: its default is kept)."""
+        return dep.key in self.providers or not dep.has_default
+
+    def dependents(self, key: Any) -> set[Any]:
+        """Every key whose value (transitively) depends on ``key``."""
+        reverse: dict[Any, set[Any]] = {}
+        for k, p in self.providers.items():
+            for d in p.dependencies:
+                reverse.setdefault(d.key, set()).add(k)
+        seen: set[Any] = set()
+        todo = [key]
+        while todo:
+            for k in reverse.get(todo.pop(), ()):
+                if k not in seen:
+                    seen.add(k)
+                    todo.append(k)
+        return seen
+
+    # -- the walk -------------------------------------------------------------
+    def _walk(self, problems: list[str]) -> None:
+        color: dict[Any, int] = {}
+        reported: set[Any] = set()
+        providers = self.providers
+        level = self.level
+
+        def visit(key: Any, path: list[Any]) -> None:
+            color[key] = _GREY
+            provider = providers[key]
+            path.append(key)
+            own = level[key]
+            deepest = own if own is not None else 0
+            is_async = provider.kind.is_async
+            for dep in provider.dependencies:
+                dkey = dep.key
+                if dkey not in providers:
+                    if not dep.has_default and (dkey, key) not in reported:
+                        reported.add((dkey, key))
+                        problems.append(
+                            f"no provider for {describe_key(dkey)} (needed by "
+                            f"{describe_path([*path, dkey])}); register one, e.g. "
+                            f"registry.register({describe_key(dkey)}, Impl), or give "
+                            f"parameter {dep.name!r} a default"
+                        )
+                    continue
+                state = color.get(dkey, _WHITE)
+                if state == _GREY:
+                    cycle = [*path[path.index(dkey) :], dkey]
+                    if frozenset(cycle) not in reported:
+                        reported.add(frozenset(cycle))
+                        problems.append(
+                            f"cycle: {describe_path(cycle)}; break it by injecting a factory "
+                            f"or restructuring one of these providers"
+                        )
+                    continue
+                if state == _WHITE:
+                    visit(dkey, path)
+                dneeds = self.needs_level.get(dkey, 0)
+                is_async = is_async or self.is_async.get(dkey, False)
+                if own is not None and dneeds > own and (key, dkey) not in reported:
+                    reported.add((key, dkey))
+                    problems.append(self._scope_problem(key, dkey, dneeds))
+                deepest = max(deepest, dneeds)
+            self.needs_level[key] = deepest
+            self.is_async[key] = is_async
+            if self.sync and provider.kind.is_async and key not in reported:
+                reported.add(key)
+                problems.append(
+                    f"{describe_key(key)} is provided by an {provider.kind.value} "
+                    f"({provider.source}), but this container is sync-only (sync=True); "
+                    f"make the provider sync, or build the container without sync=True "
+                    f"and use aresolve"
+                )
+            path.pop()
+            color[key] = _BLACK
+
+        # Roots first (keys nothing depends on), so a missing key is reported
+        # with the longest chain that needed it.
+        needed = {d.key for p in providers.values() for d in p.dependencies}
+        order = [k for k in providers if k not in needed] + [k for k in providers if k in needed]
+        for key in order:
+            if color.get(key, _WHITE) == _WHITE:
+                visit(key, [])
+
+    def _scope_problem(self, key: Any, dkey: Any, dneeds: int) -> str:
+        own = self.level[key]
+        assert own is not None
+        lifetime = "singleton" if own == 0 else f"{self.levels[own]}-scoped"
+        dlevel = self.level[dkey]
+        if dlevel is None:
+            what = f"transient {describe_key(dkey)}, which needs the {self.levels[dneeds]} scope"
+        else:
+            what = f"{self.levels[dlevel]}-scoped {describe_key(dkey)}"
+        return (
+            f"scope violation: {lifetime} {describe_key(key)} depends on {what}; a longer-lived "
+            f"provider cannot hold a shorter-lived one. Make {describe_key(key)} live at "
+            f"least as short ({self.levels[dneeds]!r}), or {describe_key(dkey)} longer"
+        )

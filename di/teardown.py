@@ -1,0 +1,217 @@
+"""Teardown: unwind a checkpoint's exit list exactly like nested ``with``.
+
+This is the one hand-written substitute DESIGN.md allows: a checkpoint keeps
+a plain list of what it entered, and unwinding it reproduces
+`contextlib.ExitStack.__exit__` / `AsyncExitStack.__aexit__` case by case
+(LIFO order, every exit runs, a True return suppresses, a new exception
+replaces the old with ``__context__`` chained). It exists because a request
+scope pays for an ExitStack on every cycle, while a list append per resource
+and one loop at the end cost a fraction of that; tests/test_teardown.py holds
+the case-by-case equivalence.
+
+An entry is one of:
+- a generator (a generator provider after its first ``next``): finished with
+  `contextlib.contextmanager` semantics;
+- an async generator: likewise with `asynccontextmanager` semantics;
+- `AsyncExit`: a bound ``__aexit__`` (async context managers, RefCounted);
+- any other callable: a bound ``__exit__``.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import AsyncGenerator, Callable, Generator
+from types import AsyncGeneratorType, GeneratorType, TracebackType
+from typing import Any, NamedTuple
+
+__all__ = ["AsyncExit", "aunwind", "needs_async", "unwind"]
+
+ExcInfo = tuple[type[BaseException] | None, BaseException | None, TracebackType | None]
+
+
+class AsyncExit(NamedTuple):
+    """An exit that must be awaited: a bound ``__aexit__``."""
+
+    aexit: Callable[..., Any]
+
+
+def needs_async(exits: list[Any]) -> bool:
+    return any(type(e) is AsyncGeneratorType or type(e) is AsyncExit for e in exits)
+
+
+def _name(gen: Any) -> str:
+    return str(getattr(gen, "__qualname__", gen))
+
+
+def _exit_generator(gen: Generator[Any, Any, Any], exc: BaseException | None) -> bool:
+    # contextlib.contextmanager.__exit__, for a generator already past its yield.
+    if exc is None:
+        for _ in gen:  # exhausting beats next() + catching StopIteration
+            try:
+                raise RuntimeError(f"generator provider {_name(gen)} didn't stop")
+            finally:
+                gen.close()
+        return False
+    tb = exc.__traceback__
+    try:
+        gen.throw(exc)
+    except StopIteration as stop:
+        return stop is not exc
+    except RuntimeError as err:
+        if err is exc:
+            err.__traceback__ = tb
+            return False
+        if isinstance(exc, StopIteration) and err.__cause__ is exc:
+            exc.__traceback__ = tb
+            return False
+        raise
+    except BaseException as err:
+        if err is not exc:
+            raise
+        err.__traceback__ = tb
+        return False
+    try:
+        raise RuntimeError(f"generator provider {_name(gen)} didn't stop after throw()")
+    finally:
+        gen.close()
+
+
+async def _exit_async_generator(agen: AsyncGenerator[Any, Any], exc: BaseException | None) -> bool:
+    # contextlib.asynccontextmanager.__aexit__, for a generator past its yield.
+    if exc is None:
+        async for _ in agen:
+            try:
+                raise RuntimeError(f"generator provider {_name(agen)} didn't stop")
+            finally:
+                await agen.aclose()
+        return False
+    tb = exc.__traceback__
+    try:
+        await agen.athrow(exc)
+    except StopAsyncIteration as stop:
+        return stop is not exc
+    except RuntimeError as err:
+        if err is exc:
+            err.__traceback__ = tb
+            return False
+        if isinstance(exc, (StopIteration, StopAsyncIteration)) and err.__cause__ is exc:
+            exc.__traceback__ = tb
+            return False
+        raise
+    except BaseException as err:
+        if err is not exc:
+            raise
+        err.__traceback__ = tb
+        return False
+    try:
+        raise RuntimeError(f"generator provider {_name(agen)} didn't stop after athrow()")
+    finally:
+        await agen.aclose()
+
+
+def _fix_context(
+    new: BaseException, old: BaseException | None, frame: BaseException | None
+) -> None:
+    # As ExitStack does: make the new exception's chain end at the one it replaced.
+    while True:
+        ctx = new.__context__
+        if ctx is None or ctx is old:
+            return
+        if ctx is frame:
+            break
+        new = ctx
+    new.__context__ = old
+
+
+def _reraise(exc: BaseException) -> None:
+    fixed = exc.__context__
+    try:
+        raise exc
+    except BaseException:
+        exc.__context__ = fixed
+        raise
+
+
+def unwind(exits: list[Any], exc: BaseException | None) -> bool:
+    """Run every exit, LIFO; return True if ``exc`` was suppressed.
+
+    Raises the last exception a teardown raised (chained like ExitStack).
+    An async entry here is a bug of the caller: use `aunwind`.
+    """
+    received = exc is not None
+    frame = sys.exc_info()[1]
+    suppressed = pending = False
+    while exits:
+        entry = exits.pop()
+        try:
+            if type(entry) is GeneratorType:
+                if exc is None:
+                    # the common case, inlined: a clean generator finishes here
+                    for _ in entry:
+                        try:
+                            raise RuntimeError(f"generator provider {_name(entry)} didn't stop")
+                        finally:
+                            entry.close()
+                    continue
+                stop = _exit_generator(entry, exc)
+            elif type(entry) is AsyncGeneratorType or type(entry) is AsyncExit:
+                raise RuntimeError("async teardown reached the sync unwind")  # pragma: no cover
+            elif exc is None:
+                stop = entry(None, None, None)
+            else:
+                stop = entry(type(exc), exc, exc.__traceback__)
+            if stop:
+                suppressed = True
+                pending = False
+                exc = None
+        except BaseException as new:
+            _fix_context(new, exc, frame)
+            pending = True
+            exc = new
+    if pending:
+        assert exc is not None
+        _reraise(exc)
+    return received and suppressed
+
+
+async def aunwind(exits: list[Any], exc: BaseException | None) -> bool:
+    """`unwind` for a list that may hold async entries (AsyncExitStack)."""
+    received = exc is not None
+    frame = sys.exc_info()[1]
+    suppressed = pending = False
+    while exits:
+        entry = exits.pop()
+        try:
+            kind = type(entry)
+            if kind is GeneratorType:
+                stop = _exit_generator(entry, exc)
+            elif kind is AsyncGeneratorType:
+                if exc is None:
+                    async for _ in entry:
+                        try:
+                            raise RuntimeError(f"generator provider {_name(entry)} didn't stop")
+                        finally:
+                            await entry.aclose()
+                    continue
+                stop = await _exit_async_generator(entry, exc)
+            elif kind is AsyncExit:
+                if exc is None:
+                    stop = await entry.aexit(None, None, None)
+                else:
+                    stop = await entry.aexit(type(exc), exc, exc.__traceback__)
+            elif exc is None:
+                stop = entry(None, None, None)
+            else:
+                stop = entry(type(exc), exc, exc.__traceback__)
+            if stop:
+                suppressed = True
+                pending = False
+                exc = None
+        except BaseException as new:
+            _fix_context(new, exc, frame)
+            pending = True
+            exc = new
+    if pending:
+        assert exc is not None
+        _reraise(exc)
+    return received and suppressed
