@@ -65,6 +65,28 @@ def _task_ident() -> int:
     return id(aiologic.lowlevel.current_async_task())
 
 
+def _enter_cm(manager: Any, exits: list[Any], key: Any) -> Any:
+    """Enter a sync context manager a ``cm=True`` provider returned, the way
+    ``with`` does (methods looked up on the type)."""
+    kind = type(manager)
+    enter = getattr(kind, "__enter__", None)
+    if enter is None:
+        if hasattr(kind, "__aenter__"):
+            raise AsyncProviderError(
+                f"the cm=True provider of {describe_key(key)} returned {kind.__qualname__}, an "
+                f"async context manager, but nothing said so up front; annotate the factory's "
+                f"return type as AbstractAsyncContextManager[{describe_key(key)}] so di enters "
+                f"it with `async with`"
+            )
+        raise TypeError(
+            f"the cm=True provider of {describe_key(key)} returned {kind.__qualname__}, which "
+            f"is not a context manager"
+        )
+    value = enter(manager)
+    exits.append(kind.__exit__.__get__(manager))
+    return value
+
+
 class _Fn:
     """Source lines and constants of one generated function."""
 
@@ -149,6 +171,7 @@ class Compiler:
             "_noscope": self._noscope,
             "_closed": self._closed,
             "_AsyncExit": AsyncExit,
+            "_enter_cm": _enter_cm,
         }
 
     def _compile(self, fn: _Fn, name: str) -> Any:
@@ -249,11 +272,8 @@ class Compiler:
             ]
         elif kind is Kind.CM:
             m = fn.tmp()
-            fn.lines += [
-                f"{pad}{m} = {call}",
-                f"{pad}{v} = {m}.__enter__()",
-                f"{pad}{ex}.append({m}.__exit__)",
-            ]
+            k = fn.const(key, "K")
+            fn.lines += [f"{pad}{m} = {call}", f"{pad}{v} = _enter_cm({m}, {ex}, {k})"]
         elif kind is Kind.ASYNC_CM:
             m = fn.tmp()
             fn.lines += [

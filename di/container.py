@@ -109,6 +109,7 @@ class Container:
         self._compiler = Compiler(self)
         self._lifecycles: tuple[type, ...] | None = None
         self._refs = 0
+        self._open = False
         self._close_requested = False
         self._lifecycle_lock = aiologic.Lock()
         self._fill_values()
@@ -168,8 +169,8 @@ class Container:
             ) from None
         if index == 0:
             raise ScopeError(
-                f"{level!r} is the container itself; enter the container (`with container:`) "
-                f"instead of a scope of it"
+                f"{level!r} is the container itself, the outermost of "
+                f"{' < '.join(self._levels)}; enter the container (`with container:`) instead"
             )
         cp: Checkpoint = _new_checkpoint(self, index)
         if context:
@@ -246,19 +247,18 @@ class Container:
     def override(self, key: Any, value_or_factory: Any) -> Iterator[None]:
         """Swap the provider of ``key`` inside the block; restore it on exit.
 
-        A class or a function is used as a factory (autowired, same lifetime
-        as the provider it replaces); anything else is served as the value.
+        A class or a function is used as a transient factory (autowired from
+        its hints); anything else is served as the value.
         Nestable; what tests use::
 
             with container.override(Mailer, FakeMailer()):
                 ...
         """
         key = self._known(key)
-        original = self._graph.providers[key]
         if isinstance(value_or_factory, type) or (
             callable(value_or_factory) and hasattr(value_or_factory, "__code__")
         ):
-            provider = make_provider(value_or_factory, provides=key, scope=original.scope)
+            provider = make_provider(value_or_factory, provides=key)
         else:
             provider = Provider(key, value_or_factory, Kind.VALUE, self._levels[0], (), "override")
         self._overrides.append((key, provider))
@@ -304,7 +304,8 @@ class Container:
 
     @property
     def is_open(self) -> bool:
-        return self._refs > 0
+        """True from the first enter until the container closes."""
+        return self._open
 
     def _push_entered(self) -> None:
         _entered.set((self, _entered.get()))
@@ -312,12 +313,14 @@ class Container:
     def __enter__(self) -> Container:
         with self._lifecycle_lock:
             self._refs += 1
+            self._open = True
         self._push_entered()
         return self
 
     async def __aenter__(self) -> Container:
         async with self._lifecycle_lock:
             self._refs += 1
+            self._open = True
         self._push_entered()
         return self
 
@@ -397,10 +400,10 @@ class Container:
     def _warn_forced(self, cps: list[Checkpoint]) -> None:
         for cp in cps:
             log.warning(
-                "shutdown: %r still held by %d holder(s) after %.3gs (shutdown_timeout); "
+                "shutdown: %r is still held by %s after %.3gs (shutdown_timeout); "
                 "tearing it down anyway",
                 cp,
-                max(cp._refs, 1),
+                cp.describe_holders(),
                 self.shutdown_timeout,
             )
 
@@ -444,6 +447,7 @@ class Container:
 
     def _reset_root(self) -> None:
         dict.clear(self._root)
+        self._open = False
         self._root._async = False
         self._close_requested = False
         self._fill_values()

@@ -77,9 +77,11 @@ def _frame(container: Container) -> Checkpoint:
     # A call frame: between the current checkpoint and any deeper level, so
     # scoped keys resolve in their owners while the call's own transient
     # resources are pushed onto its exit list.
-    parent = container._storage.get(None) or container._root
+    parent = container._storage.get(None)
+    if parent is None:
+        parent = container._root
     frame: Checkpoint = new_checkpoint(container, parent._level)
-    frame._level = parent._level + 0.5  # type: ignore[assignment]
+    frame._level = parent._level + 0.5
     frame._parent = parent
     return frame
 

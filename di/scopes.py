@@ -122,6 +122,7 @@ class Checkpoint(dict[Any, Any]):
         "_async",
         "_container",
         "_exits",
+        "_holders",
         "_level",
         "_parent",
         "_plans",
@@ -132,6 +133,7 @@ class Checkpoint(dict[Any, Any]):
 
     _container: Container
     _exits: list[Any] | None
+    _holders: dict[object, str] | None
     _level: int
     _parent: Checkpoint | None
     _plans: dict[Any, Any]
@@ -174,7 +176,7 @@ class Checkpoint(dict[Any, Any]):
     @property
     def level(self) -> str:
         """The level's name, e.g. ``"request"``."""
-        return self._container._levels[self._level]
+        return self._container._levels[int(self._level)]
 
     @property
     def parent(self) -> Checkpoint | None:
@@ -198,7 +200,9 @@ class Checkpoint(dict[Any, Any]):
     # -- entering and leaving
     def __enter__(self) -> Checkpoint:
         container = self._container
-        parent = container._storage.get(None) or container._root
+        parent = container._storage.get(None)
+        if parent is None:
+            parent = container._root
         if self._token is not None or self._exits is None:
             raise ScopeError(f"{self!r} was already entered; make a new one with container.scope()")
         if parent._level >= self._level:
@@ -279,8 +283,9 @@ class Checkpoint(dict[Any, Any]):
                 "this container uses thread-local storage"
             )
         loop = asyncio.get_running_loop()
+        who = f"task spawned to run {getattr(coro, '__qualname__', coro)!r}"
         try:
-            self._acquire()
+            self._acquire(coro, who)
         except BaseException:
             coro.close()
             raise
@@ -294,17 +299,17 @@ class Checkpoint(dict[Any, Any]):
                 result = await coro
             except BaseException as exc:
                 released = True
-                await self._arelease(exc)
+                await self._arelease(exc, coro)
                 raise
             released = True
-            await self._arelease(None)
+            await self._arelease(None, coro)
             return result
 
         def done(task: asyncio.Task[T]) -> None:
             # A task cancelled before its first step never enters run()'s body.
             if not released:
                 coro.close()
-                _background.add(cleanup := loop.create_task(self._arelease(None)))
+                _background.add(cleanup := loop.create_task(self._arelease(None, coro)))
                 cleanup.add_done_callback(_background.discard)
 
         task = context.run(loop.create_task, run())
@@ -322,31 +327,51 @@ class Checkpoint(dict[Any, Any]):
             )
         return lock
 
-    def _acquire(self) -> None:
+    def _acquire(self, holder: object, who: str) -> None:
         with self._lock():
-            self._add_ref()
+            self._add_ref(holder, who)
 
-    async def _aacquire(self) -> None:
+    async def _aacquire(self, holder: object, who: str) -> None:
         async with self._lock():
-            self._add_ref()
+            self._add_ref(holder, who)
 
-    def _add_ref(self) -> None:
+    def _add_ref(self, holder: object, who: str) -> None:
         if self._refs <= 0 or self._exits is None:
             raise CheckpointClosedError(f"{self!r} has been torn down and cannot be held")
         self._refs += 1
         self._shared = True
+        if self._holders is None:
+            self._holders = {}
+        self._holders[holder] = who
 
-    def _release(self, exc: BaseException | None) -> bool:
-        with dict.__getitem__(self, _HOLD):
-            self._refs -= 1
-            last = self._refs == 0
+    def _drop_ref(self, holder: object | None) -> bool:
+        if holder is not None and self._holders is not None:
+            self._holders.pop(holder, None)
+        self._refs -= 1
+        return self._refs == 0
+
+    def _release(self, exc: BaseException | None, holder: object | None = None) -> bool:
+        lock = dict.get(self, _HOLD)
+        if lock is None or lock is _CLOSING:  # torn down already (forced at shutdown)
+            return False
+        with lock:
+            last = self._drop_ref(holder)
         return self._teardown(exc) if last else False
 
-    async def _arelease(self, exc: BaseException | None) -> bool:
-        async with dict.__getitem__(self, _HOLD):
-            self._refs -= 1
-            last = self._refs == 0
+    async def _arelease(self, exc: BaseException | None, holder: object | None = None) -> bool:
+        lock = dict.get(self, _HOLD)
+        if lock is None or lock is _CLOSING:  # torn down already (forced at shutdown)
+            return False
+        async with lock:
+            last = self._drop_ref(holder)
         return await self._ateardown(exc) if last else False
+
+    def describe_holders(self) -> str:
+        """Who holds this checkpoint now, for logs and shutdown warnings."""
+        holders = list((self._holders or {}).values())
+        if self._token is not _EXITED and self._token is not None:
+            holders.insert(0, "the block that entered it")
+        return ", ".join(holders) or "nobody"
 
     # -- teardown
     def _teardown(self, exc: BaseException | None) -> bool:
@@ -365,7 +390,7 @@ class Checkpoint(dict[Any, Any]):
         try:
             return unwind(exits, exc)
         finally:
-            self._container._forget(self)
+            self._closed()
 
     async def _ateardown(self, exc: BaseException | None) -> bool:
         exits = self._exits
@@ -378,7 +403,15 @@ class Checkpoint(dict[Any, Any]):
                 return await aunwind(exits, exc)
             return unwind(exits, exc)
         finally:
-            self._container._forget(self)
+            self._closed()
+
+    def _closed(self) -> None:
+        # Drop the instances (nothing may be served from a torn-down
+        # checkpoint) but keep the claim, so later holds see it is closed.
+        dict.clear(self)
+        dict.__setitem__(self, _HOLD, _CLOSING)
+        self._holders = None
+        self._container._forget(self)
 
 
 class Hold:
@@ -391,7 +424,7 @@ class Hold:
 
     def __enter__(self) -> Checkpoint:
         cp = self._cp
-        cp._acquire()
+        cp._acquire(self, _who())
         self._token = cp._container._storage.set(cp)
         return cp
 
@@ -403,11 +436,11 @@ class Hold:
     ) -> bool:
         cp = self._cp
         cp._container._storage.reset(self._token)
-        return cp._release(exc)
+        return cp._release(exc, self)
 
     async def __aenter__(self) -> Checkpoint:
         cp = self._cp
-        await cp._aacquire()
+        await cp._aacquire(self, _who())
         self._token = cp._container._storage.set(cp)
         return cp
 
@@ -419,7 +452,16 @@ class Hold:
     ) -> bool:
         cp = self._cp
         cp._container._storage.reset(self._token)
-        return await cp._arelease(exc)
+        return await cp._arelease(exc, self)
+
+
+def _who() -> str:
+    try:
+        task = aiologic.lowlevel.current_async_task()
+    except Exception:  # no event loop here: a plain thread
+        return f"hold() in thread {threading.current_thread().name!r}"
+    name = getattr(task, "get_name", None)
+    return f"hold() in task {name() if name else getattr(task, 'name', task)!r}"
 
 
 class Root(Checkpoint):
@@ -475,4 +517,5 @@ def new_checkpoint(container: Container, level: int, cls: type[Checkpoint] = Che
     cp._shared = False
     cp._async = False
     cp._token = None
+    cp._holders = None
     return cp

@@ -1,0 +1,255 @@
+"""ClientContext: one API client shared, refcounted, by many concurrent tasks."""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from collections.abc import Callable, Coroutine, Mapping
+from types import TracebackType
+from typing import Any, Generic, TypeVar, overload
+
+from di.lifecycle import RefCounted, describe_callable
+
+__all__ = ["CANONICAL_CONN_KEYS", "ClientContext"]
+
+C = TypeVar("C")
+
+logger = logging.getLogger("di")
+
+#: Connection keys `ClientContext` recognises. A key given in any case, with
+#: or without ``_``, ``-`` or spaces (``host``, ``API_KEY``, ``api-key``), is
+#: renamed to the canonical spelling here; any other key is passed through as
+#: given.
+CANONICAL_CONN_KEYS: tuple[str, ...] = (
+    "Scheme",
+    "Host",
+    "Port",
+    "Path",
+    "BaseUrl",
+    "ApiKey",
+    "Token",
+    "Username",
+    "Password",
+    "Timeout",
+    "Headers",
+    "Proxy",
+    "Database",
+)
+
+_CANONICAL_BY_FOLDED = {key.lower(): key for key in CANONICAL_CONN_KEYS}
+
+_TRUE = frozenset({"true", "1", "yes"})
+_FALSE = frozenset({"false", "0", "no"})
+
+
+def _fold(key: str) -> str:
+    return key.lower().replace("_", "").replace("-", "").replace(" ", "")
+
+
+def normalize_conn(conn: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Rename recognised keys to their canonical spelling; keep the rest.
+
+    Two keys that mean the same thing (``host`` and ``HOST``) are a
+    `ValueError`: silently picking one would hide a configuration mistake.
+    """
+    normalized: dict[str, Any] = {}
+    given_as: dict[str, str] = {}
+    for key, value in (conn or {}).items():
+        canonical = _CANONICAL_BY_FOLDED.get(_fold(key), key) if isinstance(key, str) else key
+        if canonical in given_as:
+            raise ValueError(
+                f"conn gives {canonical} twice, as {given_as[canonical]!r} and {key!r}; "
+                f"keep one of them"
+            )
+        given_as[canonical] = key
+        normalized[canonical] = value
+    return normalized
+
+
+def parse_verify_ssl(value: bool | str) -> bool:
+    """``True``/``False``, or one of true/false/1/0/yes/no in any case."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str):
+        folded = value.strip().lower()
+        if folded in _TRUE:
+            return True
+        if folded in _FALSE:
+            return False
+    raise ValueError(
+        f"verify_ssl must be a bool or one of 'true', 'false', '1', '0', 'yes', 'no' "
+        f"(any case), not {value!r}"
+    )
+
+
+async def _maybe_await(value: object) -> object:
+    if inspect.isawaitable(value):
+        return await value
+    return value
+
+
+class ClientContext(Generic[C]):
+    """Share one API client among concurrent tasks, refcounted.
+
+    ``factory(conn, verify_ssl)`` builds the client (sync or async). The
+    client's own ``initialize()`` is called after it is built and its
+    ``aclose()`` (or, failing that, ``close()``) when it is released; each may
+    be sync or async, and is skipped when the client does not have it::
+
+        def make_client(conn: dict[str, Any], verify_ssl: bool) -> httpx.AsyncClient:
+            base = f"{conn['Scheme']}://{conn['Host']}:{conn['Port']}"
+            return httpx.AsyncClient(base_url=base, verify=verify_ssl)
+
+        ctx = di.ClientContext(make_client, {"scheme": "http", "HOST": "api", "port": 80})
+
+        async def fetch(path: str) -> bytes:
+            async with ctx as client:    # the first enter builds the client
+                return (await client.get(path)).content
+                                         # the last exit closes it
+
+        await asyncio.gather(*(fetch(f"/items/{i}") for i in range(50)))
+
+    Connection keys are matched case-insensitively (and ignoring ``_``/``-``)
+    and renamed to the names in `CANONICAL_CONN_KEYS`; unknown keys are kept
+    as given. ``verify_ssl`` takes a bool or true/false/1/0/yes/no.
+
+    ``await ctx.get_client()`` builds the client lazily without taking a
+    reference; it stays until ``await ctx.close()`` or until the last
+    ``async with`` exits. Closing follows `di.RefCounted`: ``close()`` while
+    blocks still hold the client warns and defers to the last exit,
+    ``close(force=True)`` closes at once.
+    """
+
+    __slots__ = ("__weakref__", "_conn", "_factory", "_rc", "_verify_ssl")
+
+    @overload
+    def __init__(
+        self,
+        factory: Callable[[dict[str, Any], bool], Coroutine[Any, Any, C]],
+        conn: Mapping[str, Any] | None = None,
+        verify_ssl: bool | str = True,
+    ) -> None: ...
+
+    @overload
+    def __init__(
+        self,
+        factory: Callable[[dict[str, Any], bool], C],
+        conn: Mapping[str, Any] | None = None,
+        verify_ssl: bool | str = True,
+    ) -> None: ...
+
+    def __init__(
+        self,
+        factory: Callable[[dict[str, Any], bool], Any],
+        conn: Mapping[str, Any] | None = None,
+        verify_ssl: bool | str = True,
+    ) -> None:
+        self._factory = factory
+        self._conn = normalize_conn(conn)
+        self._verify_ssl = parse_verify_ssl(verify_ssl)
+        name = describe_callable(factory)
+        self._rc: RefCounted[C] = RefCounted(
+            self._open_client, self._close_client, name=f"client from {name}"
+        )
+
+    # -- configuration ------------------------------------------------------
+
+    @property
+    def conn(self) -> dict[str, Any]:
+        """A copy of the normalised connection details."""
+        return dict(self._conn)
+
+    @property
+    def verify_ssl(self) -> bool:
+        return self._verify_ssl
+
+    # -- the client ---------------------------------------------------------
+
+    async def _open_client(self) -> Any:
+        # The factory gets its own copy, so a factory that pops or edits keys
+        # cannot change what the next open sees.
+        client = self._factory(dict(self._conn), self._verify_ssl)
+        # Await what an async factory returns, but never the client itself:
+        # some clients are awaitable (``await redis.asyncio.Redis()``).
+        if inspect.iscoroutine(client):
+            client = await client
+        initialize = getattr(client, "initialize", None)
+        if callable(initialize):
+            try:
+                await _maybe_await(initialize())
+            except BaseException:
+                # Nothing gets cached, so nobody else would ever close it.
+                # The original error (or cancellation) is what the caller must
+                # see; a failure of this best-effort cleanup is only logged.
+                try:
+                    await self._close_client(client)
+                except BaseException as cleanup_exc:
+                    if isinstance(cleanup_exc, Exception):
+                        logger.warning(
+                            "closing a client whose initialize() failed also failed",
+                            exc_info=True,
+                        )
+                raise
+        return client
+
+    @staticmethod
+    async def _close_client(client: C) -> None:
+        closer = getattr(client, "aclose", None)
+        if not callable(closer):
+            closer = getattr(client, "close", None)
+        if callable(closer):
+            await _maybe_await(closer())
+
+    @property
+    def client(self) -> C:
+        """The initialised client; `RuntimeError` before it is built."""
+        if not self._rc.is_open:
+            raise RuntimeError(
+                f"the {self._rc.name} is not initialised; use `async with ctx as client` "
+                f"or `client = await ctx.get_client()` first"
+            )
+        return self._rc.resource
+
+    @property
+    def interface(self) -> C:
+        """Alias of `client`."""
+        return self.client
+
+    @property
+    def ref_count(self) -> int:
+        """How many ``async with`` blocks currently hold the client."""
+        return self._rc.ref_count
+
+    @property
+    def is_open(self) -> bool:
+        """Whether a client is currently built and not yet closed."""
+        return self._rc.is_open
+
+    async def get_client(self) -> C:
+        """The client, built and initialised on first call.
+
+        Concurrent first callers wait for one build and all get the same
+        fully initialised client. A failed build raises
+        `di.lifecycle.ResourceOpenError` (a `RuntimeError`, with the original
+        error as ``__cause__``) and caches nothing, so the next call retries.
+        """
+        return await self._rc._enter_async(counted=False)
+
+    async def close(self, force: bool = False) -> None:
+        """Close the client; deferred with a warning while blocks hold it."""
+        await self._rc.aclose(force)
+
+    async def __aenter__(self) -> C:
+        return await self._rc.__aenter__()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self._rc.__aexit__(exc_type, exc, tb)
+
+    def __repr__(self) -> str:
+        state = "open" if self._rc.is_open else "closed"
+        return f"<ClientContext {self._rc.name} {state} ref_count={self._rc.ref_count}>"

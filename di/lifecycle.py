@@ -1,0 +1,370 @@
+"""RefCounted: a resource opened on first enter and closed on last exit.
+
+Any number of threads and tasks (asyncio or trio) may share one `RefCounted`.
+Two locks keep that correct and cheap:
+
+- a tiny ``threading.Lock`` guards the counter and the open resource. It is
+  only ever held for a few bytecodes, never across user code or an ``await``,
+  so taking it from async code cannot stall the event loop for long. This is
+  the whole cost of entering or leaving a resource that is already open.
+- an ``aiologic.Lock`` serialises the transitions (calling ``open`` and
+  ``close``), which may block or await for as long as the user's code takes.
+  aiologic lets threads (``with``) and asyncio/trio tasks (``async with``)
+  wait on the same lock.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import threading
+from collections.abc import Callable, Coroutine
+from types import TracebackType
+from typing import Any, Generic, TypeVar, overload
+
+import aiologic
+
+from di.errors import AsyncProviderError, DIError
+
+__all__ = ["RefCounted", "ResourceOpenError"]
+
+T = TypeVar("T")
+
+logger = logging.getLogger("di")
+
+
+class ResourceOpenError(DIError, RuntimeError):
+    """Opening a `RefCounted` resource failed. The original exception is the
+    ``__cause__``; the resource stays closed and the next enter tries again."""
+
+
+def _is_async_callable(fn: object) -> bool:
+    # A callable object with an ``async def __call__`` is as async as a
+    # coroutine function, and inspect only sees through it when asked.
+    return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(
+        getattr(fn, "__call__", None)  # noqa: B004 - we want the method, not callable()
+    )
+
+
+def describe_callable(fn: object) -> str:
+    """``make_pool`` or ``Pool.open``; a nested function without its
+    ``outer.<locals>.`` prefix, which only adds noise to messages."""
+    qualname = getattr(fn, "__qualname__", None)
+    if not isinstance(qualname, str):
+        return repr(fn)
+    return qualname.rpartition("<locals>.")[2]
+
+
+class RefCounted(Generic[T]):
+    """A shared resource that is opened on first enter and closed on last exit.
+
+    ``open`` takes no arguments and returns the resource; ``close`` receives
+    it. Either may be a plain function or a coroutine function. Enter with
+    ``with`` (both sync) or ``async with`` (always allowed)::
+
+        pool = di.RefCounted(lambda: make_pool(dsn), lambda p: p.close())
+
+        with pool as p:          # first enter: make_pool() runs
+            with pool as q:      # already open: q is p, ref_count == 2
+                ...
+        # last exit: p.close() runs; the next enter opens a fresh pool
+
+    Rules:
+
+    - ``ref_count`` rises only after a successful open. A failed open raises
+      `ResourceOpenError` (the original error is its ``__cause__``);
+      cancellation (``asyncio.CancelledError``, ``trio.Cancelled``,
+      ``KeyboardInterrupt``) propagates unchanged. Either way the count and
+      state are exactly what they were before the enter.
+    - ``close()`` while references are held logs a warning on the ``"di"``
+      logger and leaves the closing to the last exit; ``close(force=True)``
+      closes at once (the holders' exits are still counted, but no longer
+      close anything).
+    - An error raised by ``close`` propagates, and the resource is still
+      considered closed.
+    - A sync ``with`` / ``close()`` on a resource whose ``open`` or ``close``
+      is async raises `di.AsyncProviderError` and changes nothing: `di`
+      never starts a private event loop.
+
+    When both callables are sync, ``async with`` and ``aclose()`` run them
+    directly (without yielding while holding the transition lock), so sync and
+    async users can share the resource, even inside one event-loop thread.
+    """
+
+    __slots__ = (
+        "__weakref__",
+        "_close",
+        "_close_awaits",
+        "_count",
+        "_held",
+        "_name",
+        "_open",
+        "_open_awaits",
+        "_state",
+        "_sync",
+        "_transition",
+    )
+
+    @overload
+    def __init__(
+        self,
+        open: Callable[[], Coroutine[Any, Any, T]],
+        close: Callable[[T], object],
+        *,
+        name: str | None = None,
+    ) -> None: ...
+
+    @overload
+    def __init__(
+        self,
+        open: Callable[[], T],
+        close: Callable[[T], object],
+        *,
+        name: str | None = None,
+    ) -> None: ...
+
+    def __init__(
+        self,
+        open: Callable[[], Any],
+        close: Callable[[Any], Any],
+        *,
+        name: str | None = None,
+    ) -> None:
+        self._open = open
+        self._close = close
+        self._name = name or describe_callable(open)
+        self._open_awaits = _is_async_callable(open)
+        self._close_awaits = _is_async_callable(close)
+        self._sync = not (self._open_awaits or self._close_awaits)
+        self._state = threading.Lock()
+        self._transition = aiologic.Lock()
+        self._count = 0
+        # A 1-tuple rather than (flag, value) so a single attribute read tells
+        # both whether it is open and what is open, without the state lock.
+        self._held: tuple[T] | None = None
+
+    # -- introspection -----------------------------------------------------
+
+    @property
+    def name(self) -> str:
+        """The name used in messages (``name=`` or the qualname of ``open``)."""
+        return self._name
+
+    @property
+    def ref_count(self) -> int:
+        """How many ``with`` / ``async with`` blocks currently hold it."""
+        return self._count
+
+    @property
+    def is_open(self) -> bool:
+        """Whether the resource is currently open."""
+        return self._held is not None
+
+    @property
+    def resource(self) -> T:
+        """The open resource; `RuntimeError` when it is not open."""
+        held = self._held
+        if held is None:
+            raise RuntimeError(
+                f"{self._name} is not open; enter it first (`with rc as res` or "
+                f"`async with rc as res`)"
+            )
+        return held[0]
+
+    def __repr__(self) -> str:
+        state = "open" if self._held is not None else "closed"
+        return f"<RefCounted {self._name} {state} ref_count={self._count}>"
+
+    # -- state changes shared by the sync and async paths -------------------
+
+    def _join(self, counted: bool = True) -> tuple[T] | None:
+        """Take a reference if the resource is open; None means open it."""
+        with self._state:
+            held = self._held
+            if held is not None and counted:
+                self._count += 1
+            return held
+
+    def _publish(self, resource: T, counted: bool) -> None:
+        with self._state:
+            self._held = (resource,)
+            if counted:
+                self._count += 1
+
+    def _release(self) -> bool:
+        """Drop a reference; True when it was the last and a close is due."""
+        with self._state:
+            if self._count <= 0:
+                raise RuntimeError(
+                    f"{self._name}: exit without a matching enter (ref_count is already 0); "
+                    f"each exit must pair with one `with` / `async with` enter"
+                )
+            self._count -= 1
+            return self._count == 0 and self._held is not None
+
+    def _should_defer(self, force: bool) -> bool:
+        if force or self._count == 0:
+            return False
+        logger.warning(
+            "close() of %s deferred: %d reference(s) still held; it closes when the "
+            "last one exits (pass force=True to close it now)",
+            self._name,
+            self._count,
+        )
+        return True
+
+    def _detach(self, force: bool) -> tuple[T] | None:
+        """Mark it closed and hand back what must be closed, if anything.
+
+        Called with the transition lock held, so no open or close runs
+        concurrently; the state lock makes the decision atomic with respect
+        to fast-path enters, which may have taken a reference meanwhile.
+        """
+        with self._state:
+            held = self._held
+            if held is None or (self._count > 0 and not force):
+                return None
+            self._held = None
+            return held
+
+    def _open_failed(self, exc: Exception) -> ResourceOpenError:
+        return ResourceOpenError(
+            f"opening {self._name} failed ({type(exc).__name__}: {exc}); it stays "
+            f"closed and the next enter tries again"
+        )
+
+    def _not_async(self, what: str, coro: Coroutine[Any, Any, Any]) -> AsyncProviderError:
+        coro.close()  # never awaited: close it so Python does not warn
+        return AsyncProviderError(
+            f"{what} of {self._name} returned a coroutine but is not a coroutine function, "
+            f"so it was called from sync code; pass an `async def` (for example "
+            f"`async def {what}(res): await res.aclose()`) rather than a lambda around one"
+        )
+
+    def _require_sync(self, use_instead: str) -> None:
+        if not self._sync:
+            raise AsyncProviderError(
+                f"{self._name} has an async open or close, so it cannot be used from "
+                f"sync code; use {use_instead}"
+            )
+
+    # -- sync ---------------------------------------------------------------
+
+    def _open_sync(self) -> T:
+        try:
+            resource = self._open()
+        except Exception as exc:
+            raise self._open_failed(exc) from exc
+        if inspect.iscoroutine(resource):
+            raise self._not_async("open", resource)
+        return resource  # type: ignore[no-any-return]
+
+    def _close_sync(self, resource: T) -> None:
+        result = self._close(resource)
+        if inspect.iscoroutine(result):
+            raise self._not_async("close", result)
+
+    def _enter_sync(self, counted: bool = True) -> T:
+        held = self._join(counted)
+        if held is not None:
+            return held[0]
+        with self._transition:
+            # Another thread may have opened it while we waited for the lock.
+            held = self._join(counted)
+            if held is not None:
+                return held[0]
+            resource = self._open_sync()
+            self._publish(resource, counted)
+            return resource
+
+    def _close_now_sync(self, force: bool) -> None:
+        with self._transition:
+            held = self._detach(force)
+            if held is not None:
+                self._close_sync(held[0])
+
+    def __enter__(self) -> T:
+        self._require_sync("`async with` instead of `with`")
+        return self._enter_sync()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._require_sync("`async with` instead of `with`")
+        if self._release():
+            self._close_now_sync(force=False)
+
+    def close(self, force: bool = False) -> None:
+        """Close the resource now, or at the last exit if references are held.
+
+        With ``force=True`` it closes at once even while held; holders keep
+        their (now closed) resource and their exits close nothing more.
+        Closing a closed resource does nothing.
+        """
+        self._require_sync("`await rc.aclose()` instead of `rc.close()`")
+        if not self._should_defer(force):
+            self._close_now_sync(force)
+
+    # -- async --------------------------------------------------------------
+
+    async def _open_async(self) -> T:
+        try:
+            result = self._open()
+            # A lambda returning a coroutine is not a coroutine function, but
+            # here we can still await it; a resource that merely happens to be
+            # awaitable is left alone.
+            if self._open_awaits or inspect.iscoroutine(result):
+                result = await result
+        except Exception as exc:
+            raise self._open_failed(exc) from exc
+        return result  # type: ignore[no-any-return]
+
+    async def _enter_async(self, counted: bool = True) -> T:
+        if self._sync:
+            return self._enter_sync(counted)
+        held = self._join(counted)
+        if held is not None:
+            return held[0]
+        # Cancellation anywhere below leaves the state untouched: it only
+        # changes in _publish, after open has succeeded.
+        async with self._transition:
+            held = self._join(counted)
+            if held is not None:
+                return held[0]
+            resource = await self._open_async()
+            self._publish(resource, counted)
+            return resource
+
+    async def _close_now_async(self, force: bool) -> None:
+        if self._sync:
+            self._close_now_sync(force)
+            return
+        async with self._transition:
+            held = self._detach(force)
+            if held is not None:
+                result = self._close(held[0])
+                if self._close_awaits or inspect.iscoroutine(result):
+                    await result
+
+    async def __aenter__(self) -> T:
+        return await self._enter_async()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        # The reference is dropped before waiting for the transition lock so
+        # a cancelled exit cannot leak a reference; at worst the resource
+        # stays open until the next exit or close().
+        if self._release():
+            await self._close_now_async(force=False)
+
+    async def aclose(self, force: bool = False) -> None:
+        """Async twin of `close`: close now, or at the last exit if held."""
+        if not self._should_defer(force):
+            await self._close_now_async(force)
