@@ -29,7 +29,7 @@ from typing import Any
 from benchmarks import libs
 from benchmarks.checks import check
 from benchmarks.libs.base import NOARG, SCENARIOS, TITLES, Bench, Case, ColdCase, Unsupported
-from benchmarks.model import COLD_SIZE, ColdGraph, make_cold_graph
+from benchmarks.model import COLD_SIZE, make_cold_graph
 
 BASELINE = "manual"
 RESULTS_MD = Path(__file__).with_name("RESULTS.md")
@@ -75,28 +75,31 @@ def sample_async(case: Case, n: int, loop: asyncio.AbstractEventLoop) -> int:
         gc.enable()
 
 
-def sample_cold(case: ColdCase, graphs: list[ColdGraph]) -> int:
+def sample_cold(case: ColdCase, n: int) -> int:
+    """Each cold start gets fresh classes made just before it, outside the timed region
+    (so every library finds them equally warm in the CPU caches)."""
     fn = case.fn
+    total = 0
     gc.collect()
     gc.disable()
     try:
-        t0 = time.perf_counter_ns()
-        for graph in graphs:
+        for _ in repeat(None, n):
+            graph = make_cold_graph()
+            t0 = time.perf_counter_ns()
             fn(graph)
-        t1 = time.perf_counter_ns()
+            total += time.perf_counter_ns() - t0
     finally:
         gc.enable()
         if case.cleanup is not None:
             case.cleanup()
-    return t1 - t0
+    return total
 
 
 def sample(
     scenario: str, case: Case | ColdCase, n: int, loop: asyncio.AbstractEventLoop
 ) -> int:
     if isinstance(case, ColdCase):
-        graphs = [make_cold_graph() for _ in range(n)]  # fresh classes, made outside timing
-        return sample_cold(case, graphs)
+        return sample_cold(case, n)
     if scenario == "arequest":
         return sample_async(case, n, loop)
     return sample_sync(case, n)
@@ -106,7 +109,7 @@ def calibrate(
     scenario: str, case: Case | ColdCase, target_ns: int, minimum: int,
     loop: asyncio.AbstractEventLoop,
 ) -> int:
-    """Iterations per sample so that one ``manual`` sample lasts about ``target_ns``."""
+    """Iterations per sample so that one sample lasts about ``target_ns``."""
     n = minimum
     while True:
         elapsed = sample(scenario, case, n, loop)
@@ -185,7 +188,7 @@ class Run:
     libs: list[Lib]
     scenarios: list[str]
     rounds: dict[str, int]
-    iterations: dict[str, int] = field(default_factory=dict)
+    iterations: dict[tuple[str, str], int] = field(default_factory=dict)  # N per sample
     results: dict[tuple[str, str], Result] = field(default_factory=dict)
     machine: dict[str, str] = field(default_factory=machine_info)
     quick: bool = False
@@ -208,31 +211,36 @@ def run_benchmarks(
     rng = random.Random(seed)
     for scenario in run.scenarios:
         todo = timed_libs(run, scenario)
-        base = next((lib for lib in todo if lib.name == BASELINE), None)
-        if base is None:
+        if not any(lib.name == BASELINE for lib in todo):
             log(f"{scenario}: skipped, the {BASELINE} baseline is not available")
             continue
         minimum = 3 if scenario == "cold" else 100
-        base_case = base.bench.case(scenario)  # type: ignore[union-attr]
-        assert not isinstance(base_case, Unsupported)
-        n = calibrate(scenario, base_case, int(target_ms[scenario] * 1e6), minimum, loop)
-        run.iterations[scenario] = n
-        for lib in todo:  # warm-up: caches, specialisation, lazy compilation
+        target_ns = int(target_ms[scenario] * 1e6)
+        cases: dict[str, Case | ColdCase] = {}
+        for lib in todo:
             case = lib.bench.case(scenario)  # type: ignore[union-attr]
-            sample(scenario, case, max(minimum, n // 10), loop)  # type: ignore[arg-type]
+            assert not isinstance(case, Unsupported)
+            cases[lib.name] = case
+            # Calibrating twice: the first pass is the warm-up (caches, specialisation,
+            # lazy compilation), the second measures warm code.
+            calibrate(scenario, case, target_ns, minimum, loop)
+            run.iterations[scenario, lib.name] = calibrate(
+                scenario, case, target_ns, minimum, loop)
         rounds = run.rounds[scenario]
-        log(f"{TITLES[scenario]}: {rounds} rounds x {len(todo)} libraries, N={n} per sample")
+        counts = [run.iterations[scenario, lib.name] for lib in todo]
+        log(f"{TITLES[scenario]}: {rounds} rounds x {len(todo)} libraries, "
+            f"N={min(counts)}..{max(counts)} per sample")
         for _ in range(rounds):
             order = list(todo)
             rng.shuffle(order)
-            times = {}
+            per_op = {}
             for lib in order:
-                case = lib.bench.case(scenario)  # type: ignore[union-attr]
-                times[lib.name] = sample(scenario, case, n, loop)  # type: ignore[arg-type]
-            for name, elapsed in times.items():
+                n = run.iterations[scenario, lib.name]
+                per_op[lib.name] = sample(scenario, cases[lib.name], n, loop) / n
+            for name, ns in per_op.items():
                 res = run.results.setdefault((scenario, name), Result())
-                res.ratios.append(elapsed / times[BASELINE])
-                res.ns_per_op.append(elapsed / n)
+                res.ratios.append(ns / per_op[BASELINE])
+                res.ns_per_op.append(ns)
 
 
 # --------------------------------------------------------------------------- report
@@ -270,6 +278,13 @@ def _spread(run: Run, lib: Lib, scenario: str) -> str:
     return f"{q[0]:.2f}–{q[-1]:.2f}"
 
 
+def _iterations(run: Run, scenario: str) -> str:
+    counts = [n for (s, _), n in run.iterations.items() if s == scenario]
+    if not counts:
+        return f"{scenario}: not run"
+    return f"{scenario}: {run.rounds[scenario]} rounds, N={min(counts):,}..{max(counts):,}"
+
+
 def _table(header: list[str], rows: list[list[str]]) -> list[str]:
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
 
@@ -301,10 +316,10 @@ def report(run: Run, command: str) -> str:
         f"- {m['python']}; "
         + "; ".join(f"{lib.name} {lib.version}" for lib in run.libs if lib.name != BASELINE),
         "",
-        "Each cell is the median over rounds of (library time / manual time in the same "
-        "round): ×1.00 is hand-written speed, lower is better. Rounds interleave the "
-        "libraries in a random order; each sample is N iterations timed with the garbage "
-        "collector off.",
+        "Each cell is the median over rounds of (library time per operation / manual time "
+        "per operation in the same round): ×1.00 is hand-written speed, lower is better. "
+        "Rounds interleave the libraries in a random order; each sample is N iterations "
+        "timed with the garbage collector off.",
         "",
         *_table(header, rows),
         "",
@@ -323,18 +338,17 @@ def report(run: Run, command: str) -> str:
         "- **request scope (async)**: the same through the async API with an async-generator "
         "factory.",
         f"- **cold start**: register {COLD_SIZE} providers (a binary tree of fresh classes "
-        f"made by a class factory; class creation is *outside* timing for every library), "
+        f"made by a class factory just before each cold start; class creation is *outside* "
+        "timing for every library), "
         "build the container (validating where the library can), resolve the root once.",
         "",
         "Every library's semantics are asserted before timing: singleton identity, transient "
         "freshness, scoped identity within a scope and freshness across scopes, the finalizer "
         "run exactly once per scope.",
         "",
-        "Rounds and iterations per sample: "
-        + ", ".join(
-            f"{s}: {run.rounds[s]} x N={run.iterations[s]}"
-            for s in run.scenarios if s in run.iterations
-        )
+        "Rounds per scenario, and iterations per sample (calibrated per library so that "
+        "every sample lasts about as long): "
+        + "; ".join(_iterations(run, s) for s in run.scenarios)
         + ".",
         "",
         "Spread (interquartile range of the per-round ratios):",
@@ -357,9 +371,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="smoke run: few rounds, seconds")
-    parser.add_argument("--rounds", type=int, help="rounds per scenario (cold start: half)")
+    parser.add_argument("--rounds", type=int,
+                        help="rounds per scenario (cold start: half); default 41, --quick 3")
     parser.add_argument("--sample-ms", type=float,
-                        help="target duration of one manual sample (cold start: a fifth)")
+                        help="target duration of one sample (cold start: twice that); "
+                             "default 10, --quick 0.5")
     parser.add_argument("--libs", nargs="+", choices=list(libs.ADAPTERS),
                         default=list(libs.ADAPTERS), help="libraries (manual is always added)")
     parser.add_argument("--scenarios", nargs="+", choices=SCENARIOS, default=list(SCENARIOS))
@@ -382,8 +398,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     started = time.perf_counter()
     names = [BASELINE, *(n for n in args.libs if n != BASELINE)]
-    rounds = args.rounds or (3 if args.quick else 25)
-    sample_ms = args.sample_ms or (0.5 if args.quick else 5.0)
+    rounds = args.rounds or (3 if args.quick else 41)
+    sample_ms = args.sample_ms or (0.5 if args.quick else 10.0)
     scenarios = [s for s in SCENARIOS if s in args.scenarios]
     seed = args.seed if args.seed is not None else random.randrange(2**32)
 
@@ -411,7 +427,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 log(f"  {lib.name}, {scenario}: check failed: {failure}")
     gc.collect()
     gc.freeze()  # keep the imported libraries out of the per-sample collections
-    targets = {s: sample_ms / 5 if s == "cold" else sample_ms for s in scenarios}
+    targets = {s: sample_ms * 2 if s == "cold" else sample_ms for s in scenarios}
     log(f"seed {seed}")
     run_benchmarks(run, loop, targets, seed, log)
     for lib in run.libs:
