@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 SCENARIOS = ("singleton", "transient", "request", "arequest")
+TIMES = "\N{MULTIPLICATION SIGN}"
 WARMUP = 2_000  # iterations before the counted ones, in both runs: specialisation, caches
 
 
@@ -85,8 +86,16 @@ def count_instructions(scenario: str, lib: str, n: int, valgrind: str) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "callgrind.out"
         cmd = [
-            valgrind, "--tool=callgrind", f"--callgrind-out-file={out}",
-            sys.executable, "-m", "benchmarks.callgrind", "run", scenario, lib, str(n),
+            valgrind,
+            "--tool=callgrind",
+            f"--callgrind-out-file={out}",
+            sys.executable,
+            "-m",
+            "benchmarks.callgrind",
+            "run",
+            scenario,
+            lib,
+            str(n),
         ]
         env = {**os.environ, "PYTHONHASHSEED": "0"}
         proc = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
@@ -113,14 +122,20 @@ def compare(scenarios: Sequence[str], names: Sequence[str], n: int) -> int:
             empty = count_instructions(scenario, lib, 0, valgrind)
             per_op[scenario, lib] = (full - empty) / n
     print(f"Instructions per operation (callgrind Ir, (Ir(N={n:,}) - Ir(0)) / N):\n")
-    header = ["scenario", *(f"{lib} Ir/op" for lib in names),
-              *(f"{lib} / manual" for lib in names[1:])]
+    header = [
+        "scenario",
+        *(f"{lib} Ir/op" for lib in names),
+        *(f"{lib} / manual" for lib in names[1:]),
+    ]
     print("| " + " | ".join(header) + " |")
     print("|" + "---|" * len(header))
     for scenario in scenarios:
         base = per_op[scenario, "manual"]
-        cells = [scenario, *(f"{per_op[scenario, lib]:,.0f}" for lib in names),
-                 *(f"×{per_op[scenario, lib] / base:.2f}" for lib in names[1:])]
+        cells = [
+            scenario,
+            *(f"{per_op[scenario, lib]:,.0f}" for lib in names),
+            *(f"{TIMES}{per_op[scenario, lib] / base:.2f}" for lib in names[1:]),
+        ]
         print("| " + " | ".join(cells) + " |")
     return 0
 
@@ -128,8 +143,11 @@ def compare(scenarios: Sequence[str], names: Sequence[str], n: int) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     from benchmarks.libs import ADAPTERS
 
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.callgrind", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.callgrind",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run N iterations of one scenario (under valgrind)")
     run.add_argument("scenario", choices=SCENARIOS)
@@ -138,8 +156,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     cmp_ = sub.add_parser("compare", help="instructions per op of libraries vs manual")
     cmp_.add_argument("-n", type=int, default=20_000, help="counted iterations (default 20000)")
     cmp_.add_argument("--libs", nargs="+", choices=list(ADAPTERS), default=["di"])
-    cmp_.add_argument("--scenarios", nargs="+", choices=SCENARIOS,
-                      default=["singleton", "request"])
+    cmp_.add_argument("--scenarios", nargs="+", choices=SCENARIOS, default=["singleton", "request"])
     args = parser.parse_args(argv)
     if args.command == "run":
         run_iterations(args.scenario, args.lib, args.n)

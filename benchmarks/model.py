@@ -12,7 +12,6 @@ Cold start uses ``make_cold_graph()``: 50 fresh classes per call, a binary tree 
 root is ``classes[0]`` (node ``i`` depends on nodes ``2i+1`` and ``2i+2``).
 """
 
-
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 
@@ -137,6 +136,6 @@ def check_cold_root(graph: ColdGraph, root: object) -> None:
         i, obj = stack.pop()
         assert type(obj) is graph.classes[i], (type(obj), graph.classes[i])
         seen += 1
-        for attr, j in zip(("left", "right"), graph.deps[i]):
+        for attr, j in zip(("left", "right"), graph.deps[i], strict=False):
             stack.append((j, getattr(obj, attr)))
     assert seen == len(graph.classes), seen

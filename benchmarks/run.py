@@ -32,6 +32,7 @@ from benchmarks.libs.base import NOARG, SCENARIOS, TITLES, Bench, Case, ColdCase
 from benchmarks.model import COLD_SIZE, make_cold_graph
 
 BASELINE = "manual"
+TIMES = "\N{MULTIPLICATION SIGN}"
 RESULTS_MD = Path(__file__).with_name("RESULTS.md")
 
 
@@ -95,9 +96,7 @@ def sample_cold(case: ColdCase, n: int) -> int:
     return total
 
 
-def sample(
-    scenario: str, case: Case | ColdCase, n: int, loop: asyncio.AbstractEventLoop
-) -> int:
+def sample(scenario: str, case: Case | ColdCase, n: int, loop: asyncio.AbstractEventLoop) -> int:
     if isinstance(case, ColdCase):
         return sample_cold(case, n)
     if scenario == "arequest":
@@ -106,7 +105,10 @@ def sample(
 
 
 def calibrate(
-    scenario: str, case: Case | ColdCase, target_ns: int, minimum: int,
+    scenario: str,
+    case: Case | ColdCase,
+    target_ns: int,
+    minimum: int,
     loop: asyncio.AbstractEventLoop,
 ) -> int:
     """Iterations per sample so that one sample lasts about ``target_ns``."""
@@ -144,13 +146,13 @@ def load_libs(names: Sequence[str], loop: asyncio.AbstractEventLoop) -> list[Lib
     for name in names:
         try:
             module = libs.load(name)
-        except Exception as exc:  # noqa: BLE001 - reported in the output
+        except Exception as exc:
             loaded.append(Lib(name, "?", error=f"import failed: {type(exc).__name__}: {exc}"))
             continue
         lib = Lib(name, _version(module.DIST))
         try:
             lib.bench = module.build(loop)
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             lib.error = f"setup failed: {type(exc).__name__}: {exc}"
         loaded.append(lib)
     return loaded
@@ -197,7 +199,8 @@ class Run:
 
 def timed_libs(run: Run, scenario: str) -> list[Lib]:
     return [
-        lib for lib in run.libs
+        lib
+        for lib in run.libs
         if lib.bench is not None
         and not isinstance(lib.bench.case(scenario), Unsupported)
         and scenario not in lib.failed
@@ -205,7 +208,10 @@ def timed_libs(run: Run, scenario: str) -> list[Lib]:
 
 
 def run_benchmarks(
-    run: Run, loop: asyncio.AbstractEventLoop, target_ms: dict[str, float], seed: int,
+    run: Run,
+    loop: asyncio.AbstractEventLoop,
+    target_ms: dict[str, float],
+    seed: int,
     log: Callable[[str], None],
 ) -> None:
     rng = random.Random(seed)
@@ -224,12 +230,13 @@ def run_benchmarks(
             # Calibrating twice: the first pass is the warm-up (caches, specialisation,
             # lazy compilation), the second measures warm code.
             calibrate(scenario, case, target_ns, minimum, loop)
-            run.iterations[scenario, lib.name] = calibrate(
-                scenario, case, target_ns, minimum, loop)
+            run.iterations[scenario, lib.name] = calibrate(scenario, case, target_ns, minimum, loop)
         rounds = run.rounds[scenario]
         counts = [run.iterations[scenario, lib.name] for lib in todo]
-        log(f"{TITLES[scenario]}: {rounds} rounds x {len(todo)} libraries, "
-            f"N={min(counts)}..{max(counts)} per sample")
+        log(
+            f"{TITLES[scenario]}: {rounds} rounds x {len(todo)} libraries, "
+            f"N={min(counts)}..{max(counts)} per sample"
+        )
         for _ in range(rounds):
             order = list(todo)
             rng.shuffle(order)
@@ -254,11 +261,12 @@ def _cell(run: Run, lib: Lib, scenario: str, notes: dict[str, int]) -> str:
     if isinstance(case, Unsupported):
         return "n/a" + _mark(f"{lib.name}, {scenario}: n/a, {case.reason}", notes)
     if scenario in lib.failed:
-        return "FAIL" + _mark(f"{lib.name}, {scenario}: check failed: {lib.failed[scenario]}", notes)
+        failure = lib.failed[scenario]
+        return "FAIL" + _mark(f"{lib.name}, {scenario}: check failed: {failure}", notes)
     res = run.results.get((scenario, lib.name))
     if res is None or not res.ratios:
         return "-"
-    text = f"×{statistics.median(res.ratios):.2f}"
+    text = f"{TIMES}{statistics.median(res.ratios):.2f}"
     if case.note:
         text += _mark(f"{lib.name}, {scenario}: {case.note}", notes)
     return text
@@ -273,9 +281,12 @@ def _spread(run: Run, lib: Lib, scenario: str) -> str:
     res = run.results.get((scenario, lib.name))
     if res is None or len(res.ratios) < 2:
         return "-"
-    q = statistics.quantiles(res.ratios, n=4) if len(res.ratios) >= 4 else [
-        min(res.ratios), 0.0, max(res.ratios)]
-    return f"{q[0]:.2f}–{q[-1]:.2f}"
+    q = (
+        statistics.quantiles(res.ratios, n=4)
+        if len(res.ratios) >= 4
+        else [min(res.ratios), 0.0, max(res.ratios)]
+    )
+    return f"{q[0]:.2f} to {q[-1]:.2f}"
 
 
 def _iterations(run: Run, scenario: str) -> str:
@@ -289,10 +300,13 @@ def _table(header: list[str], rows: list[list[str]]) -> list[str]:
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
 
     def line(cells: list[str]) -> str:
-        return "| " + " | ".join(c.ljust(w) for c, w in zip(cells, widths)) + " |"
+        return "| " + " | ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)) + " |"
 
-    return [line(header), "|" + "|".join("-" * (w + 2) for w in widths) + "|",
-            *(line(r) for r in rows)]
+    return [
+        line(header),
+        "|" + "|".join("-" * (w + 2) for w in widths) + "|",
+        *(line(r) for r in rows),
+    ]
 
 
 def report(run: Run, command: str) -> str:
@@ -317,7 +331,7 @@ def report(run: Run, command: str) -> str:
         + "; ".join(f"{lib.name} {lib.version}" for lib in run.libs if lib.name != BASELINE),
         "",
         "Each cell is the median over rounds of (library time per operation / manual time "
-        "per operation in the same round): ×1.00 is hand-written speed, lower is better. "
+        f"per operation in the same round): {TIMES}1.00 is hand-written speed, lower is better. "
         "Rounds interleave the libraries in a random order; each sample is N iterations "
         "timed with the garbage collector off.",
         "",
@@ -353,9 +367,14 @@ def report(run: Run, command: str) -> str:
         "",
         "Spread (interquartile range of the per-round ratios):",
         "",
-        *_table(["library", *run.scenarios],
-                [[lib.name, *(_spread(run, lib, s) for s in run.scenarios)]
-                 for lib in run.libs if lib.name != BASELINE and lib.error is None]),
+        *_table(
+            ["library", *run.scenarios],
+            [
+                [lib.name, *(_spread(run, lib, s) for s in run.scenarios)]
+                for lib in run.libs
+                if lib.name != BASELINE and lib.error is None
+            ],
+        ),
         "",
     ]
     errors = [f"- {lib.name}: {lib.error}" for lib in run.libs if lib.error]
@@ -368,24 +387,41 @@ def report(run: Run, command: str) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--quick", action="store_true", help="smoke run: few rounds, seconds")
-    parser.add_argument("--rounds", type=int,
-                        help="rounds per scenario (cold start: half); default 41, --quick 3")
-    parser.add_argument("--sample-ms", type=float,
-                        help="target duration of one sample (cold start: twice that); "
-                             "default 10, --quick 0.5")
-    parser.add_argument("--libs", nargs="+", choices=list(libs.ADAPTERS),
-                        default=list(libs.ADAPTERS), help="libraries (manual is always added)")
+    parser.add_argument(
+        "--rounds", type=int, help="rounds per scenario (cold start: half); default 41, --quick 3"
+    )
+    parser.add_argument(
+        "--sample-ms",
+        type=float,
+        help="target duration of one sample (cold start: twice that); default 10, --quick 0.5",
+    )
+    parser.add_argument(
+        "--libs",
+        nargs="+",
+        choices=list(libs.ADAPTERS),
+        default=list(libs.ADAPTERS),
+        help="libraries (manual is always added)",
+    )
     parser.add_argument("--scenarios", nargs="+", choices=SCENARIOS, default=list(SCENARIOS))
     parser.add_argument("--seed", type=int, default=None, help="seed of the round orders")
-    parser.add_argument("--results", type=Path, default=None,
-                        help=f"markdown output (default: {RESULTS_MD.name} for full runs, "
-                             "none for --quick)")
-    parser.add_argument("--memory", action="store_true",
-                        help="instead of timing: request-scope cycles under tracemalloc "
-                             "(see --memory-lib, --cycles)")
+    parser.add_argument(
+        "--results",
+        type=Path,
+        default=None,
+        help=f"markdown output (default: {RESULTS_MD.name} for full runs, none for --quick)",
+    )
+    parser.add_argument(
+        "--memory",
+        action="store_true",
+        help="instead of timing: request-scope cycles under tracemalloc "
+        "(see --memory-lib, --cycles)",
+    )
     parser.add_argument("--memory-lib", default="di", choices=list(libs.ADAPTERS))
     parser.add_argument("--memory-scenario", default="request", choices=("request", "arequest"))
     parser.add_argument("--cycles", type=int, default=1_000_000)
@@ -436,8 +472,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     loop.close()
     run.seconds = time.perf_counter() - started
 
-    command = "python -m benchmarks" + (" " + " ".join(sys.argv[1:]) if argv is None and
-                                          sys.argv[1:] else "")
+    command = "python -m benchmarks" + (
+        " " + " ".join(sys.argv[1:]) if argv is None and sys.argv[1:] else ""
+    )
     text = report(run, command)
     print(text)
     out = args.results if args.results is not None else (None if args.quick else RESULTS_MD)

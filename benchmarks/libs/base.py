@@ -23,7 +23,7 @@ TITLES: dict[str, str] = {
 
 @dataclass
 class Case:
-    """One timed operation: ``fn()`` or ``fn(arg)``; for ``arequest`` ``fn`` is a coroutine function.
+    """One timed operation: ``fn()`` or ``fn(arg)`` (for ``arequest``, a coroutine function).
 
     * singleton / transient: returns the resolved object.
     * request / arequest: enters a request scope, resolves ``R`` twice, exits; returns ``(r1, r2)``.

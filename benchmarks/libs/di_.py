@@ -5,7 +5,6 @@ import asyncio
 from typing import Any
 
 import di
-
 from benchmarks.libs.base import Bench, Case, ColdCase
 from benchmarks.model import A, B, C, ColdGraph, D, R, S, T, r_agen, r_gen
 
@@ -35,11 +34,13 @@ def build(loop: asyncio.AbstractEventLoop) -> Bench:
 
     def request_cycle() -> tuple[Any, Any]:
         with scope("request") as req:
-            return req.resolve(R), req.resolve(R)
+            r1, r2 = req.resolve(R), req.resolve(R)
+        return r1, r2
 
     async def arequest_cycle() -> tuple[Any, Any]:
         async with ascope("request") as req:
-            return await req.aresolve(R), await req.aresolve(R)
+            r1, r2 = await req.aresolve(R), await req.aresolve(R)
+        return r1, r2
 
     def cold_start(graph: ColdGraph) -> Any:
         reg = di.Registry()

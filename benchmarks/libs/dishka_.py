@@ -30,11 +30,13 @@ def build(loop: asyncio.AbstractEventLoop) -> Bench:
 
     def request_cycle() -> tuple[Any, Any]:
         with container() as req:
-            return req.get(R), req.get(R)
+            r1, r2 = req.get(R), req.get(R)
+        return r1, r2
 
     async def arequest_cycle() -> tuple[Any, Any]:
         async with acontainer() as req:
-            return await req.get(R), await req.get(R)
+            r1, r2 = await req.get(R), await req.get(R)
+        return r1, r2
 
     def cold_start(graph: ColdGraph) -> Any:
         p = Provider(scope=Scope.APP)

@@ -60,11 +60,13 @@ def build(loop: asyncio.AbstractEventLoop) -> Bench:
 
     def request_cycle() -> tuple[Any, Any]:
         with child(scope=request) as req:
-            return req.resolve(R), req.resolve(R)
+            r1, r2 = req.resolve(R), req.resolve(R)
+        return r1, r2
 
     async def arequest_cycle() -> tuple[Any, Any]:
         async with achild(scope=request) as req:
-            return req.resolve(R), req.resolve(R)
+            r1, r2 = req.resolve(R), req.resolve(R)
+        return r1, r2
 
     def cold_start(graph: ColdGraph) -> Any:
         cold = Container()
@@ -78,9 +80,7 @@ def build(loop: asyncio.AbstractEventLoop) -> Bench:
         singleton=Case(resolve, S),
         transient=Case(resolve, A),
         request=Case(request_cycle, note=note),
-        arequest=Case(
-            arequest_cycle, note="sync factory + async finalizer (no async factories)"
-        ),
+        arequest=Case(arequest_cycle, note="sync factory + async finalizer (no async factories)"),
         cold=ColdCase(cold_start, note="autowired, validated"),
         close=container.close_sync,
     )

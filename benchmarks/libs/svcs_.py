@@ -43,7 +43,7 @@ def _factory(cls: type, deps: tuple[type, ...]) -> Callable[[svcs.Container], An
     if len(deps) == 1:
         (dep,) = deps
         return lambda svcs_container: cls(svcs_container.get(dep))
-    return lambda: cls()
+    return lambda svcs_container: cls()
 
 
 def build(loop: asyncio.AbstractEventLoop) -> Bench:
@@ -61,11 +61,13 @@ def build(loop: asyncio.AbstractEventLoop) -> Bench:
 
     def request_cycle() -> tuple[Any, Any]:
         with svcs.Container(registry) as req:
-            return req.get(R), req.get(R)
+            r1, r2 = req.get(R), req.get(R)
+        return r1, r2
 
     async def arequest_cycle() -> tuple[Any, Any]:
         async with svcs.Container(aregistry) as req:
-            return await req.aget(R), await req.aget(R)
+            r1, r2 = await req.aget(R), await req.aget(R)
+        return r1, r2
 
     def cold_start(graph: ColdGraph) -> Any:
         reg = svcs.Registry()

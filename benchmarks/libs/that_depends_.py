@@ -1,3 +1,4 @@
+# mypy: disable-error-code="arg-type"
 """that-depends: ``BaseContainer`` classes of providers; the request scope is
 ``container_context(scope=ContextScopes.REQUEST)`` with a ``ContextResource``.
 
@@ -49,7 +50,7 @@ def _cold_cleanup() -> None:
     # walks every registered container: forget the cold-start ones so they cannot slow
     # the other scenarios down. Untimed.
     for name in _cold_made:
-        BaseContainerMeta._instances.pop(name, None)  # noqa: SLF001
+        BaseContainerMeta._instances.pop(name, None)
     _cold_made.clear()
 
 
@@ -63,11 +64,13 @@ def build(loop: asyncio.AbstractEventLoop) -> Bench:
 
     def request_cycle() -> tuple[Any, Any]:
         with container_context(scope=request):
-            return sync_r(), sync_r()
+            r1, r2 = sync_r(), sync_r()
+        return r1, r2
 
     async def arequest_cycle() -> tuple[Any, Any]:
         async with container_context(scope=request):
-            return await async_r(), await async_r()
+            r1, r2 = await async_r(), await async_r()
+        return r1, r2
 
     def cold_start(graph: ColdGraph) -> Any:
         made: list[Any] = [None] * len(graph.classes)
