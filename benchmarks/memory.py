@@ -14,6 +14,7 @@ import time
 import tracemalloc
 from collections.abc import Callable
 from itertools import repeat
+from pathlib import Path
 from typing import Any
 
 from benchmarks import libs
@@ -57,7 +58,7 @@ def _kib(n: float) -> str:
     return f"{n / 1024:,.1f} KiB"
 
 
-def run_memory(lib: str, scenario: str, cycles: int) -> int:
+def run_memory(lib: str, scenario: str, cycles: int, results: Path | None = None) -> int:
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
     bench = libs.load(lib).build(loop)
@@ -93,20 +94,25 @@ def run_memory(lib: str, scenario: str, cycles: int) -> int:
 
     growth = end - start
     ok = growth <= TOLERANCE
-    low = min(p[1] for p in points)
+    low = 0  # bars from zero: a flat line is flat, a tiny wobble stays tiny
     high = max(max(p[1] for p in points), 1)
-    print(f"## Memory: {cycles:,} {scenario} cycles of {lib} under tracemalloc\n")
-    print(f"- traced before: {_kib(start)} (after {WARMUP:,} warm-up cycles)")
-    print(f"- traced after:  {_kib(end)} (after gc.collect())")
-    print(f"- growth:        {growth:+,} bytes ({growth / cycles:+.4f} bytes per cycle)")
-    print(f"- peak:          {_kib(peak)} (peak - before: {_kib(peak - start)})")
-    print(f"- time:          {elapsed:.1f} s traced ({elapsed / cycles * 1e9:,.0f} ns per cycle)")
-    print(f"- verdict:       {'no growth' if ok else 'GROWTH'} (tolerance {TOLERANCE:,} bytes)\n")
-    print("```")
-    print(f"{'cycles':>10}  {'traced':>12}  (scale {_kib(low)} .. {_kib(high)})")
+    text: list[str] = []
+    out = text.append
+    out(f"## Memory: {cycles:,} {scenario} cycles of {lib} under tracemalloc\n")
+    out(f"- traced before: {_kib(start)} (after {WARMUP:,} warm-up cycles)")
+    out(f"- traced after:  {_kib(end)} (after gc.collect())")
+    out(f"- growth:        {growth:+,} bytes ({growth / cycles:+.4f} bytes per cycle)")
+    out(f"- peak:          {_kib(peak)} (peak - before: {_kib(peak - start)})")
+    out(f"- time:          {elapsed:.1f} s traced ({elapsed / cycles * 1e9:,.0f} ns per cycle)")
+    out(f"- verdict:       {'no growth' if ok else 'GROWTH'} (tolerance {TOLERANCE:,} bytes)\n")
+    out("```")
+    out(f"{'cycles':>10}  {'traced':>12}  (scale {_kib(low)} .. {_kib(high)})")
     width = 40
     for n, current in points:
         bar = 1 + round((current - low) / max(high - low, 1) * (width - 1))
-        print(f"{n:>10,}  {_kib(current):>12}  {'#' * bar}")
-    print("```")
+        out(f"{n:>10,}  {_kib(current):>12}  {'#' * bar}")
+    out("```")
+    print("\n".join(text))
+    if results is not None:
+        results.write_text("\n".join(text) + "\n")
     return 0 if ok else 1

@@ -430,7 +430,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.memory:
         from benchmarks.memory import run_memory
 
-        return run_memory(args.memory_lib, args.memory_scenario, args.cycles)
+        return run_memory(args.memory_lib, args.memory_scenario, args.cycles, args.results)
 
     started = time.perf_counter()
     names = [BASELINE, *(n for n in args.libs if n != BASELINE)]
