@@ -1,0 +1,604 @@
+"""di/container.py: resolve / aresolve, lifetimes, override, refcounted lifecycle."""
+
+import asyncio
+import logging
+import threading
+from collections.abc import AsyncIterator, Iterator
+
+import pytest
+
+import di
+
+
+@pytest.fixture(params=["asyncio", "trio"])
+def anyio_backend(request: pytest.FixtureRequest) -> str:
+    return request.param
+
+
+class Settings:
+    pass
+
+
+class Engine:
+    pass
+
+
+class Conn:
+    pass
+
+
+class Tmp:
+    pass
+
+
+class Service:
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+
+def counting_registry() -> tuple[di.Registry, dict[str, int]]:
+    """Settings: singleton, Engine: scope="app", Conn: request-scoped, Tmp: transient."""
+    reg = di.Registry()
+    calls = {"settings": 0, "engine": 0, "conn": 0, "tmp": 0}
+
+    @reg.provider(singleton=True)
+    def settings() -> Settings:
+        calls["settings"] += 1
+        return Settings()
+
+    @reg.provider(scope="app")
+    def engine() -> Engine:
+        calls["engine"] += 1
+        return Engine()
+
+    @reg.provider(scope="request")
+    def conn() -> Conn:
+        calls["conn"] += 1
+        return Conn()
+
+    @reg.provider()
+    def tmp() -> Tmp:
+        calls["tmp"] += 1
+        return Tmp()
+
+    return reg, calls
+
+
+# ----------------------------------------------------------------- lifetimes
+
+
+def test_singleton_identity_across_scopes() -> None:
+    reg, calls = counting_registry()
+    c = di.Container(reg)
+    with c:
+        a = c.resolve(Settings)
+        with c.scope("request") as s1:
+            b = s1.resolve(Settings)
+        with c.scope("session") as s2, c.scope("request") as s3:
+            d = s3.resolve(Settings)
+            e = s2.resolve(Settings)
+    assert a is b is d is e
+    assert calls["settings"] == 1
+
+
+def test_app_scope_is_a_singleton() -> None:
+    reg, calls = counting_registry()
+    c = di.Container(reg)
+    with c:
+        a = c.resolve(Engine)
+        with c.scope("request") as s1:
+            b = s1.resolve(Engine)
+        with c.scope("request") as s2:
+            d = s2.resolve(Engine)
+    assert a is b is d
+    assert calls["engine"] == 1
+
+
+def test_app_scope_singleton_torn_down_at_container_close() -> None:
+    reg = di.Registry()
+    log: list[str] = []
+
+    @reg.provider(scope="app")
+    def engine() -> Iterator[Engine]:
+        log.append("open")
+        yield Engine()
+        log.append("close")
+
+    c = di.Container(reg)
+    with c:
+        with c.scope("request") as s:
+            s.resolve(Engine)
+        assert log == ["open"]  # not tied to the request checkpoint
+    assert log == ["open", "close"]
+
+
+def test_transient_is_fresh_every_time() -> None:
+    reg, calls = counting_registry()
+    c = di.Container(reg)
+    with c:
+        a, b = c.resolve(Tmp), c.resolve(Tmp)
+        with c.scope("request") as s:
+            d, e = s.resolve(Tmp), s.resolve(Tmp)
+    assert len({id(a), id(b), id(d), id(e)}) == 4
+    assert calls["tmp"] == 4
+
+
+def test_scoped_identity_within_checkpoint_and_fresh_across() -> None:
+    reg, calls = counting_registry()
+    c = di.Container(reg)
+    with c:
+        with c.scope("request") as s1:
+            a, b = s1.resolve(Conn), s1.resolve(Conn)
+            assert c.resolve(Conn) is a  # container.resolve uses the current checkpoint
+        with c.scope("request") as s2:
+            d = s2.resolve(Conn)
+    assert a is b
+    assert d is not a
+    assert calls["conn"] == 2
+
+
+@pytest.mark.anyio
+async def test_aresolve_every_lifetime() -> None:
+    reg, calls = counting_registry()
+
+    @reg.provider(singleton=True)
+    async def service(engine: Engine) -> Service:
+        return Service(engine)
+
+    c = di.Container(reg)
+    async with c:
+        s0 = await c.aresolve(Settings)
+        svc = await c.aresolve(Service)
+        assert svc.engine is await c.aresolve(Engine)
+        async with c.scope("request") as s:
+            assert await s.aresolve(Settings) is s0
+            assert await s.aresolve(Service) is svc
+            conn = await s.aresolve(Conn)
+            assert await s.aresolve(Conn) is conn
+            assert await c.aresolve(Conn) is conn
+            assert await s.aresolve(Tmp) is not await s.aresolve(Tmp)
+        async with c.scope("request") as s2:
+            assert await s2.aresolve(Conn) is not conn
+    assert calls == {"settings": 1, "engine": 1, "conn": 2, "tmp": 2}
+
+
+def test_resolve_dependencies_share_lifetimes() -> None:
+    reg, _ = counting_registry()
+
+    class Uses:
+        def __init__(self, settings: Settings, conn: Conn, tmp: Tmp) -> None:
+            self.settings, self.conn, self.tmp = settings, conn, tmp
+
+    reg.provider()(Uses)
+    c = di.Container(reg)
+    with c, c.scope("request") as s:
+        u1, u2 = s.resolve(Uses), s.resolve(Uses)
+        assert u1 is not u2
+        assert u1.settings is u2.settings is s.resolve(Settings)
+        assert u1.conn is u2.conn is s.resolve(Conn)
+        assert u1.tmp is not u2.tmp
+
+
+# ------------------------------------------------------------------- errors
+
+
+def test_unknown_key_raises_provider_not_found() -> None:
+    class Unknown:
+        pass
+
+    c = di.Container(di.Registry())
+    with c, pytest.raises(di.ProviderNotFoundError) as ei:
+        c.resolve(Unknown)
+    err = ei.value
+    assert isinstance(err, LookupError)
+    assert isinstance(err, di.DIError)
+    assert err.key is Unknown
+    msg = str(err)
+    assert "Unknown" in msg
+    assert "register" in msg  # the fix
+
+
+@pytest.mark.anyio
+async def test_unknown_key_raises_provider_not_found_async() -> None:
+    class Unknown:
+        pass
+
+    c = di.Container(di.Registry())
+    async with c:
+        with pytest.raises(di.ProviderNotFoundError):
+            await c.aresolve(Unknown)
+        async with c.scope("request") as s:
+            with pytest.raises(LookupError):
+                await s.aresolve(Unknown)
+
+
+def test_sync_resolve_of_async_provider_raises_without_running_it() -> None:
+    reg = di.Registry()
+    ran = 0
+
+    @reg.provider(singleton=True)
+    async def engine() -> Engine:
+        nonlocal ran
+        ran += 1
+        return Engine()
+
+    @reg.provider()
+    def service(engine: Engine) -> Service:  # sync provider on top of an async one
+        return Service(engine)
+
+    c = di.Container(reg)
+    with c:
+        with pytest.raises(di.AsyncProviderError) as ei:
+            c.resolve(Engine)
+        assert "Engine" in str(ei.value)
+        assert "aresolve" in str(ei.value)  # the fix
+        with pytest.raises(di.AsyncProviderError):
+            c.resolve(Service)
+    assert ran == 0  # never a private event loop
+    with pytest.raises(RuntimeError):
+        asyncio.get_running_loop()
+
+
+def test_sync_resolve_of_async_generator_raises() -> None:
+    reg = di.Registry()
+    ran = 0
+
+    @reg.provider(scope="request")
+    async def conn() -> AsyncIterator[Conn]:
+        nonlocal ran
+        ran += 1
+        yield Conn()
+
+    c = di.Container(reg)
+    with c, c.scope("request") as s, pytest.raises(di.AsyncProviderError):
+        s.resolve(Conn)
+    assert ran == 0
+
+
+# ------------------------------------------------------------------ override
+
+
+def test_override_value_and_factory_nest_and_restore() -> None:
+    reg, calls = counting_registry()
+    c = di.Container(reg)
+    with c:
+        original = c.resolve(Settings)  # cached before any override
+        v1 = Settings()
+        made: list[Settings] = []
+
+        def factory() -> Settings:
+            s = Settings()
+            made.append(s)
+            return s
+
+        with c.override(Settings, v1):
+            assert c.resolve(Settings) is v1
+            with c.override(Settings, factory):
+                a, b = c.resolve(Settings), c.resolve(Settings)
+                assert made == [a, b]  # a callable is a transient factory
+                assert a is not b
+            assert c.resolve(Settings) is v1  # inner restored
+            with c.scope("request") as s:
+                assert s.resolve(Settings) is v1
+        assert c.resolve(Settings) is original  # the cached singleton comes back
+    assert calls["settings"] == 1
+
+
+def test_override_scoped_and_transient_keys() -> None:
+    reg, calls = counting_registry()
+    c = di.Container(reg)
+    fake_conn, fake_tmp = Conn(), Tmp()
+    with c:
+        with c.override(Conn, fake_conn), c.override(Tmp, fake_tmp), c.scope("request") as s:
+            assert s.resolve(Conn) is fake_conn
+            assert s.resolve(Tmp) is fake_tmp
+        with c.scope("request") as s:
+            assert s.resolve(Conn) is not fake_conn
+            assert s.resolve(Tmp) is not fake_tmp
+    assert calls["conn"] == 1
+    assert calls["tmp"] == 1
+
+
+def test_override_seen_by_a_singleton_created_during_the_override() -> None:
+    reg = di.Registry()
+    reg.provider(singleton=True)(Engine)
+    reg.provider(singleton=True)(Service)
+    c = di.Container(reg)
+    fake = Engine()
+    with c, c.override(Engine, fake):
+        svc = c.resolve(Service)  # Service not cached yet: built during the override
+        assert svc.engine is fake
+
+
+def test_override_restores_on_exception() -> None:
+    reg, _ = counting_registry()
+    c = di.Container(reg)
+    with c:
+        original = c.resolve(Settings)
+        with pytest.raises(ZeroDivisionError), c.override(Settings, Settings()):
+            1 / 0  # noqa: B018
+        assert c.resolve(Settings) is original
+
+
+def test_override_unregistered_key_never_silently_ignored() -> None:
+    """Overriding a key nothing provides either works for the block or is refused
+    up front with ProviderNotFoundError; it never silently does nothing."""
+
+    class Extra:
+        pass
+
+    c = di.Container(di.Registry())
+    extra = Extra()
+    with c:
+        try:
+            with c.override(Extra, extra):
+                assert c.resolve(Extra) is extra
+        except di.ProviderNotFoundError as e:
+            assert e.key is Extra
+        with pytest.raises(di.ProviderNotFoundError):
+            c.resolve(Extra)
+
+
+@pytest.mark.anyio
+async def test_override_applies_to_aresolve() -> None:
+    reg = di.Registry()
+
+    @reg.provider(singleton=True)
+    async def engine() -> Engine:
+        return Engine()
+
+    c = di.Container(reg)
+    fake = Engine()
+    async with c:
+        real = await c.aresolve(Engine)
+        with c.override(Engine, fake):
+            assert await c.aresolve(Engine) is fake
+        assert await c.aresolve(Engine) is real
+
+
+# ---------------------------------------------------------------- lifecycle
+
+
+def lifo_registry(log: list[str]) -> di.Registry:
+    reg = di.Registry()
+
+    def make(name: str, key: type) -> None:
+        def gen() -> Iterator[object]:
+            log.append(f"open {name}")
+            yield key()
+            log.append(f"close {name}")
+
+        reg.provider(singleton=True, provides=key)(gen)
+
+    make("settings", Settings)
+    make("engine", Engine)
+    make("conn", Conn)
+    return reg
+
+
+def test_nested_enter_shares_one_open_state_and_last_exit_closes_lifo() -> None:
+    log: list[str] = []
+    c = di.Container(lifo_registry(log))
+    assert c.ref_count == 0
+    assert not c.is_open
+    with c:
+        assert c.is_open and c.ref_count == 1
+        s = c.resolve(Settings)
+        with c:
+            assert c.ref_count == 2
+            assert c.resolve(Settings) is s  # same open state
+            c.resolve(Engine)
+            c.resolve(Conn)
+        assert c.ref_count == 1
+        assert c.is_open
+        assert log == ["open settings", "open engine", "open conn"]  # nothing closed yet
+    assert c.ref_count == 0
+    assert not c.is_open
+    assert log == [
+        "open settings",
+        "open engine",
+        "open conn",
+        "close conn",
+        "close engine",
+        "close settings",
+    ]
+
+
+@pytest.mark.anyio
+async def test_async_with_closes_async_singletons_lifo() -> None:
+    log: list[str] = []
+    reg = di.Registry()
+
+    @reg.provider(singleton=True)
+    async def settings() -> AsyncIterator[Settings]:
+        log.append("open settings")
+        yield Settings()
+        log.append("close settings")
+
+    @reg.provider(singleton=True)
+    def engine(settings: Settings) -> Iterator[Engine]:
+        log.append("open engine")
+        yield Engine()
+        log.append("close engine")
+
+    c = di.Container(reg)
+    async with c:
+        async with c:
+            await c.aresolve(Engine)
+            assert c.ref_count == 2
+        assert log == ["open settings", "open engine"]
+    assert not c.is_open
+    assert log == ["open settings", "open engine", "close engine", "close settings"]
+
+
+@pytest.mark.timeout(20)
+def test_concurrent_thread_enters_share_one_open_state() -> None:
+    log: list[str] = []
+    c = di.Container(lifo_registry(log))
+    n = 8
+    inside = threading.Barrier(n, timeout=10)
+    counts: list[int] = []
+    got: list[object] = []
+    errors: list[BaseException] = []
+
+    def worker() -> None:
+        try:
+            with c:
+                got.append(c.resolve(Settings))
+                inside.wait()  # all n hold the container at once
+                counts.append(c.ref_count)
+                inside.wait()
+        except BaseException as e:
+            errors.append(e)
+
+    threads = [threading.Thread(target=worker) for _ in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=15)
+    assert not any(t.is_alive() for t in threads), "deadlock"
+    assert errors == []
+    assert counts == [n] * n
+    assert len({id(x) for x in got}) == 1
+    assert not c.is_open
+    assert log == ["open settings", "close settings"]  # opened once, closed once
+
+
+@pytest.mark.anyio
+async def test_concurrent_task_enters_share_one_open_state() -> None:
+    import anyio
+
+    log: list[str] = []
+    c = di.Container(lifo_registry(log))
+    n = 6
+    counts: list[int] = []
+    entered = 0
+    all_in, all_counted = anyio.Event(), anyio.Event()
+
+    async def worker() -> None:
+        nonlocal entered
+        async with c:
+            await c.aresolve(Engine)
+            entered += 1
+            if entered == n:
+                all_in.set()
+            await all_in.wait()
+            counts.append(c.ref_count)
+            if len(counts) == n:
+                all_counted.set()
+            await all_counted.wait()
+
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as tg:
+            for _ in range(n):
+                tg.start_soon(worker)
+    assert counts == [n] * n
+    assert not c.is_open
+    assert log == ["open engine", "close engine"]
+
+
+def test_close_while_held_warns_and_defers(caplog: pytest.LogCaptureFixture) -> None:
+    log: list[str] = []
+    c = di.Container(lifo_registry(log))
+    with c:
+        c.resolve(Settings)
+        with caplog.at_level(logging.WARNING, logger="di"):
+            c.close()  # force=False while held
+        records = [r for r in caplog.records if r.name == "di" or r.name.startswith("di.")]
+        assert records, "close(force=False) while held must log a warning on the 'di' logger"
+        assert any(r.levelno >= logging.WARNING for r in records)
+        assert c.is_open
+        assert log == ["open settings"]  # deferred
+        assert c.resolve(Settings) is not None
+    assert not c.is_open
+    assert log == ["open settings", "close settings"]  # done by the last exit
+
+
+def test_close_force_closes_now() -> None:
+    log: list[str] = []
+    c = di.Container(lifo_registry(log))
+    with c:
+        c.resolve(Settings)
+        c.resolve(Engine)
+        c.close(force=True)
+        assert log == ["open settings", "open engine", "close engine", "close settings"]
+        assert not c.is_open
+    # the block that still held it leaves quietly and closes nothing twice
+    assert log == ["open settings", "open engine", "close engine", "close settings"]
+    assert not c.is_open
+
+
+def test_close_when_not_held_closes() -> None:
+    log: list[str] = []
+    c = di.Container(lifo_registry(log))
+    with c:
+        c.resolve(Conn)
+    assert log == ["open conn", "close conn"]
+    c.close()  # already closed: nothing more happens
+    assert log == ["open conn", "close conn"]
+
+
+@pytest.mark.anyio
+async def test_aclose_while_held_warns_and_defers(caplog: pytest.LogCaptureFixture) -> None:
+    log: list[str] = []
+    c = di.Container(lifo_registry(log))
+    async with c:
+        await c.aresolve(Engine)
+        with caplog.at_level(logging.WARNING, logger="di"):
+            await c.aclose()
+        assert [r for r in caplog.records if r.name.split(".")[0] == "di"]
+        assert c.is_open
+        assert log == ["open engine"]
+    assert log == ["open engine", "close engine"]
+
+
+@pytest.mark.anyio
+async def test_aclose_force_closes_now() -> None:
+    log: list[str] = []
+    c = di.Container(lifo_registry(log))
+    async with c:
+        await c.aresolve(Engine)
+        await c.aclose(force=True)
+        assert log == ["open engine", "close engine"]
+        assert not c.is_open
+    assert log == ["open engine", "close engine"]
+    assert not c.is_open
+
+
+def test_teardown_errors_still_close_everything() -> None:
+    reg = di.Registry()
+    log: list[str] = []
+
+    @reg.provider(singleton=True)
+    def settings() -> Iterator[Settings]:
+        try:
+            yield Settings()  # receives engine's teardown error, like nested `with`
+        finally:
+            log.append("close settings")
+
+    @reg.provider(singleton=True)
+    def engine() -> Iterator[Engine]:
+        yield Engine()
+        log.append("close engine")
+        raise RuntimeError("engine teardown failed")
+
+    c = di.Container(reg)
+    with pytest.raises(RuntimeError, match="engine teardown failed"), c:
+        c.resolve(Settings)
+        c.resolve(Engine)
+    assert log == ["close engine", "close settings"]
+    assert not c.is_open
+
+
+def test_live_checkpoints_counts() -> None:
+    reg, _ = counting_registry()
+    c = di.Container(reg)
+    with c:
+        assert c.live_checkpoints() == 0
+        with c.scope("session"):
+            with c.scope("request"):
+                assert c.live_checkpoints() == 2
+                assert c.live_checkpoints("request") == 1
+                assert c.live_checkpoints("session") == 1
+            assert c.live_checkpoints("request") == 0
+        assert c.live_checkpoints() == 0

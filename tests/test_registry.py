@@ -1,0 +1,779 @@
+"""di/registry.py: declaring providers (through the public API only).
+
+Every test builds its own ``di.Registry()``; the few that exercise
+``di.register_provider`` without ``registry=`` register classes defined inside
+the test, so nothing leaks into ``di.default_registry`` that another test
+could trip over.
+"""
+
+import contextlib
+import sys
+from collections.abc import AsyncIterator, Iterator
+from typing import Annotated
+
+import pytest
+
+import di
+
+
+@pytest.fixture(params=["asyncio", "trio"])
+def anyio_backend(request: pytest.FixtureRequest) -> str:
+    return request.param
+
+
+def here() -> int:
+    """The caller's current line number."""
+    return sys._getframe(1).f_lineno
+
+
+class Engine:
+    def __init__(self, url: str = "sqlite://") -> None:
+        self.url = url
+
+
+class Repo:
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+
+class Handler:
+    def __init__(self, repo: Repo) -> None:
+        self.repo = repo
+
+
+class Conn:
+    def __init__(self) -> None:
+        self.closed = False
+
+
+# --------------------------------------------------------------------- kinds
+
+
+def test_plain_function_provider_keyed_by_return_annotation() -> None:
+    reg = di.Registry()
+
+    @reg.provider()
+    def make_engine() -> Engine:
+        return Engine("postgres://")
+
+    c = di.Container(reg)
+    with c:
+        engine = c.resolve(Engine)
+    assert isinstance(engine, Engine)
+    assert engine.url == "postgres://"
+
+
+def test_bare_decorator_and_decorated_function_still_usable() -> None:
+    reg = di.Registry()
+
+    @reg.provider
+    def make_engine() -> Engine:
+        return Engine("bare://")
+
+    # the decorator hands back something that still behaves like the function
+    assert make_engine().url == "bare://"
+    c = di.Container(reg)
+    with c:
+        assert c.resolve(Engine).url == "bare://"
+
+
+def test_dependencies_come_from_parameter_hints() -> None:
+    reg = di.Registry()
+    seen: list[Engine] = []
+
+    @reg.provider(singleton=True)
+    def make_engine() -> Engine:
+        return Engine("a://")
+
+    @reg.provider()
+    def make_repo(engine: Engine) -> Repo:
+        seen.append(engine)
+        return Repo(engine)
+
+    c = di.Container(reg)
+    with c:
+        repo = c.resolve(Repo)
+        assert repo.engine is c.resolve(Engine)
+    assert seen == [repo.engine]
+
+
+@pytest.mark.anyio
+async def test_coroutine_function_provider() -> None:
+    import anyio
+
+    reg = di.Registry()
+    calls = 0
+
+    @reg.provider(singleton=True)
+    async def make_engine() -> Engine:
+        nonlocal calls
+        calls += 1
+        await anyio.sleep(0)
+        return Engine("async://")
+
+    @reg.provider()
+    def make_repo(engine: Engine) -> Repo:  # a sync provider fed by an async one
+        return Repo(engine)
+
+    c = di.Container(reg)
+    async with c:
+        engine = await c.aresolve(Engine)
+        repo = await c.aresolve(Repo)
+    assert engine.url == "async://"
+    assert repo.engine is engine
+    assert calls == 1
+
+
+def test_generator_provider_yields_instance_and_tears_down_at_scope_exit() -> None:
+    reg = di.Registry()
+    log: list[str] = []
+
+    @reg.provider(scope="request")
+    def conn() -> Iterator[Conn]:
+        c = Conn()
+        log.append("open")
+        yield c
+        c.closed = True
+        log.append("close")
+
+    c = di.Container(reg)
+    with c:
+        with c.scope("request") as s:
+            got = s.resolve(Conn)
+            assert isinstance(got, Conn)
+            assert log == ["open"]
+            assert not got.closed
+        assert got.closed
+        assert log == ["open", "close"]
+
+
+@pytest.mark.anyio
+async def test_async_generator_provider_yields_instance_and_tears_down() -> None:
+    import anyio
+
+    reg = di.Registry()
+    log: list[str] = []
+
+    @reg.provider(scope="request")
+    async def conn() -> AsyncIterator[Conn]:
+        c = Conn()
+        await anyio.sleep(0)
+        log.append("open")
+        yield c
+        await anyio.sleep(0)
+        c.closed = True
+        log.append("close")
+
+    c = di.Container(reg)
+    async with c:
+        async with c.scope("request") as s:
+            got = await s.aresolve(Conn)
+            assert isinstance(got, Conn)
+            assert log == ["open"]
+        assert got.closed
+        assert log == ["open", "close"]
+
+
+def test_class_provider_autowired_from_init_hints() -> None:
+    reg = di.Registry()
+    reg.value(Engine, Engine("v://"))
+    reg.provider()(Repo)
+    reg.provider(scope="request")(Handler)
+
+    c = di.Container(reg)
+    with c, c.scope("request") as s:
+        h = s.resolve(Handler)
+        assert isinstance(h, Handler)
+        assert isinstance(h.repo, Repo)
+        assert h.repo.engine.url == "v://"
+        assert s.resolve(Handler) is h  # scoped
+
+
+def test_class_provider_init_default_kept_when_unresolvable() -> None:
+    reg = di.Registry()
+    reg.provider()(Engine)  # __init__(self, url: str = "sqlite://"): str is not registered
+    c = di.Container(reg)
+    with c:
+        assert c.resolve(Engine).url == "sqlite://"
+
+
+def test_cm_true_sync_context_manager_entered_and_exited() -> None:
+    reg = di.Registry()
+    log: list[object] = []
+    conn_obj = Conn()
+
+    class ConnCM:
+        def __enter__(self) -> Conn:
+            log.append("enter")
+            return conn_obj
+
+        def __exit__(self, et: object, ev: object, tb: object) -> None:
+            log.append(("exit", et))
+            conn_obj.closed = True
+
+    @reg.provider(scope="request", cm=True, provides=Conn)
+    def conn() -> ConnCM:
+        return ConnCM()
+
+    c = di.Container(reg)
+    with c:
+        with c.scope("request") as s:
+            got = s.resolve(Conn)
+            assert got is conn_obj  # the value __enter__ returned, not the manager
+            assert s.resolve(Conn) is got
+            assert log == ["enter"]
+        assert log == ["enter", ("exit", None)]
+        assert conn_obj.closed
+
+
+def test_cm_true_with_contextlib_contextmanager() -> None:
+    reg = di.Registry()
+    log: list[str] = []
+
+    @reg.provider(scope="request", cm=True, provides=Conn)
+    @contextlib.contextmanager
+    def conn() -> Iterator[Conn]:
+        log.append("enter")
+        yield Conn()
+        log.append("exit")
+
+    c = di.Container(reg)
+    with c:
+        with c.scope("request") as s:
+            assert isinstance(s.resolve(Conn), Conn)
+            assert log == ["enter"]
+        assert log == ["enter", "exit"]
+
+
+@pytest.mark.anyio
+async def test_cm_true_async_context_manager_entered_and_exited() -> None:
+    reg = di.Registry()
+    log: list[object] = []
+    conn_obj = Conn()
+
+    class AsyncConnCM:
+        async def __aenter__(self) -> Conn:
+            log.append("aenter")
+            return conn_obj
+
+        async def __aexit__(self, et: object, ev: object, tb: object) -> None:
+            log.append(("aexit", et))
+
+    @reg.provider(scope="request", cm=True, provides=Conn)
+    def conn() -> AsyncConnCM:
+        return AsyncConnCM()
+
+    c = di.Container(reg)
+    async with c:
+        async with c.scope("request") as s:
+            assert await s.aresolve(Conn) is conn_obj
+            assert log == ["aenter"]
+        assert log == ["aenter", ("aexit", None)]
+
+
+@pytest.mark.anyio
+async def test_cm_true_unannotated_async_manager_works_or_fails_clearly() -> None:
+    """An unannotated cm=True factory cannot say up front whether its manager is
+    async; aresolve must then either enter it with __aenter__/__aexit__ or refuse
+    with a di error that says how to fix it -- never an AttributeError."""
+    reg = di.Registry()
+    log: list[str] = []
+
+    class AsyncConnCM:
+        async def __aenter__(self) -> Conn:
+            log.append("aenter")
+            return Conn()
+
+        async def __aexit__(self, *exc: object) -> None:
+            log.append("aexit")
+
+    reg.provider(scope="request", cm=True, provides=Conn)(lambda: AsyncConnCM())
+    c = di.Container(reg)
+    async with c:
+        try:
+            async with c.scope("request") as s:
+                assert isinstance(await s.aresolve(Conn), Conn)
+        except di.DIError as e:
+            assert "Conn" in str(e)
+            assert log == []
+        else:
+            assert log == ["aenter", "aexit"]
+
+
+@pytest.mark.anyio
+async def test_cm_true_with_asynccontextmanager() -> None:
+    reg = di.Registry()
+    log: list[str] = []
+
+    @reg.provider(scope="request", cm=True, provides=Conn)
+    @contextlib.asynccontextmanager
+    async def conn() -> AsyncIterator[Conn]:
+        log.append("enter")
+        yield Conn()
+        log.append("exit")
+
+    c = di.Container(reg)
+    async with c:
+        async with c.scope("request") as s:
+            assert isinstance(await s.aresolve(Conn), Conn)
+        assert log == ["enter", "exit"]
+
+
+def test_cm_true_key_taken_from_context_manager_annotation() -> None:
+    """Without provides=, a cm=True provider annotated ``-> AbstractContextManager[Conn]``
+    provides Conn (what the manager's __enter__ gives), not the manager type."""
+    reg = di.Registry()
+
+    class ConnCM:
+        def __enter__(self) -> Conn:
+            return Conn()
+
+        def __exit__(self, *exc: object) -> None:
+            return None
+
+    @reg.provider(scope="request", cm=True)
+    def conn() -> contextlib.AbstractContextManager[Conn]:
+        return ConnCM()
+
+    c = di.Container(reg)
+    with c, c.scope("request") as s:
+        assert isinstance(s.resolve(Conn), Conn)
+
+
+# ------------------------------------------------------------------ provides=
+
+
+def test_provides_overrides_return_annotation() -> None:
+    class Base:
+        pass
+
+    class Impl(Base):
+        pass
+
+    reg = di.Registry()
+
+    @reg.provider(provides=Base)
+    def make() -> Impl:
+        return Impl()
+
+    c = di.Container(reg)
+    with c:
+        assert type(c.resolve(Base)) is Impl
+        # the provider is keyed by `provides`, not by the annotation as well
+        with pytest.raises(di.ProviderNotFoundError):
+            c.resolve(Impl)
+
+
+def test_provides_allows_unannotated_factory() -> None:
+    reg = di.Registry()
+    reg.provider(provides=Engine)(lambda: Engine("lambda://"))
+    c = di.Container(reg)
+    with c:
+        assert c.resolve(Engine).url == "lambda://"
+
+
+# ----------------------------------------------------------------- qualifiers
+
+
+def test_named_qualifier_is_its_own_key() -> None:
+    reg = di.Registry()
+    primary = Engine("primary://")
+    replica = Engine("replica://")
+    reg.value(Engine, primary)
+    reg.value(Annotated[Engine, di.Named("replica")], replica)
+
+    class TwoEngines:
+        def __init__(self, a: Engine, b: Annotated[Engine, di.Named("replica")]) -> None:
+            self.a = a
+            self.b = b
+
+    @reg.provider()
+    def make(a: Engine, b: Annotated[Engine, di.Named("replica")]) -> tuple[Engine, Engine]:
+        return (a, b)
+
+    reg.provider()(TwoEngines)
+
+    c = di.Container(reg)
+    with c:
+        assert c.resolve(Engine) is primary
+        assert c.resolve(Annotated[Engine, di.Named("replica")]) is replica
+        assert c.resolve(tuple[Engine, Engine]) == (primary, replica)
+        two = c.resolve(TwoEngines)
+        assert two.a is primary and two.b is replica
+
+
+def test_named_provider_via_return_annotation_and_provides() -> None:
+    reg = di.Registry()
+
+    @reg.provider(singleton=True)
+    def replica() -> Annotated[Engine, di.Named("replica")]:
+        return Engine("replica://")
+
+    @reg.provider(singleton=True, provides=Annotated[Engine, di.Named("audit")])
+    def audit() -> Engine:
+        return Engine("audit://")
+
+    c = di.Container(reg)
+    with c:
+        assert c.resolve(Annotated[Engine, di.Named("replica")]).url == "replica://"
+        assert c.resolve(Annotated[Engine, di.Named("audit")]).url == "audit://"
+        with pytest.raises(di.ProviderNotFoundError):
+            c.resolve(Engine)  # no unnamed Engine was registered
+
+
+def test_named_equality() -> None:
+    assert di.Named("x") == di.Named("x")
+    assert hash(di.Named("x")) == hash(di.Named("x"))
+    assert di.Named("x") != di.Named("y")
+    assert Annotated[Engine, di.Named("x")] == Annotated[Engine, di.Named("x")]
+
+
+def test_named_and_unnamed_do_not_collide() -> None:
+    reg = di.Registry()
+    reg.value(Engine, Engine("a://"))
+    reg.value(Annotated[Engine, di.Named("b")], Engine("b://"))  # no DuplicateProviderError
+    with pytest.raises(di.DuplicateProviderError):
+        reg.value(Annotated[Engine, di.Named("b")], Engine("b2://"))
+
+
+# ------------------------------------------------------------------ defaults
+
+
+def test_defaults_kept_for_unresolvable_params_and_used_for_resolvable() -> None:
+    class Unregistered:
+        pass
+
+    class Thing:
+        def __init__(self, **kw: object) -> None:
+            self.kw = kw
+
+    sentinel_engine = Engine("default://")
+    reg = di.Registry()
+    reg.value(Engine, Engine("registered://"))
+
+    @reg.provider()
+    def make(
+        engine: Engine = sentinel_engine,  # resolvable: the registered one is used
+        timeout: int = 5,  # int is not registered: default kept
+        extra: Unregistered | None = None,  # not registered: default kept
+        flag=True,  # unannotated: default kept
+    ) -> Thing:
+        return Thing(engine=engine, timeout=timeout, extra=extra, flag=flag)
+
+    c = di.Container(reg)  # no GraphError for the defaulted parameters
+    with c:
+        thing = c.resolve(Thing)
+    assert thing.kw["engine"].url == "registered://"  # type: ignore[attr-defined]
+    assert thing.kw["timeout"] == 5
+    assert thing.kw["extra"] is None
+    assert thing.kw["flag"] is True
+
+
+# ----------------------------------------------------- register / value / ...
+
+
+def test_register_interface_to_class_autowired() -> None:
+    class AbstractRepo:
+        pass
+
+    class SqlRepo(AbstractRepo):
+        def __init__(self, engine: Engine) -> None:
+            self.engine = engine
+
+    reg = di.Registry()
+    reg.value(Engine, Engine("sql://"))
+    reg.register(AbstractRepo, SqlRepo, scope="request")
+
+    c = di.Container(reg)
+    with c:
+        with c.scope("request") as s:
+            repo = s.resolve(AbstractRepo)
+            assert type(repo) is SqlRepo
+            assert repo.engine.url == "sql://"  # type: ignore[attr-defined]
+            assert s.resolve(AbstractRepo) is repo
+        with c.scope("request") as s2:
+            assert s2.resolve(AbstractRepo) is not repo
+
+
+def test_register_interface_to_callable_singleton() -> None:
+    class AbstractRepo:
+        pass
+
+    class SqlRepo(AbstractRepo):
+        def __init__(self, engine: Engine) -> None:
+            self.engine = engine
+
+    calls = 0
+
+    def make_repo(engine: Engine) -> SqlRepo:
+        nonlocal calls
+        calls += 1
+        return SqlRepo(engine)
+
+    reg = di.Registry()
+    reg.value(Engine, Engine())
+    reg.register(AbstractRepo, make_repo, singleton=True)
+    c = di.Container(reg)
+    with c:
+        a = c.resolve(AbstractRepo)
+        assert c.resolve(AbstractRepo) is a
+    assert type(a) is SqlRepo
+    assert calls == 1
+
+
+def test_value_is_the_same_instance_everywhere_and_never_torn_down() -> None:
+    class Config:
+        pass
+
+    log: list[str] = []
+
+    class ManagedValue:
+        def __enter__(self) -> "ManagedValue":
+            log.append("enter")
+            return self
+
+        def __exit__(self, *exc: object) -> None:
+            log.append("exit")
+
+    cfg = Config()
+    managed = ManagedValue()
+    reg = di.Registry()
+    reg.value(Config, cfg)
+    reg.value(ManagedValue, managed)
+    c = di.Container(reg)
+    with c:
+        assert c.resolve(Config) is cfg
+        with c.scope("request") as s:
+            assert s.resolve(Config) is cfg
+            assert s.resolve(ManagedValue) is managed
+    assert log == []  # a value is handed out as is: di neither enters nor exits it
+
+
+def test_context_value_feeds_providers() -> None:
+    class Request:
+        pass
+
+    reg = di.Registry()
+    reg.context(Request, scope="request")
+
+    @reg.provider(scope="request")
+    def handler(req: Request) -> tuple[Request]:
+        return (req,)
+
+    c = di.Container(reg)
+    with c:
+        r1, r2 = Request(), Request()
+        with c.scope("request", context={Request: r1}) as s:
+            assert s.resolve(Request) is r1
+            assert s.resolve(tuple[Request]) == (r1,)
+        with c.scope("request", context={Request: r2}) as s:
+            assert s.resolve(tuple[Request]) == (r2,)
+
+
+def test_include_composes_registries() -> None:
+    db = di.Registry()
+
+    @db.provider(singleton=True)
+    def engine() -> Engine:
+        return Engine("inc://")
+
+    repos = di.Registry()
+    repos.provider()(Repo)
+
+    app = di.Registry()
+    app.include(db)
+    app.include(repos)
+    app.provider()(Handler)
+
+    c = di.Container(app)
+    with c:
+        h = c.resolve(Handler)
+    assert h.repo.engine.url == "inc://"
+
+
+def test_include_duplicate_is_an_error() -> None:
+    a = di.Registry()
+    a.value(Engine, Engine("a://"))
+    b = di.Registry()
+    b.value(Engine, Engine("b://"))
+    with pytest.raises(di.DuplicateProviderError) as ei:
+        a.include(b)
+    assert "Engine" in str(ei.value)
+
+
+# --------------------------------------------------------- register_provider
+
+
+def test_register_provider_with_registry_argument() -> None:
+    reg = di.Registry()
+    calls = 0
+
+    @di.register_provider(singleton=True, registry=reg)
+    def engine() -> Engine:
+        nonlocal calls
+        calls += 1
+        return Engine("rp://")
+
+    c = di.Container(reg)
+    with c:
+        assert c.resolve(Engine) is c.resolve(Engine)
+        assert c.resolve(Engine).url == "rp://"
+    assert calls == 1
+
+
+def test_register_provider_defaults_to_default_registry() -> None:
+    class OnlyInDefaultRegistry:  # unique to this test: nothing else can clash with it
+        pass
+
+    @di.register_provider(singleton=True)
+    def make() -> OnlyInDefaultRegistry:
+        return OnlyInDefaultRegistry()
+
+    assert isinstance(di.default_registry, di.Registry)
+    c = di.Container()  # registry=None -> di.default_registry
+    with c:
+        got = c.resolve(OnlyInDefaultRegistry)
+        assert isinstance(got, OnlyInDefaultRegistry)
+        assert c.resolve(OnlyInDefaultRegistry) is got
+    c2 = di.Container(di.default_registry)
+    with c2:
+        assert isinstance(c2.resolve(OnlyInDefaultRegistry), OnlyInDefaultRegistry)
+    # and it did not land in an unrelated registry
+    other = di.Container(di.Registry())
+    with other, pytest.raises(di.ProviderNotFoundError):
+        other.resolve(OnlyInDefaultRegistry)
+
+
+def test_register_provider_scope_and_transient() -> None:
+    reg = di.Registry()
+
+    class Scoped:
+        pass
+
+    class Transient:
+        pass
+
+    di.register_provider(scope="request", registry=reg)(Scoped)
+    di.register_provider(registry=reg)(Transient)
+    c = di.Container(reg)
+    with c, c.scope("request") as s:
+        assert s.resolve(Scoped) is s.resolve(Scoped)
+        assert s.resolve(Transient) is not s.resolve(Transient)
+
+
+# ----------------------------------------------------------------- duplicates
+
+
+def test_duplicate_registration_names_both_places() -> None:
+    reg = di.Registry()
+
+    first = here() + 1
+
+    @reg.provider()
+    def engine_one() -> Engine:
+        return Engine("one://")
+
+    second = here() + 1
+    with pytest.raises(di.DuplicateProviderError) as ei:
+
+        @reg.provider()
+        def engine_two() -> Engine:
+            return Engine("two://")
+
+    msg = str(ei.value)
+    assert "Engine" in msg
+    # a place is file:line; for a decorated function either the decorator line or
+    # the def line is an acceptable "place"
+    assert f"test_registry.py:{first}" in msg or f"test_registry.py:{first + 1}" in msg, msg
+    assert f"test_registry.py:{second + 1}" in msg or f"test_registry.py:{second + 2}" in msg, msg
+    assert "override=True" in msg  # the fix
+
+
+def test_duplicate_value_names_both_call_sites() -> None:
+    reg = di.Registry()
+    first = here() + 1
+    reg.value(Engine, Engine("one://"))
+    with pytest.raises(di.DuplicateProviderError) as ei:
+        second = here() + 1
+        reg.value(Engine, Engine("two://"))
+    msg = str(ei.value)
+    assert f"test_registry.py:{first}" in msg, msg
+    assert f"test_registry.py:{second}" in msg, msg
+
+
+def test_duplicate_across_registration_kinds() -> None:
+    reg = di.Registry()
+    reg.provider()(Engine)
+    with pytest.raises(di.DuplicateProviderError):
+        reg.value(Engine, Engine())
+    with pytest.raises(di.DuplicateProviderError):
+        reg.register(Engine, Engine)
+    with pytest.raises(di.DuplicateProviderError):
+        di.register_provider(registry=reg, provides=Engine)(lambda: Engine())
+    with pytest.raises(di.DuplicateProviderError):
+        reg.context(Engine, scope="request")
+
+
+def test_duplicate_error_is_di_error() -> None:
+    assert issubclass(di.DuplicateProviderError, di.DIError)
+
+
+def test_override_true_replaces() -> None:
+    reg = di.Registry()
+
+    @reg.provider()
+    def engine_one() -> Engine:
+        return Engine("one://")
+
+    @reg.provider(override=True)
+    def engine_two() -> Engine:
+        return Engine("two://")
+
+    reg.value(Repo, Repo(Engine("x")))
+    replacement = Repo(Engine("y"))
+    reg.value(Repo, replacement, override=True)
+
+    class AbstractThing:
+        pass
+
+    class ThingA(AbstractThing):
+        pass
+
+    class ThingB(AbstractThing):
+        pass
+
+    reg.register(AbstractThing, ThingA)
+    reg.register(AbstractThing, ThingB, override=True)
+
+    c = di.Container(reg)
+    with c:
+        assert c.resolve(Engine).url == "two://"
+        assert c.resolve(Repo) is replacement
+        assert type(c.resolve(AbstractThing)) is ThingB
+
+
+def test_keys_are_types_never_function_names() -> None:
+    reg = di.Registry()
+
+    def register_engine() -> None:
+        @reg.provider()
+        def make() -> Engine:
+            return Engine("e://")
+
+    def register_conn() -> None:
+        @reg.provider()
+        def make() -> Conn:  # same function name, different type: not a duplicate
+            return Conn()
+
+    register_engine()
+    register_conn()
+    c = di.Container(reg)
+    with c:
+        assert c.resolve(Engine).url == "e://"
+        assert isinstance(c.resolve(Conn), Conn)
+        with pytest.raises(di.ProviderNotFoundError):
+            c.resolve("make")  # type: ignore[arg-type]
+
+
+def test_provider_record_is_public() -> None:
+    assert isinstance(di.Provider, type)

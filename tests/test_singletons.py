@@ -1,0 +1,538 @@
+"""Singletons exactly once (threads, several event loops, trio, mixed sync +
+async), retry after failure or cancellation, re-entrant resolution, and
+scoped instances created once under gathered child tasks.
+
+Every concurrent test is bounded: barriers and joins carry timeouts and the
+test asserts that no thread is still alive, so a deadlock fails instead of
+hanging."""
+
+import asyncio
+import threading
+import time
+from typing import Any
+
+import pytest
+
+import di
+
+
+@pytest.fixture(params=["asyncio", "trio"])
+def anyio_backend(request: pytest.FixtureRequest) -> str:
+    return request.param
+
+
+class Shared:
+    pass
+
+
+class Other:
+    pass
+
+
+class Conn:
+    pass
+
+
+class Boom(Exception):
+    pass
+
+
+def run_threads(targets: list[Any], timeout: float = 20) -> list[BaseException]:
+    errors: list[BaseException] = []
+
+    def wrap(fn: Any) -> Any:
+        def run() -> None:
+            try:
+                fn()
+            except BaseException as e:
+                errors.append(e)
+
+        return run
+
+    threads = [threading.Thread(target=wrap(fn), daemon=True) for fn in targets]
+    for t in threads:
+        t.start()
+    deadline = time.monotonic() + timeout
+    for t in threads:
+        t.join(timeout=max(0.0, deadline - time.monotonic()))
+    assert not any(t.is_alive() for t in threads), "threads still running: deadlock?"
+    return errors
+
+
+# -------------------------------------------------------------- exactly once
+
+
+@pytest.mark.timeout(30)
+def test_sixteen_threads_create_one_singleton() -> None:
+    reg = di.Registry()
+    calls = 0
+    calls_lock = threading.Lock()
+
+    @reg.provider(singleton=True)
+    def shared() -> Shared:
+        nonlocal calls
+        with calls_lock:
+            calls += 1
+        time.sleep(0.05)  # slow: everyone else arrives while this one is creating
+        return Shared()
+
+    c = di.Container(reg)
+    n = 16
+    barrier = threading.Barrier(n, timeout=10)
+    results: list[Shared] = []
+
+    def worker() -> None:
+        barrier.wait()
+        results.append(c.resolve(Shared))
+
+    with c:
+        errors = run_threads([worker] * n)
+    assert errors == []
+    assert len(results) == n
+    assert len({id(r) for r in results}) == 1
+    assert calls == 1
+
+
+@pytest.mark.timeout(30)
+def test_several_event_loops_in_several_threads_create_one_singleton() -> None:
+    reg = di.Registry()
+    calls = 0
+    calls_lock = threading.Lock()
+
+    @reg.provider(singleton=True)
+    async def shared() -> Shared:
+        nonlocal calls
+        with calls_lock:
+            calls += 1
+        await asyncio.sleep(0.05)  # suspends inside the creating loop
+        return Shared()
+
+    c = di.Container(reg)
+    loops, tasks_per_loop = 4, 8
+    barrier = threading.Barrier(loops, timeout=10)
+    results: list[Shared] = []
+
+    async def one_loop() -> None:
+        got = await asyncio.wait_for(
+            asyncio.gather(*(c.aresolve(Shared) for _ in range(tasks_per_loop))), 10
+        )
+        results.extend(got)
+
+    def worker() -> None:
+        barrier.wait()
+        asyncio.run(one_loop())
+
+    with c:
+        errors = run_threads([worker] * loops)
+    assert errors == []
+    assert len(results) == loops * tasks_per_loop
+    assert len({id(r) for r in results}) == 1
+    assert calls == 1
+
+
+@pytest.mark.timeout(30)
+def test_trio_nursery_creates_one_singleton() -> None:
+    import trio
+
+    reg = di.Registry()
+    calls = 0
+
+    @reg.provider(singleton=True)
+    async def shared() -> Shared:
+        nonlocal calls
+        calls += 1
+        await trio.sleep(0.05)
+        return Shared()
+
+    c = di.Container(reg)
+    results: list[Shared] = []
+
+    async def one() -> None:
+        results.append(await c.aresolve(Shared))
+
+    async def main() -> None:
+        with trio.fail_after(10):
+            async with c, trio.open_nursery() as nursery:
+                for _ in range(16):
+                    nursery.start_soon(one)
+
+    trio.run(main)
+    assert len(results) == 16
+    assert len({id(r) for r in results}) == 1
+    assert calls == 1
+
+
+@pytest.mark.timeout(30)
+def test_mixed_sync_asyncio_and_trio_first_access_create_one_singleton() -> None:
+    import trio
+
+    reg = di.Registry()
+    calls = 0
+    calls_lock = threading.Lock()
+
+    @reg.provider(singleton=True)
+    def shared() -> Shared:  # sync factory: usable from resolve and aresolve alike
+        nonlocal calls
+        with calls_lock:
+            calls += 1
+        time.sleep(0.05)
+        return Shared()
+
+    c = di.Container(reg)
+    sync_threads, asyncio_threads, trio_threads = 4, 2, 2
+    barrier = threading.Barrier(sync_threads + asyncio_threads + trio_threads, timeout=10)
+    results: list[Shared] = []
+
+    def sync_worker() -> None:
+        barrier.wait()
+        results.append(c.resolve(Shared))
+
+    def asyncio_worker() -> None:
+        async def main() -> None:
+            gathered = asyncio.gather(*(c.aresolve(Shared) for _ in range(4)))
+            got = await asyncio.wait_for(gathered, 10)
+            results.extend(got)
+
+        barrier.wait()
+        asyncio.run(main())
+
+    def trio_worker() -> None:
+        async def one() -> None:
+            results.append(await c.aresolve(Shared))
+
+        async def main() -> None:
+            with trio.fail_after(10):
+                async with trio.open_nursery() as nursery:
+                    for _ in range(4):
+                        nursery.start_soon(one)
+
+        barrier.wait()
+        trio.run(main)
+
+    with c:
+        errors = run_threads(
+            [sync_worker] * sync_threads
+            + [asyncio_worker] * asyncio_threads
+            + [trio_worker] * trio_threads
+        )
+    assert errors == []
+    assert len(results) == sync_threads + 4 * asyncio_threads + 4 * trio_threads
+    assert len({id(r) for r in results}) == 1
+    assert calls == 1
+
+
+# ------------------------------------------------------ failure and retrying
+
+
+def test_failed_creation_caches_nothing_and_next_caller_retries() -> None:
+    reg = di.Registry()
+    calls = 0
+
+    @reg.provider(singleton=True)
+    def shared() -> Shared:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise Boom("first attempt fails")
+        return Shared()
+
+    c = di.Container(reg)
+    with c:
+        with pytest.raises(Boom):
+            c.resolve(Shared)
+        first = c.resolve(Shared)
+        assert isinstance(first, Shared)
+        assert c.resolve(Shared) is first
+    assert calls == 2
+
+
+@pytest.mark.timeout(30)
+def test_failed_creation_with_waiting_threads() -> None:
+    reg = di.Registry()
+    calls = 0
+    calls_lock = threading.Lock()
+
+    @reg.provider(singleton=True)
+    def shared() -> Shared:
+        nonlocal calls
+        with calls_lock:
+            calls += 1
+            mine = calls
+        time.sleep(0.05)
+        if mine == 1:
+            raise Boom("first attempt fails")
+        return Shared()
+
+    c = di.Container(reg)
+    n = 8
+    barrier = threading.Barrier(n, timeout=10)
+    results: list[Shared] = []
+
+    def worker() -> None:
+        barrier.wait()
+        results.append(c.resolve(Shared))
+
+    with c:
+        errors = run_threads([worker] * n)
+    # the one whose attempt failed sees Boom; everyone else gets the one instance
+    assert len(errors) == 1 and isinstance(errors[0], Boom), errors
+    assert len(results) == n - len(errors)
+    assert len({id(r) for r in results}) == 1
+    assert calls == 2
+
+
+@pytest.mark.anyio
+async def test_failed_async_creation_retried() -> None:
+    reg = di.Registry()
+    calls = 0
+
+    @reg.provider(singleton=True)
+    async def shared() -> Shared:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise Boom()
+        return Shared()
+
+    c = di.Container(reg)
+    async with c:
+        with pytest.raises(Boom):
+            await c.aresolve(Shared)
+        first = await c.aresolve(Shared)
+        assert await c.aresolve(Shared) is first
+    assert calls == 2
+
+
+@pytest.mark.anyio
+async def test_cancelled_async_creation_caches_nothing_and_next_caller_retries() -> None:
+    import anyio
+
+    reg = di.Registry()
+    calls = 0
+    started = anyio.Event()
+
+    @reg.provider(singleton=True)
+    async def shared() -> Shared:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            started.set()
+            await anyio.sleep_forever()
+        return Shared()
+
+    c = di.Container(reg)
+    results: list[Shared] = []
+    async with c:
+        with anyio.fail_after(10):
+            async with anyio.create_task_group() as tg:
+
+                async def first() -> None:
+                    results.append(await c.aresolve(Shared))
+
+                tg.start_soon(first)
+                await started.wait()
+                tg.cancel_scope.cancel()  # cancel the creation mid-way
+            assert results == []
+            got = await c.aresolve(Shared)
+            assert await c.aresolve(Shared) is got
+    assert calls == 2
+
+
+@pytest.mark.anyio
+async def test_cancelled_creation_hands_over_to_a_waiting_task() -> None:
+    import anyio
+
+    reg = di.Registry()
+    calls = 0
+    started = anyio.Event()
+
+    @reg.provider(singleton=True)
+    async def shared() -> Shared:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            started.set()
+            await anyio.sleep_forever()
+        return Shared()
+
+    c = di.Container(reg)
+    waiter_got: list[Shared] = []
+    creator_scope = anyio.CancelScope()
+
+    async def creator() -> None:
+        with creator_scope:
+            await c.aresolve(Shared)
+
+    async def waiter() -> None:
+        waiter_got.append(await c.aresolve(Shared))
+
+    async with c:
+        with anyio.fail_after(10):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(creator)
+                await started.wait()
+                tg.start_soon(waiter)
+                for _ in range(5):
+                    await anyio.sleep(0)  # let the waiter queue up behind the creator
+                creator_scope.cancel()
+        assert creator_scope.cancelled_caught
+        assert len(waiter_got) == 1
+        assert await c.aresolve(Shared) is waiter_got[0]
+    assert calls == 2
+
+
+# ------------------------------------------------------------ re-entrancy
+
+
+@pytest.mark.timeout(30)
+def test_factory_resolving_its_own_key_raises_circular_not_deadlock() -> None:
+    reg = di.Registry()
+    box: dict[str, di.Container] = {}
+
+    @reg.provider(singleton=True)
+    def shared() -> Shared:
+        return box["c"].resolve(Shared)
+
+    c = di.Container(reg)
+    box["c"] = c
+    outcome: list[BaseException] = []
+
+    def worker() -> None:
+        try:
+            c.resolve(Shared)
+        except BaseException as e:
+            outcome.append(e)
+
+    with c:
+        errors = run_threads([worker], timeout=10)
+    assert errors == []
+    assert len(outcome) == 1
+    assert isinstance(outcome[0], di.CircularDependencyError), outcome
+    assert "Shared" in str(outcome[0])
+
+
+@pytest.mark.anyio
+async def test_async_factory_resolving_its_own_key_raises_circular_not_deadlock() -> None:
+    import anyio
+
+    reg = di.Registry()
+    box: dict[str, di.Container] = {}
+
+    @reg.provider(singleton=True)
+    async def shared() -> Shared:
+        return await box["c"].aresolve(Shared)
+
+    c = di.Container(reg)
+    box["c"] = c
+    async with c:
+        with anyio.fail_after(10), pytest.raises(di.CircularDependencyError):
+            await c.aresolve(Shared)
+
+
+@pytest.mark.timeout(30)
+def test_factory_resolving_a_different_singleton_from_its_container_works() -> None:
+    reg = di.Registry()
+    box: dict[str, di.Container] = {}
+    calls = {"shared": 0, "other": 0}
+
+    @reg.provider(singleton=True)
+    def other() -> Other:
+        calls["other"] += 1
+        return Other()
+
+    @reg.provider(singleton=True)
+    def shared() -> Shared:
+        calls["shared"] += 1
+        s = Shared()
+        s.other = box["c"].resolve(Other)  # type: ignore[attr-defined]
+        return s
+
+    c = di.Container(reg)
+    box["c"] = c
+    out: list[Shared] = []
+    with c:
+        errors = run_threads([lambda: out.append(c.resolve(Shared))], timeout=10)
+        assert errors == []
+        assert out[0].other is c.resolve(Other)  # type: ignore[attr-defined]
+        assert c.resolve(Shared) is out[0]
+    assert calls == {"shared": 1, "other": 1}
+
+
+@pytest.mark.anyio
+async def test_async_factory_resolving_a_different_singleton_works() -> None:
+    import anyio
+
+    reg = di.Registry()
+    box: dict[str, di.Container] = {}
+
+    @reg.provider(singleton=True)
+    async def other() -> Other:
+        return Other()
+
+    @reg.provider(singleton=True)
+    async def shared() -> Shared:
+        s = Shared()
+        s.other = await box["c"].aresolve(Other)  # type: ignore[attr-defined]
+        return s
+
+    c = di.Container(reg)
+    box["c"] = c
+    async with c:
+        with anyio.fail_after(10):
+            s = await c.aresolve(Shared)
+        assert s.other is await c.aresolve(Other)  # type: ignore[attr-defined]
+
+
+# ---------------------------------------------------------- scoped, gathered
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_scoped_created_once_under_asyncio_gather() -> None:
+    reg = di.Registry()
+    calls = 0
+
+    @reg.provider(scope="request")
+    async def conn() -> Conn:
+        nonlocal calls
+        calls += 1
+        await asyncio.sleep(0.01)
+        return Conn()
+
+    c = di.Container(reg)
+    async with c, c.scope("request"):
+        got = await asyncio.wait_for(asyncio.gather(*(c.aresolve(Conn) for _ in range(10))), 10)
+    assert len({id(g) for g in got}) == 1
+    assert calls == 1
+
+
+@pytest.mark.anyio
+async def test_scoped_created_once_under_task_group_children() -> None:
+    import anyio
+
+    reg = di.Registry()
+    calls = 0
+
+    @reg.provider(scope="request")
+    async def conn() -> Conn:
+        nonlocal calls
+        calls += 1
+        await anyio.sleep(0.01)
+        return Conn()
+
+    c = di.Container(reg)
+    got: list[Conn] = []
+
+    async def child(s: di.Checkpoint) -> None:
+        got.append(await s.aresolve(Conn))
+        got.append(await c.aresolve(Conn))  # through the inherited current checkpoint
+
+    async with c, c.scope("request") as s:
+        with anyio.fail_after(10):
+            async with anyio.create_task_group() as tg:
+                for _ in range(8):
+                    tg.start_soon(child, s)
+        assert await s.aresolve(Conn) is got[0]
+    assert len(got) == 16
+    assert len({id(g) for g in got}) == 1
+    assert calls == 1
