@@ -161,6 +161,7 @@ class ClientContext(Generic[C]):
 
     @property
     def verify_ssl(self) -> bool:
+        """Whether the factory is asked to verify TLS certificates."""
         return self._verify_ssl
 
     # -- the client ---------------------------------------------------------
@@ -203,12 +204,13 @@ class ClientContext(Generic[C]):
     @property
     def client(self) -> C:
         """The initialised client; `RuntimeError` before it is built."""
-        if not self._rc.is_open:
+        try:
+            return self._rc.resource
+        except RuntimeError:
             raise RuntimeError(
                 f"the {self._rc.name} is not initialised; use `async with ctx as client` "
                 f"or `client = await ctx.get_client()` first"
-            )
-        return self._rc.resource
+            ) from None
 
     @property
     def interface(self) -> C:

@@ -73,13 +73,13 @@ class RefCounted(Generic[T]):
 
     - ``ref_count`` rises only after a successful open. A failed open raises
       `ResourceOpenError` (the original error is its ``__cause__``);
-      cancellation (``asyncio.CancelledError``, ``trio.Cancelled``,
-      ``KeyboardInterrupt``) propagates unchanged. Either way the count and
-      state are exactly what they were before the enter.
+      cancellation (``asyncio.CancelledError``, ``trio.Cancelled``) and other
+      ``BaseException`` such as ``KeyboardInterrupt`` propagate unchanged.
+      Either way the count and state are exactly what they were before.
     - ``close()`` while references are held logs a warning on the ``"di"``
       logger and leaves the closing to the last exit; ``close(force=True)``
-      closes at once (the holders' exits are still counted, but no longer
-      close anything).
+      closes at once (the holders' exits still count down, and a later enter
+      opens a fresh resource).
     - An error raised by ``close`` propagates, and the resource is still
       considered closed.
     - A sync ``with`` / ``close()`` on a resource whose ``open`` or ``close``
@@ -87,8 +87,12 @@ class RefCounted(Generic[T]):
       never starts a private event loop.
 
     When both callables are sync, ``async with`` and ``aclose()`` run them
-    directly (without yielding while holding the transition lock), so sync and
-    async users can share the resource, even inside one event-loop thread.
+    directly and never yield while holding the transition lock, so sync and
+    async users can share the resource even inside one event-loop thread
+    (an ``async with`` that finds another thread opening it waits for that
+    sync open like any sync call would). A last ``async with`` exit that is
+    cancelled while waiting to close leaves the resource open, unreferenced,
+    until the next exit or ``close()``.
     """
 
     __slots__ = (
@@ -203,7 +207,8 @@ class RefCounted(Generic[T]):
             return self._count == 0 and self._held is not None
 
     def _should_defer(self, force: bool) -> bool:
-        if force or self._count == 0:
+        # Holders of a force-closed resource have nothing left to defer.
+        if force or self._count == 0 or self._held is None:
             return False
         logger.warning(
             "close() of %s deferred: %d reference(s) still held; it closes when the "
@@ -237,8 +242,8 @@ class RefCounted(Generic[T]):
         coro.close()  # never awaited: close it so Python does not warn
         return AsyncProviderError(
             f"{what} of {self._name} returned a coroutine but is not a coroutine function, "
-            f"so it was called from sync code; pass an `async def` (for example "
-            f"`async def {what}(res): await res.aclose()`) rather than a lambda around one"
+            f"so it was taken for sync code and cannot be awaited; pass the `async def` "
+            f"itself (e.g. `async def {what}(...): ...`) rather than a lambda returning one"
         )
 
     def _require_sync(self, use_instead: str) -> None:
@@ -300,9 +305,10 @@ class RefCounted(Generic[T]):
     def close(self, force: bool = False) -> None:
         """Close the resource now, or at the last exit if references are held.
 
-        With ``force=True`` it closes at once even while held; holders keep
-        their (now closed) resource and their exits close nothing more.
-        Closing a closed resource does nothing.
+        With ``force=True`` it closes at once even while held: the holders
+        keep their (now closed) resource and their exits only count down; a
+        later enter opens a fresh resource. Closing a closed resource does
+        nothing.
         """
         self._require_sync("`await rc.aclose()` instead of `rc.close()`")
         if not self._should_defer(force):

@@ -1,0 +1,934 @@
+"""di.RefCounted: opened on first enter, closed on last exit, shared safely."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import sys
+import threading
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from typing import Any
+
+import anyio
+import pytest
+import trio
+
+import di
+from di.lifecycle import ResourceOpenError
+
+TIMEOUT = 15.0
+
+
+class Res:
+    def __init__(self, n: int) -> None:
+        self.n = n
+        self.closes = 0
+
+    def __repr__(self) -> str:
+        return f"Res({self.n}, closes={self.closes})"
+
+
+class Tracker:
+    """Counts opens and closes; fails loudly if two resources are ever open
+    at once or one is closed twice."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.opened: list[Res] = []
+        self.open_now = 0
+        self.max_open_now = 0
+
+    def open(self) -> Res:
+        time.sleep(0)  # let other threads in, as real I/O would
+        with self.lock:
+            res = Res(len(self.opened))
+            self.opened.append(res)
+            self.open_now += 1
+            self.max_open_now = max(self.max_open_now, self.open_now)
+            return res
+
+    def close(self, res: Res) -> None:
+        time.sleep(0)
+        with self.lock:
+            res.closes += 1
+            self.open_now -= 1
+
+    async def aopen(self) -> Res:
+        await anyio.sleep(0)  # suspend, in whatever library runs us
+        return self.open()
+
+    async def aclose(self, res: Res) -> None:
+        await anyio.sleep(0)
+        self.close(res)
+
+    @property
+    def closes(self) -> int:
+        return sum(r.closes for r in self.opened)
+
+    def assert_balanced(self) -> None:
+        assert self.max_open_now == 1, "two resources were open at the same time"
+        assert self.open_now == 0
+        assert [r.closes for r in self.opened] == [1] * len(self.opened)
+
+
+def sync_rc(tracker: Tracker) -> di.RefCounted[Res]:
+    return di.RefCounted(tracker.open, tracker.close)
+
+
+def async_rc(tracker: Tracker) -> di.RefCounted[Res]:
+    return di.RefCounted(tracker.aopen, tracker.aclose)
+
+
+def run_threads(target: Callable[[int], None], n: int) -> None:
+    errors: list[BaseException] = []
+
+    def wrapped(i: int) -> None:
+        try:
+            target(i)
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=wrapped, args=(i,), daemon=True) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(TIMEOUT)
+    assert not any(t.is_alive() for t in threads), "a thread deadlocked"
+    if errors:
+        raise errors[0]
+
+
+def arun(coro: Awaitable[Any]) -> Any:
+    async def bounded() -> Any:
+        return await asyncio.wait_for(coro, TIMEOUT)
+
+    return asyncio.run(bounded())
+
+
+# -- basics ----------------------------------------------------------------
+
+
+def test_first_enter_opens_last_exit_closes_sync() -> None:
+    t = Tracker()
+    rc = sync_rc(t)
+    assert (rc.ref_count, rc.is_open) == (0, False)
+    with rc as a:
+        assert (rc.ref_count, rc.is_open) == (1, True)
+        with rc as b:
+            assert b is a is rc.resource
+            assert rc.ref_count == 2
+        assert (rc.ref_count, rc.is_open, a.closes) == (1, True, 0)
+    assert (rc.ref_count, rc.is_open, a.closes) == (0, False, 1)
+    assert len(t.opened) == 1
+
+
+def test_first_enter_opens_last_exit_closes_async() -> None:
+    t = Tracker()
+    rc = async_rc(t)
+
+    async def main() -> None:
+        async with rc as a:
+            async with rc as b:
+                assert b is a and rc.ref_count == 2
+            assert rc.is_open
+        assert (rc.ref_count, rc.is_open, a.closes) == (0, False, 1)
+
+    arun(main())
+
+
+def test_async_with_works_for_sync_callables() -> None:
+    t = Tracker()
+    rc = sync_rc(t)
+
+    async def main() -> None:
+        async with rc as a:
+            with rc as b:  # sync and async users share it, even in one thread
+                assert a is b
+            assert rc.ref_count == 1
+        await rc.aclose()
+
+    arun(main())
+    t.assert_balanced()
+
+
+def test_reopen_after_close_gives_a_fresh_resource() -> None:
+    t = Tracker()
+    rc = sync_rc(t)
+    with rc as first:
+        pass
+    with rc as second:
+        assert second is not first
+        assert first.closes == 1 and second.closes == 0
+    t.assert_balanced()
+    assert len(t.opened) == 2
+
+
+def test_reopen_after_explicit_close_async() -> None:
+    t = Tracker()
+    rc = async_rc(t)
+
+    async def main() -> None:
+        await rc.aclose()  # closing a closed one does nothing
+        async with rc as first:
+            await rc.aclose(force=True)
+        assert first.closes == 1 and not rc.is_open
+        async with rc as second:
+            assert second is not first and second.closes == 0
+        await rc.aclose()
+
+    arun(main())
+    t.assert_balanced()
+
+
+def test_resource_when_closed_names_the_fix() -> None:
+    rc = sync_rc(Tracker())
+    with pytest.raises(RuntimeError, match=r"not open.*with rc as res"):
+        _ = rc.resource
+
+
+def test_name_appears_in_messages() -> None:
+    rc = di.RefCounted(lambda: 1, lambda r: None, name="the pool")
+    assert rc.name == "the pool" and "the pool" in repr(rc)
+    with pytest.raises(RuntimeError, match="the pool is not open"):
+        _ = rc.resource
+
+
+def test_repr_shows_state() -> None:
+    rc = di.RefCounted(lambda: 1, lambda r: None)
+    with rc:
+        assert "open ref_count=1" in repr(rc)
+    assert "closed ref_count=0" in repr(rc)
+
+
+# -- count never negative ---------------------------------------------------
+
+
+def test_exit_without_enter_is_an_error_sync() -> None:
+    rc = sync_rc(Tracker())
+    with pytest.raises(RuntimeError, match="exit without a matching enter"):
+        rc.__exit__(None, None, None)
+    assert rc.ref_count == 0
+    with rc:
+        pass
+    with pytest.raises(RuntimeError, match="exit without a matching enter"):
+        rc.__exit__(None, None, None)
+    assert rc.ref_count == 0
+
+
+def test_exit_without_enter_is_an_error_async() -> None:
+    rc = async_rc(Tracker())
+
+    async def main() -> None:
+        with pytest.raises(RuntimeError, match="exit without a matching enter"):
+            await rc.__aexit__(None, None, None)
+        assert rc.ref_count == 0
+
+    arun(main())
+
+
+# -- sync use of async callables ---------------------------------------------
+
+
+@pytest.mark.parametrize("which", ["open", "close", "both"])
+def test_sync_with_on_async_rc_raises_and_changes_nothing(which: str) -> None:
+    t = Tracker()
+    rc = di.RefCounted(
+        t.aopen if which in ("open", "both") else t.open,
+        t.aclose if which in ("close", "both") else t.close,
+    )
+    with pytest.raises(di.AsyncProviderError, match="use `async with` instead of `with`"):
+        rc.__enter__()
+    assert (rc.ref_count, rc.is_open, t.opened) == (0, False, [])
+    with pytest.raises(di.AsyncProviderError, match=r"await rc\.aclose\(\)"):
+        rc.close()
+
+    async def main() -> None:
+        async with rc:
+            with pytest.raises(di.AsyncProviderError), rc:
+                pass  # pragma: no cover
+            with pytest.raises(di.AsyncProviderError):
+                rc.__exit__(None, None, None)
+            with pytest.raises(di.AsyncProviderError):
+                rc.close(force=True)
+            assert (rc.ref_count, rc.is_open) == (1, True)
+
+    arun(main())
+    t.assert_balanced()
+
+
+def test_lambda_returning_a_coroutine_is_a_clear_error_from_sync_code() -> None:
+    t = Tracker()
+    rc = di.RefCounted(lambda: t.aopen(), t.close)
+    with pytest.raises(di.AsyncProviderError, match="pass the `async def` itself"), rc:
+        pass  # pragma: no cover
+    assert (rc.ref_count, rc.is_open) == (0, False)
+
+
+def test_lambda_returning_a_coroutine_is_awaited_on_the_async_path() -> None:
+    t = Tracker()
+    rc = di.RefCounted(t.aopen, lambda r: t.aclose(r))
+
+    async def main() -> None:
+        async with rc as r:
+            assert r.closes == 0
+
+    arun(main())
+    t.assert_balanced()
+
+
+def test_awaitable_resource_from_sync_open_is_not_awaited() -> None:
+    class Awaitable_:
+        def __await__(self) -> Any:
+            raise AssertionError("the resource itself must not be awaited")
+
+    async def close(res: object) -> None:
+        pass
+
+    thing = Awaitable_()
+    rc = di.RefCounted(lambda: thing, close)
+
+    async def main() -> None:
+        async with rc as r:
+            assert r is thing
+
+    arun(main())
+
+
+# -- failing open ------------------------------------------------------------
+
+
+def test_failing_open_sync_chains_the_cause_and_leaves_it_closed() -> None:
+    calls = 0
+
+    def bad_open() -> Res:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise ValueError("no route to host")
+        return Res(calls)
+
+    rc = di.RefCounted(bad_open, lambda r: None)
+    pattern = r"opening bad_open failed.*no route"
+    with pytest.raises(ResourceOpenError, match=pattern) as info, rc:
+        pass  # pragma: no cover
+    assert isinstance(info.value, RuntimeError) and isinstance(info.value, di.DIError)
+    assert isinstance(info.value.__cause__, ValueError)
+    assert (rc.ref_count, rc.is_open) == (0, False)
+    with rc as res:  # the next enter tries again
+        assert res.n == 2
+
+
+def test_failing_open_while_held_elsewhere_is_not_possible_but_state_is_exact() -> None:
+    # A failed open with other references alive cannot happen (it would already
+    # be open); check the count is exact around a failure after a close.
+    t = Tracker()
+    fail = [False]
+
+    def flaky() -> Res:
+        if fail[0]:
+            raise OSError("down")
+        return t.open()
+
+    rc = di.RefCounted(flaky, t.close)
+    with rc:
+        pass
+    fail[0] = True
+    for _ in range(3):
+        with pytest.raises(ResourceOpenError):
+            rc.__enter__()
+        assert (rc.ref_count, rc.is_open) == (0, False)
+    t.assert_balanced()
+
+
+def test_failing_open_async_chains_the_cause() -> None:
+    async def bad_open() -> Res:
+        await asyncio.sleep(0)
+        raise ConnectionError("refused")
+
+    rc = di.RefCounted(bad_open, lambda r: None)
+
+    async def main() -> None:
+        with pytest.raises(ResourceOpenError, match="refused") as info:
+            async with rc:
+                pass  # pragma: no cover
+        assert isinstance(info.value.__cause__, ConnectionError)
+        assert (rc.ref_count, rc.is_open) == (0, False)
+
+    arun(main())
+
+
+def test_base_exception_from_open_propagates_unwrapped() -> None:
+    def interrupted() -> Res:
+        raise KeyboardInterrupt
+
+    rc = di.RefCounted(interrupted, lambda r: None)
+    with pytest.raises(KeyboardInterrupt), rc:
+        pass  # pragma: no cover
+    assert (rc.ref_count, rc.is_open) == (0, False)
+
+
+# -- cancellation during open --------------------------------------------------
+
+
+@pytest.mark.timeout(20)
+def test_cancelled_open_asyncio_leaves_state_unchanged() -> None:
+    t = Tracker()
+    started = asyncio.Event()
+    release = asyncio.Event()
+    attempts = 0
+
+    async def slow_open() -> Res:
+        nonlocal attempts
+        attempts += 1
+        started.set()
+        await release.wait()
+        return t.open()
+
+    rc = di.RefCounted(slow_open, t.aclose)
+
+    async def holder() -> None:
+        async with rc:
+            raise AssertionError("must not get here")  # pragma: no cover
+
+    async def main() -> None:
+        task = asyncio.create_task(holder())
+        await started.wait()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert (rc.ref_count, rc.is_open, t.opened) == (0, False, [])
+        release.set()
+        async with rc as res:  # the lock was released; the next enter opens
+            assert rc.ref_count == 1 and res.closes == 0
+        assert attempts == 2
+
+    arun(main())
+    t.assert_balanced()
+
+
+@pytest.mark.timeout(20)
+def test_waiter_opens_itself_when_the_opener_is_cancelled() -> None:
+    t = Tracker()
+    first_started = asyncio.Event()
+    calls = 0
+
+    async def open_() -> Res:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            first_started.set()
+            await asyncio.Event().wait()  # hangs until cancelled
+        return t.open()
+
+    rc = di.RefCounted(open_, t.aclose)
+
+    entered = 0
+    all_in = asyncio.Event()
+
+    async def use() -> int:
+        nonlocal entered
+        async with rc as r:
+            entered += 1
+            if entered == 10:
+                all_in.set()
+            await all_in.wait()  # all ten share one open period
+            return r.n
+
+    async def main() -> None:
+        opener = asyncio.create_task(use())
+        await first_started.wait()
+        waiters = [asyncio.create_task(use()) for _ in range(10)]
+        await asyncio.sleep(0.01)  # let them queue on the transition lock
+        opener.cancel()
+        assert await asyncio.gather(*waiters) == [0] * 10
+        with pytest.raises(asyncio.CancelledError):
+            await opener
+        assert (rc.ref_count, rc.is_open) == (0, False)
+
+    arun(main())
+    assert calls == 2  # the cancelled attempt and exactly one more
+    t.assert_balanced()
+
+
+@pytest.mark.timeout(20)
+def test_cancelled_waiter_does_not_disturb_the_opener() -> None:
+    t = Tracker()
+    gate = asyncio.Event()
+
+    async def open_() -> Res:
+        await gate.wait()
+        return t.open()
+
+    rc = di.RefCounted(open_, t.aclose)
+
+    async def main() -> None:
+        entered = asyncio.Event()
+        done = asyncio.Event()
+
+        async def opener() -> None:
+            async with rc:
+                entered.set()
+                await done.wait()
+
+        async def waiter() -> None:
+            async with rc:
+                raise AssertionError("cancelled before entering")  # pragma: no cover
+
+        a = asyncio.create_task(opener())
+        await asyncio.sleep(0)
+        b = asyncio.create_task(waiter())
+        await asyncio.sleep(0.01)
+        b.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await b
+        gate.set()
+        await entered.wait()
+        assert rc.ref_count == 1
+        done.set()
+        await a
+        assert (rc.ref_count, rc.is_open) == (0, False)
+
+    arun(main())
+    t.assert_balanced()
+
+
+@pytest.mark.timeout(20)
+def test_cancelled_open_trio_leaves_state_unchanged() -> None:
+    t = Tracker()
+    attempts = 0
+
+    async def slow_open() -> Res:
+        nonlocal attempts
+        attempts += 1
+        if attempts == 1:
+            await trio.sleep_forever()
+        return t.open()
+
+    rc = di.RefCounted(slow_open, t.aclose)
+
+    async def main() -> None:
+        with trio.fail_after(TIMEOUT):
+            with trio.move_on_after(0.05) as scope:
+                async with rc:
+                    raise AssertionError("must not get here")  # pragma: no cover
+            assert scope.cancelled_caught
+            assert (rc.ref_count, rc.is_open, t.opened) == (0, False, [])
+            async with rc as res:
+                assert res.n == 0 and rc.ref_count == 1
+
+    trio.run(main)
+    assert attempts == 2
+    t.assert_balanced()
+
+
+# -- failing close -------------------------------------------------------------
+
+
+def test_failing_close_propagates_and_leaves_it_closed_sync() -> None:
+    t = Tracker()
+    fail = [True]
+
+    def bad_close(res: Res) -> None:
+        t.close(res)
+        if fail[0]:
+            raise OSError("flush failed")
+
+    rc = di.RefCounted(t.open, bad_close)
+    with pytest.raises(OSError, match="flush failed"), rc:
+        pass
+    assert (rc.ref_count, rc.is_open) == (0, False)
+    fail[0] = False
+    with rc as res:
+        assert res.n == 1
+    t.assert_balanced()
+
+
+def test_failing_close_keeps_the_body_error_as_context() -> None:
+    def bad_close(res: object) -> None:
+        raise OSError("close failed")
+
+    rc = di.RefCounted(object, bad_close)
+    with pytest.raises(OSError) as info, rc:
+        raise KeyError("body")
+    assert isinstance(info.value.__context__, KeyError)
+    assert not rc.is_open
+
+
+def test_failing_explicit_close_async() -> None:
+    t = Tracker()
+
+    async def bad_close(res: Res) -> None:
+        await t.aclose(res)
+        raise OSError("close failed")
+
+    rc = di.RefCounted(t.aopen, bad_close)
+
+    async def main() -> None:
+        async with rc:
+            with pytest.raises(OSError, match="close failed"):
+                await rc.aclose(force=True)
+            assert not rc.is_open
+        # the holder's exit does not try to close it a second time
+        assert (rc.ref_count, rc.is_open) == (0, False)
+        with pytest.raises(OSError, match="close failed"):
+            async with rc:
+                pass
+        assert (rc.ref_count, rc.is_open) == (0, False)
+
+    arun(main())
+    t.assert_balanced()
+
+
+# -- close while held --------------------------------------------------------------
+
+
+def test_close_while_held_warns_and_defers_sync(caplog: pytest.LogCaptureFixture) -> None:
+    t = Tracker()
+    rc = sync_rc(t)
+    with caplog.at_level(logging.WARNING, logger="di"):
+        with rc as res:
+            with rc:
+                rc.close()
+                assert rc.is_open and res.closes == 0
+            assert rc.is_open and res.closes == 0
+        assert not rc.is_open and res.closes == 1
+    [record] = [r for r in caplog.records if r.name == "di"]
+    assert record.levelno == logging.WARNING
+    assert "deferred" in record.getMessage() and "2 reference" in record.getMessage()
+    assert "force=True" in record.getMessage()
+
+
+def test_close_while_held_warns_and_defers_async(caplog: pytest.LogCaptureFixture) -> None:
+    t = Tracker()
+    rc = async_rc(t)
+
+    async def main() -> None:
+        async with rc as res:
+            await rc.aclose()
+            assert rc.is_open and res.closes == 0
+        assert not rc.is_open and res.closes == 1
+
+    with caplog.at_level(logging.WARNING, logger="di"):
+        arun(main())
+    assert any("deferred" in r.getMessage() for r in caplog.records if r.name == "di")
+
+
+def test_close_when_nothing_is_held_does_not_warn(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    t = Tracker()
+    rc = async_rc(t)
+
+    async def main() -> None:
+        await rc.aclose()
+        async with rc as res:
+            await rc.aclose(force=True)  # forcing is explicit: no warning
+        await rc.aclose()
+        assert res.closes == 1
+
+    with caplog.at_level(logging.WARNING, logger="di"):
+        arun(main())
+    assert not [r for r in caplog.records if r.name == "di"]
+
+
+def test_force_close_closes_at_once_sync() -> None:
+    t = Tracker()
+    rc = sync_rc(t)
+    with rc as res:
+        with rc:
+            rc.close(force=True)
+            assert res.closes == 1 and not rc.is_open
+            assert rc.ref_count == 2  # the holders have not exited yet
+        assert rc.ref_count == 1
+    assert rc.ref_count == 0 and res.closes == 1  # their exits close nothing more
+    with rc as fresh:
+        assert fresh is not res
+    t.assert_balanced()
+
+
+def test_close_after_force_close_while_still_held_does_not_warn(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    t = Tracker()
+    rc = sync_rc(t)
+    with caplog.at_level(logging.WARNING, logger="di"), rc:
+        rc.close(force=True)
+        rc.close()  # nothing is open: nothing to defer, nothing to warn about
+        assert rc.ref_count == 1
+    assert not [r for r in caplog.records if r.name == "di"]
+    t.assert_balanced()
+
+
+def test_force_close_then_new_holder_while_old_still_held() -> None:
+    t = Tracker()
+    rc = sync_rc(t)
+    rc.__enter__()  # an old holder that outlives the forced close
+    rc.close(force=True)
+    with rc as fresh:  # a new open period starts although the old holder remains
+        assert fresh.n == 1 and rc.ref_count == 2
+    assert rc.is_open  # the old holder still holds it
+    rc.__exit__(None, None, None)
+    assert (rc.ref_count, rc.is_open) == (0, False)
+    t.assert_balanced()
+
+
+def test_force_close_async() -> None:
+    t = Tracker()
+    rc = async_rc(t)
+
+    async def main() -> None:
+        async with rc as res:
+            await rc.aclose(force=True)
+            assert res.closes == 1 and not rc.is_open
+        assert rc.ref_count == 0 and res.closes == 1
+
+    arun(main())
+    t.assert_balanced()
+
+
+# -- concurrency ---------------------------------------------------------------
+
+
+@pytest.mark.timeout(20)
+def test_concurrent_first_enter_opens_once_asyncio() -> None:
+    t = Tracker()
+
+    async def slow_open() -> Res:
+        await asyncio.sleep(0.02)
+        return t.open()
+
+    rc = di.RefCounted(slow_open, t.aclose)
+    all_in = asyncio.Event()
+
+    async def use() -> int:
+        async with rc as r:
+            if rc.ref_count == 50:
+                all_in.set()
+            await all_in.wait()  # everyone holds it at once
+            return r.n
+
+    async def main() -> list[int]:
+        return await asyncio.gather(*(use() for _ in range(50)))
+
+    assert arun(main()) == [0] * 50
+    t.assert_balanced()
+    assert len(t.opened) == 1
+
+
+@pytest.mark.timeout(20)
+def test_concurrent_first_enter_opens_once_threads() -> None:
+    t = Tracker()
+
+    def slow_open() -> Res:
+        time.sleep(0.02)
+        return t.open()
+
+    rc = di.RefCounted(slow_open, t.close)
+    start = threading.Barrier(16, timeout=TIMEOUT)
+    all_in = threading.Barrier(16, timeout=TIMEOUT)
+    seen: list[int] = []
+
+    def use(i: int) -> None:
+        start.wait()
+        with rc as r:
+            seen.append(r.n)
+            all_in.wait()  # everyone holds it at once
+
+    run_threads(use, 16)
+    assert seen == [0] * 16
+    assert len(t.opened) == 1
+    t.assert_balanced()
+
+
+def _check_held(rc: di.RefCounted[Res], res: Res) -> None:
+    assert res.closes == 0, f"{res} was closed while still held"
+    assert rc.is_open and rc.ref_count >= 1
+
+
+def _pause(rnd: random.Random) -> float:
+    # Bimodal on purpose: back-to-back enters keep the resource contended,
+    # longer gaps let the count fall to zero, so a run crosses hundreds of
+    # open/close transitions with other users racing each one.
+    return 0.0 if rnd.random() < 0.3 else rnd.random() / 20
+
+
+async def _async_user(
+    rc: di.RefCounted[Res], seed: int, rounds: int, sleep: Callable[[float], Awaitable[None]]
+) -> None:
+    rnd = random.Random(seed)
+    for _ in range(rounds):
+        async with rc as res:
+            _check_held(rc, res)
+            if rnd.random() < 0.5:
+                await sleep(0 if rnd.random() < 0.5 else rnd.random() / 1000)
+            _check_held(rc, res)
+        await sleep(_pause(rnd))
+
+
+def _sync_user(rc: di.RefCounted[Res], seed: int, rounds: int) -> None:
+    rnd = random.Random(seed)
+    for _ in range(rounds):
+        with rc as res:
+            _check_held(rc, res)
+            if rnd.random() < 0.5:
+                time.sleep(0 if rnd.random() < 0.5 else rnd.random() / 1000)
+            _check_held(rc, res)
+        time.sleep(_pause(rnd))
+
+
+@pytest.fixture
+def fast_switching() -> Iterator[None]:
+    """Make the interpreter switch threads far more often than the default
+    5 ms, so that races between threads show up in a short run."""
+    before = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    try:
+        yield
+    finally:
+        sys.setswitchinterval(before)
+
+
+def _run_with_threads(thread_target: Callable[[int], None], main: Awaitable[None]) -> None:
+    """Run 16 threads and an asyncio main at the same time; bound both."""
+    outcome: list[BaseException | None] = []
+
+    def threads() -> None:
+        try:
+            run_threads(thread_target, 16)
+            outcome.append(None)
+        except BaseException as exc:
+            outcome.append(exc)
+
+    runner = threading.Thread(target=threads, daemon=True)
+    runner.start()
+    try:
+        arun(main)
+    finally:
+        runner.join(TIMEOUT)
+    assert not runner.is_alive(), "the threads deadlocked"
+    if outcome != [None]:
+        raise outcome[0] or AssertionError("threads did not report")
+
+
+@pytest.mark.timeout(20)
+@pytest.mark.usefixtures("fast_switching")
+def test_stress_200_tasks_and_16_threads_sync_callables() -> None:
+    """200 asyncio tasks (`async with`) and 16 threads (`with`) share one
+    RefCounted with sync open/close."""
+    t = Tracker()
+    rc = sync_rc(t)
+
+    async def main() -> None:
+        await asyncio.gather(*(_async_user(rc, 1000 + i, 10, asyncio.sleep) for i in range(200)))
+
+    _run_with_threads(lambda i: _sync_user(rc, i, 10), main())
+    assert (rc.ref_count, rc.is_open) == (0, False)
+    t.assert_balanced()
+    assert t.opened  # usually hundreds of open periods; how many depends on timing
+
+
+@pytest.mark.timeout(20)
+@pytest.mark.usefixtures("fast_switching")
+def test_stress_200_tasks_and_16_threads_async_callables() -> None:
+    """200 asyncio tasks on the main loop, plus 16 threads each running its own
+    event loop (half asyncio, half trio), all sharing one async RefCounted."""
+    t = Tracker()
+    rc = async_rc(t)
+
+    def thread_user(i: int) -> None:
+        if i % 2:
+            asyncio.run(asyncio.wait_for(_async_user(rc, i, 10, asyncio.sleep), TIMEOUT))
+        else:
+
+            async def in_trio() -> None:
+                with trio.fail_after(TIMEOUT):
+                    await _async_user(rc, i, 10, trio.sleep)
+
+            trio.run(in_trio)
+
+    async def main() -> None:
+        await asyncio.gather(*(_async_user(rc, 1000 + i, 10, asyncio.sleep) for i in range(200)))
+
+    _run_with_threads(thread_user, main())
+    assert (rc.ref_count, rc.is_open) == (0, False)
+    t.assert_balanced()
+    assert t.opened
+
+
+@pytest.mark.timeout(20)
+def test_stress_200_trio_tasks() -> None:
+    t = Tracker()
+    rc = async_rc(t)
+
+    async def main() -> None:
+        with trio.fail_after(TIMEOUT):
+            async with trio.open_nursery() as nursery:
+                for i in range(200):
+                    nursery.start_soon(_async_user, rc, i, 10, trio.sleep)
+
+    trio.run(main)
+    assert (rc.ref_count, rc.is_open) == (0, False)
+    t.assert_balanced()
+    assert t.opened
+
+
+@pytest.mark.timeout(20)
+def test_trio_mixes_sync_and_async_users_of_a_sync_rc() -> None:
+    t = Tracker()
+    rc = sync_rc(t)
+
+    async def async_user() -> None:
+        for _ in range(20):
+            async with rc as res:
+                await trio.sleep(0)
+                _check_held(rc, res)
+
+    async def sync_user() -> None:
+        for _ in range(20):
+            with rc as res:  # sync code called from inside a trio task
+                _check_held(rc, res)
+            await trio.sleep(0)
+
+    async def main() -> None:
+        with trio.fail_after(TIMEOUT):
+            async with trio.open_nursery() as nursery:
+                for _ in range(10):
+                    nursery.start_soon(async_user)
+                    nursery.start_soon(sync_user)
+
+    trio.run(main)
+    assert rc.ref_count == 0
+    t.assert_balanced()
+
+
+@pytest.mark.timeout(20)
+def test_close_racing_with_enters_never_closes_a_held_resource() -> None:
+    t = Tracker()
+    rc = sync_rc(t)
+    stop = threading.Event()
+
+    def closer() -> None:
+        while not stop.is_set():
+            rc.close()  # deferred whenever someone holds it
+            time.sleep(0)
+
+    def user(i: int) -> None:
+        for _ in range(300):
+            with rc as res:
+                _check_held(rc, res)
+
+    logging.getLogger("di").disabled = True  # the deferral warning would flood
+    try:
+        c = threading.Thread(target=closer, daemon=True)
+        c.start()
+        run_threads(user, 8)
+        stop.set()
+        c.join(TIMEOUT)
+        assert not c.is_alive()
+    finally:
+        logging.getLogger("di").disabled = False
+    rc.close()
+    assert (rc.ref_count, rc.is_open) == (0, False)
+    t.assert_balanced()
