@@ -24,7 +24,7 @@ from di.compiler import Compiler
 from di.errors import AsyncProviderError, ProviderNotFoundError, ScopeError, describe_key
 from di.graph import Graph
 from di.registry import Kind, Provider, Registry, default_registry, make_provider, normalize_key
-from di.scopes import Checkpoint, ContextVarStorage, Root, ThreadLocalStorage, make_storage
+from di.scopes import Checkpoint, ContextVarStorage, Root, Storage, ThreadLocalStorage, make_storage
 from di.scopes import new_checkpoint as _new_checkpoint
 from di.teardown import AsyncExit, aunwind, needs_async, unwind
 
@@ -101,7 +101,7 @@ class Container:
         self._sync = sync
         self._graph = Graph(self._base, self._levels, sync=sync)
         self.shutdown_timeout = shutdown_timeout
-        self._storage = make_storage(storage)
+        self._storage: Storage = make_storage(storage)
         self._plans: dict[Any, Any] = {}
         self._aplans: dict[Any, Any] = {}
         self._live: dict[Checkpoint, None] = {}
@@ -161,18 +161,21 @@ class Container:
         ``context`` supplies the values declared with
         ``registry.context(Key, scope=level)``.
         """
-        try:
-            index = self._level_index[level]
-        except KeyError:
-            raise ScopeError(
-                f"unknown scope {level!r}; levels are {' < '.join(self._levels)}"
-            ) from None
-        if index == 0:
+        index = self._level_index.get(level)
+        if not index:
+            if index is None:
+                raise ScopeError(f"unknown scope {level!r}; levels are {' < '.join(self._levels)}")
             raise ScopeError(
                 f"{level!r} is the container itself, the outermost of "
                 f"{' < '.join(self._levels)}; enter the container (`with container:`) instead"
             )
-        cp: Checkpoint = _new_checkpoint(self, index)
+        # new_checkpoint() inlined: this runs once per request
+        cp = Checkpoint()
+        cp._container = self
+        cp._level = index
+        cp._exits = []
+        cp._async = False
+        cp._token = None
         if context:
             self._check_context(context, level, index)
             for key, value in context.items():
@@ -214,7 +217,7 @@ class Container:
         self._live.pop(cp, None)
 
     def _orphan(self, cp: Checkpoint) -> None:
-        cp._refs = 0  # nobody holds it; the container's close tears it down
+        # Nobody holds it any more; the container's (async) close tears it down.
         log.warning("%r needs async teardown; it will run when the container closes", cp)
 
     # -- singletons that are lifecycles -----------------------------------------
@@ -388,7 +391,9 @@ class Container:
         while cp is not None:
             own.add(id(cp))
             cp = cp._parent
-        return [cp for cp in list(self._live) if id(cp) not in own and cp._refs > 0]
+        left = [cp for cp in list(self._live) if id(cp) not in own and cp._held()]
+        # Deepest first: a forced teardown is LIFO across levels too.
+        return sorted(left, key=lambda cp: -cp._level)
 
     def _wait_for_holders(self, deadline: float) -> list[Checkpoint]:
         while True:
@@ -410,7 +415,10 @@ class Container:
     def _close_now(self) -> None:
         stuck = self._wait_for_holders(time.monotonic() + self.shutdown_timeout)
         self._warn_forced(stuck)
-        leftovers = [cp for cp in list(self._live) if cp._exits is not None and cp._refs <= 0]
+        leftovers = sorted(
+            (cp for cp in list(self._live) if cp._exits is not None and not cp._held()),
+            key=lambda cp: -cp._level,
+        )
         root = self._root
         pending = [cp for cp in stuck + leftovers if cp._exits and needs_async(cp._exits)]
         if pending or needs_async(root._exits or []):
@@ -433,7 +441,10 @@ class Container:
         while (left := self._stragglers()) and time.monotonic() < deadline:
             await aiologic.lowlevel.async_sleep(0.005)
         self._warn_forced(left)
-        leftovers = [cp for cp in list(self._live) if cp._exits is not None and cp._refs <= 0]
+        leftovers = sorted(
+            (cp for cp in list(self._live) if cp._exits is not None and not cp._held()),
+            key=lambda cp: -cp._level,
+        )
         root = self._root
         try:
             for cp in left + leftovers:

@@ -81,7 +81,7 @@ def _frame(container: Container) -> Checkpoint:
     if parent is None:
         parent = container._root
     frame: Checkpoint = new_checkpoint(container, parent._level)
-    frame._level = parent._level + 0.5
+    frame._level = parent._level + 0.5  # type: ignore[assignment]
     frame._parent = parent
     return frame
 

@@ -85,7 +85,10 @@ class ThreadLocalStorage(threading.local):
         self.current = token[0]
 
 
-def make_storage(kind: str | ContextVarStorage | ThreadLocalStorage) -> Any:
+Storage = ContextVarStorage | ThreadLocalStorage
+
+
+def make_storage(kind: str | ContextVarStorage | ThreadLocalStorage) -> Storage:
     if isinstance(kind, (ContextVarStorage, ThreadLocalStorage)):
         return kind
     if kind == "contextvar":
@@ -97,10 +100,32 @@ def make_storage(kind: str | ContextVarStorage | ThreadLocalStorage) -> Any:
 
 # -- the checkpoint -----------------------------------------------------------
 
-# Keys a checkpoint keeps in its own dict besides instances: a private object
-# cannot collide with any registry key.
-_HOLD: Final = object()  # the hold lock, or _CLOSING once teardown is claimed
+# The key under which a checkpoint keeps its hold state in its own dict (a
+# private object cannot collide with a registry key). Its value is a
+# `_Holds` once anybody holds the checkpoint, or _CLOSING once the last holder
+# has claimed teardown. One atomic ``dict.setdefault`` decides between the two
+# (see __exit__), so the common case -- nobody ever holds it -- takes no lock.
+_HOLD: Final = object()
 _CLOSING: Final = object()
+
+
+class _Holds:
+    """Hold bookkeeping, made by the first ``hold()``/``spawn()``."""
+
+    __slots__ = ("block", "holders", "lock")
+
+    def __init__(self) -> None:
+        self.lock = aiologic.Lock()
+        self.block = True  # the block that entered the checkpoint is still inside
+        self.holders: dict[object, str] = {}
+
+    def release(self, holder: object | None) -> bool:
+        """Drop one holder (None: the block); True if it was the last."""
+        if holder is None:
+            self.block = False
+        else:
+            self.holders.pop(holder, None)
+        return not self.block and not self.holders
 
 
 class Checkpoint(dict[Any, Any]):
@@ -118,27 +143,14 @@ class Checkpoint(dict[Any, Any]):
     for work that outlives the block that entered it.
     """
 
-    __slots__ = (
-        "_async",
-        "_container",
-        "_exits",
-        "_holders",
-        "_level",
-        "_parent",
-        "_plans",
-        "_refs",
-        "_shared",
-        "_token",
-    )
+    # Only what every checkpoint needs is a slot, set once at creation:
+    # a request scope pays for each store.
+    __slots__ = ("_async", "_container", "_exits", "_level", "_parent", "_token")
 
     _container: Container
     _exits: list[Any] | None
-    _holders: dict[object, str] | None
     _level: int
     _parent: Checkpoint | None
-    _plans: dict[Any, Any]
-    _refs: int
-    _shared: bool
     _async: bool
     _token: Any
 
@@ -153,14 +165,14 @@ class Checkpoint(dict[Any, Any]):
         resolve = dict.__getitem__
 
     # Identity semantics: two checkpoints are never "equal" because their
-    # contents are.
+    # contents are. (These wrap the C slots directly: no Python call.)
     __eq__ = object.__eq__
     __ne__ = object.__ne__
     __hash__ = object.__hash__  # type: ignore[assignment]
 
     def __missing__(self, key: Any) -> Any:
         try:
-            plan = self._plans[key]
+            plan = self._container._plans[key]
         except KeyError:
             plan = self._container._plan(key)
         return plan(self)
@@ -180,8 +192,8 @@ class Checkpoint(dict[Any, Any]):
 
     @property
     def parent(self) -> Checkpoint | None:
-        """The enclosing checkpoint (None for the container's root)."""
-        return self._parent
+        """The enclosing checkpoint (None for the root or before entering)."""
+        return getattr(self, "_parent", None)
 
     @property
     def closed(self) -> bool:
@@ -191,7 +203,28 @@ class Checkpoint(dict[Any, Any]):
     @property
     def holds(self) -> int:
         """How many ``hold()``/``spawn()`` holders keep it alive now."""
-        return max(self._refs - (0 if self._token is _EXITED else 1), 0) if self._shared else 0
+        state = dict.get(self, _HOLD)
+        if not isinstance(state, _Holds):
+            return 0
+        # A held child holding its parent is bookkeeping, not a user's hold.
+        return sum(1 for h in list(state.holders) if not isinstance(h, Checkpoint))
+
+    def _held(self) -> bool:
+        """Whether anybody (the entering block included) still holds it."""
+        if self._exits is None:
+            return False
+        state = dict.get(self, _HOLD)
+        if isinstance(state, _Holds):
+            return state.block or bool(state.holders)
+        return self._token is not _EXITED
+
+    def describe_holders(self) -> str:
+        """Who holds this checkpoint now, for logs and shutdown warnings."""
+        state = dict.get(self, _HOLD)
+        who = list(state.holders.values()) if isinstance(state, _Holds) else []
+        if self._token is not _EXITED and self._token is not None:
+            who.insert(0, "the block that entered it")
+        return ", ".join(who) or "nobody"
 
     def __repr__(self) -> str:
         state = "closed" if self._exits is None else "open"
@@ -200,20 +233,26 @@ class Checkpoint(dict[Any, Any]):
     # -- entering and leaving
     def __enter__(self) -> Checkpoint:
         container = self._container
-        parent = container._storage.get(None)
+        storage = container._storage
+        parent = storage.get(None)
         if parent is None:
             parent = container._root
-        if self._token is not None or self._exits is None:
-            raise ScopeError(f"{self!r} was already entered; make a new one with container.scope()")
-        if parent._level >= self._level:
-            raise ScopeError(
-                f"cannot enter scope {self.level!r} inside {parent.level!r}: levels must get "
-                f"deeper ({' < '.join(container._levels)})"
-            )
+        if parent._level >= self._level or self._token is not None:
+            raise self._cannot_enter(parent)
         self._parent = parent
-        self._token = container._storage.set(self)
+        self._token = storage.set(self)
         container._live[self] = None
         return self
+
+    def _cannot_enter(self, parent: Checkpoint) -> ScopeError:
+        if self._token is not None:
+            return ScopeError(
+                f"{self!r} was already entered; make a new one with container.scope()"
+            )
+        return ScopeError(
+            f"cannot enter scope {self.level!r} inside {parent.level!r}: levels must get "
+            f"deeper ({' < '.join(self._container._levels)})"
+        )
 
     def __exit__(
         self,
@@ -221,11 +260,23 @@ class Checkpoint(dict[Any, Any]):
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> bool:
-        self._leave()
-        if dict.setdefault(self, _HOLD, _CLOSING) is _CLOSING:
-            # No holder ever joined: this block is the last one out.
-            return self._teardown(exc)
-        return self._release(exc)
+        storage = self._container._storage
+        if storage.get(None) is not self:
+            raise self._out_of_order()
+        storage.reset(self._token)
+        self._token = _EXITED
+        if dict.setdefault(self, _HOLD, _CLOSING) is not _CLOSING:
+            return self._release(exc, None)  # somebody holds it: maybe not last
+        exits = self._exits
+        if self._async or exits is None:
+            return self._teardown(exc)  # the rare cases, with their errors
+        # The common case, inline: nobody else holds it, sync teardown.
+        self._exits = None
+        try:
+            return unwind(exits, exc) if exits else False
+        finally:
+            dict.clear(self)  # serve nothing once torn down; hold() sees _exits None
+            self._container._live.pop(self, None)
 
     async def __aenter__(self) -> Checkpoint:
         return self.__enter__()
@@ -236,21 +287,21 @@ class Checkpoint(dict[Any, Any]):
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> bool:
-        self._leave()
-        if dict.setdefault(self, _HOLD, _CLOSING) is _CLOSING:
-            return await self._ateardown(exc)
-        return await self._arelease(exc)
-
-    def _leave(self) -> None:
         storage = self._container._storage
         if storage.get(None) is not self:
-            current = storage.get(None)
-            raise ScopeError(
-                f"checkpoints exited out of order: exiting {self!r} while {current!r} is "
-                f"current in this task or thread; exit the innermost scope first"
-            )
+            raise self._out_of_order()
         storage.reset(self._token)
         self._token = _EXITED
+        if dict.setdefault(self, _HOLD, _CLOSING) is not _CLOSING:
+            return await self._arelease(exc, None)
+        return await self._ateardown(exc)
+
+    def _out_of_order(self) -> ScopeError:
+        current = self._container._storage.get(None)
+        return ScopeError(
+            f"checkpoints exited out of order: exiting {self!r} while {current!r} is "
+            f"current in this task or thread; exit the innermost scope first"
+        )
 
     # -- holders
     def hold(self) -> Hold:
@@ -316,62 +367,64 @@ class Checkpoint(dict[Any, Any]):
         task.add_done_callback(done)
         return task
 
-    def _lock(self) -> Any:
-        lock = dict.get(self, _HOLD)
-        if lock is None:
-            lock = dict.setdefault(self, _HOLD, aiologic.Lock())
-        if lock is _CLOSING:
+    def _state(self) -> _Holds:
+        state = dict.get(self, _HOLD)
+        if state is None:
+            new = _Holds()
+            state = dict.setdefault(self, _HOLD, new)
+            if state is new:
+                self._hold_parent()
+        if state is _CLOSING or self._exits is None:
             raise CheckpointClosedError(
                 f"{self!r} has been torn down and cannot be held; hold it while its block is "
                 f"still running (e.g. call hold()/spawn() inside the `with` block)"
             )
-        return lock
+        return state
+
+    def _hold_parent(self) -> None:
+        # A held checkpoint may outlive its block, and it resolves through its
+        # parents: it holds its parent until it is torn down itself.
+        parent = self._parent
+        if parent is not None and type(parent) is not Root:
+            parent._acquire(self, f"child {self!r}")
+
+    def _parent_holds(self) -> Checkpoint | None:
+        parent = getattr(self, "_parent", None)
+        if parent is None or type(parent) is Root:
+            return None
+        state = dict.get(parent, _HOLD)
+        return parent if isinstance(state, _Holds) and self in state.holders else None
+
+    def _add(self, state: _Holds, holder: object, who: str) -> None:
+        if not state.block and not state.holders:  # everyone left: teardown is due
+            raise CheckpointClosedError(f"{self!r} has been torn down and cannot be held")
+        state.holders[holder] = who
 
     def _acquire(self, holder: object, who: str) -> None:
-        with self._lock():
-            self._add_ref(holder, who)
+        state = self._state()
+        with state.lock:
+            self._add(state, holder, who)
 
     async def _aacquire(self, holder: object, who: str) -> None:
-        async with self._lock():
-            self._add_ref(holder, who)
+        state = self._state()
+        async with state.lock:
+            self._add(state, holder, who)
 
-    def _add_ref(self, holder: object, who: str) -> None:
-        if self._refs <= 0 or self._exits is None:
-            raise CheckpointClosedError(f"{self!r} has been torn down and cannot be held")
-        self._refs += 1
-        self._shared = True
-        if self._holders is None:
-            self._holders = {}
-        self._holders[holder] = who
-
-    def _drop_ref(self, holder: object | None) -> bool:
-        if holder is not None and self._holders is not None:
-            self._holders.pop(holder, None)
-        self._refs -= 1
-        return self._refs == 0
-
-    def _release(self, exc: BaseException | None, holder: object | None = None) -> bool:
-        lock = dict.get(self, _HOLD)
-        if lock is None or lock is _CLOSING:  # torn down already (forced at shutdown)
+    def _release(self, exc: BaseException | None, holder: object | None) -> bool:
+        state = dict.get(self, _HOLD)
+        if not isinstance(state, _Holds):  # torn down already (forced at shutdown)
             return False
-        with lock:
-            last = self._drop_ref(holder)
+        with state.lock:
+            last = state.release(holder)
         return self._teardown(exc) if last else False
 
-    async def _arelease(self, exc: BaseException | None, holder: object | None = None) -> bool:
-        lock = dict.get(self, _HOLD)
-        if lock is None or lock is _CLOSING:  # torn down already (forced at shutdown)
+    async def _arelease(self, exc: BaseException | None, holder: object | None) -> bool:
+        state = dict.get(self, _HOLD)
+        if not isinstance(state, _Holds):
             return False
-        async with lock:
-            last = self._drop_ref(holder)
+        async with state.lock:
+            last = state.release(holder)
         return await self._ateardown(exc) if last else False
-
-    def describe_holders(self) -> str:
-        """Who holds this checkpoint now, for logs and shutdown warnings."""
-        holders = list((self._holders or {}).values())
-        if self._token is not _EXITED and self._token is not None:
-            holders.insert(0, "the block that entered it")
-        return ", ".join(holders) or "nobody"
 
     # -- teardown
     def _teardown(self, exc: BaseException | None) -> bool:
@@ -386,32 +439,38 @@ class Checkpoint(dict[Any, Any]):
                 f"will be torn down when the container closes"
             )
         self._exits = None
-        self._refs = 0
         try:
             return unwind(exits, exc)
         finally:
             self._closed()
+            parent = self._parent_holds()
+            if parent is not None:
+                parent._release(None, self)
 
     async def _ateardown(self, exc: BaseException | None) -> bool:
         exits = self._exits
         if exits is None:
             return False
         self._exits = None
-        self._refs = 0
         try:
             if self._async:
                 return await aunwind(exits, exc)
             return unwind(exits, exc)
         finally:
             self._closed()
+            parent = self._parent_holds()
+            if parent is not None:
+                await parent._arelease(None, self)
 
     def _closed(self) -> None:
         # Drop the instances (nothing may be served from a torn-down
         # checkpoint) but keep the claim, so later holds see it is closed.
+        # A later hold() finds _exits None and refuses.
+        hold = dict.get(self, _HOLD)
         dict.clear(self)
-        dict.__setitem__(self, _HOLD, _CLOSING)
-        self._holders = None
-        self._container._forget(self)
+        if hold is not None:
+            dict.__setitem__(self, _HOLD, _CLOSING)
+        self._container._live.pop(self, None)
 
 
 class Hold:
@@ -473,7 +532,7 @@ class Root(Checkpoint):
 
     def __missing__(self, key: Any) -> Any:
         try:
-            plan = self._plans[key]
+            plan = self._container._plans[key]
         except KeyError:
             plan = self._container._plan(key)
         # None: "resolve in whatever checkpoint is current" (singletons ignore it)
@@ -500,22 +559,18 @@ class _Sentinel:
 
 
 _MISSING: Final = _Sentinel("<missing>")
+_EXITED: Final = _Sentinel("<exited>")
 # Strong references to release tasks started from done-callbacks, so the
 # event loop cannot drop them before they run.
 _background: set[asyncio.Task[Any]] = set()
-_EXITED: Final = _Sentinel("<exited>")
 
 
 def new_checkpoint(container: Container, level: int, cls: type[Checkpoint] = Checkpoint) -> Any:
     cp = cls()
     cp._container = container
-    cp._plans = container._plans
     cp._level = level
     cp._parent = None
     cp._exits = []
-    cp._refs = 1
-    cp._shared = False
     cp._async = False
     cp._token = None
-    cp._holders = None
     return cp
