@@ -131,8 +131,75 @@ class Compiler:
         if kind is Kind.CONTEXT:
             return self._context_plan(key, is_async=False)
         if level is None:
-            return self._transient_plan(key, is_async=False)
+            return self._first_use(key)
         return self._scoped_plan(key, is_async=False)
+
+    def _first_use(self, key: Any) -> Plan:
+        """A transient's plan for its first call: interpret the graph, and
+        generate code only if the key is resolved again. A cold start (build,
+        resolve the root once) then pays for no code generation at all, while
+        every key resolved twice runs generated code from then on."""
+        plans = self.container._plans
+
+        def first(cp: Any) -> Any:
+            def compile_now(cp: Any) -> Any:
+                compiled = plans[key] = self._transient_plan(key, is_async=False)
+                return compiled(cp)
+
+            plans[key] = compile_now
+            if cp is None:
+                cp = self.container._storage.get(None)
+                if cp is None:
+                    cp = self.container._root
+            return self._interpret(key, cp)
+
+        return first
+
+    def _interpret(self, key: Any, cp: Any) -> Any:
+        """Make transient ``key`` in ``cp`` by walking the graph: the same
+        steps the generated plan takes, without generating it."""
+        graph = self.container._graph
+        provider = graph.providers[key]
+        args: list[Any] = []
+        kwargs: dict[str, Any] = {}
+        keyword = False
+        for dep in provider.dependencies:
+            dkey = dep.key
+            if dkey not in graph.providers:
+                keyword = True  # a kept default: later arguments go by name
+                continue
+            dprovider = graph.providers[dkey]
+            level = graph.level[dkey]
+            if dprovider.kind is Kind.VALUE:
+                value = dprovider.factory
+            elif level == 0:
+                value = self.container._root[dkey]
+            elif level is None:
+                value = self._interpret(dkey, cp)
+            else:
+                owner = cp
+                while owner._level > level:
+                    owner = owner._parent
+                if owner._level != level:
+                    raise self._noscope(dkey, cp)
+                value = owner[dkey]
+            keyword = keyword or dep.keyword_only
+            if keyword:
+                kwargs[dep.name] = value
+            else:
+                args.append(value)
+        made = provider.factory(*args, **kwargs)
+        kind = provider.kind
+        if kind is Kind.CALL:
+            return made
+        exits = cp._exits
+        if exits is None:
+            raise self._closed(cp, key)
+        if kind is Kind.GENERATOR:
+            value = next(made)
+            exits.append(made)
+            return value
+        return _enter_cm(made, exits, key)  # Kind.CM: async kinds never reach a sync plan
 
     def aplan(self, key: Any) -> APlan:
         graph = self.container._graph
@@ -293,11 +360,10 @@ class Compiler:
         provider = graph.providers[key]
         if provider.kind in (Kind.GENERATOR, Kind.ASYNC_GENERATOR, Kind.CM, Kind.ASYNC_CM):
             return True
-        return any(
-            graph.level.get(d.key, 0) is None and self._needs_exits(d.key)
-            for d in provider.dependencies
-            if d.key in graph.providers
-        )
+        for d in provider.dependencies:
+            if graph.level.get(d.key, 0) is None and self._needs_exits(d.key):
+                return True
+        return False
 
     def _needs_cp(self, key: Any) -> bool:
         graph = self.container._graph
@@ -463,7 +529,7 @@ class Compiler:
         provider = self.container._graph.providers[key]
 
         def plan(cp: Any) -> Any:
-            own = provider.kind.is_async
+            own = provider.kind.asynchronous
             why = (
                 f"is provided by an {provider.kind.value} ({provider.source})"
                 if own

@@ -75,7 +75,7 @@ class Graph:
             path.append(key)
             own = level[key]
             deepest = own if own is not None else 0
-            is_async = provider.kind.is_async
+            is_async = provider.kind.asynchronous
             for dep in provider.dependencies:
                 dkey = dep.key
                 if dkey not in providers:
@@ -108,7 +108,7 @@ class Graph:
                 deepest = max(deepest, dneeds)
             self.needs_level[key] = deepest
             self.is_async[key] = is_async
-            if self.sync and provider.kind.is_async and key not in reported:
+            if self.sync and provider.kind.asynchronous and key not in reported:
                 reported.add(key)
                 problems.append(
                     f"{describe_key(key)} is provided by an {provider.kind.value} "

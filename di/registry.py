@@ -15,7 +15,8 @@ import sys
 import typing
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Annotated, Any, Final, TypeVar, overload
+from types import FunctionType
+from typing import Annotated, Any, Final, NamedTuple, TypeVar, overload
 
 from di.errors import DuplicateProviderError, ScopeError, describe_key
 from di.levels import DEFAULT_ORDER
@@ -57,6 +58,8 @@ INJECT_MARKER: Final = _InjectMarker()
 def normalize_key(hint: Any) -> Any:
     """The registry key for a type hint: ``Annotated`` is kept only for a
     `Named` qualifier (other metadata, `Injected` included, is dropped)."""
+    if type(hint) is type:  # the common case, without typing's machinery
+        return hint
     if typing.get_origin(hint) is Annotated:
         base = hint.__origin__
         names = [m for m in hint.__metadata__ if isinstance(m, Named)]
@@ -78,13 +81,21 @@ class Kind(enum.Enum):
 
     @property
     def is_async(self) -> bool:
-        return self in (Kind.COROUTINE, Kind.ASYNC_GENERATOR, Kind.ASYNC_CM)
+        return self.asynchronous
+
+    # Set on each member below: a plain attribute read, no Python call.
+    asynchronous: bool
 
 
-@dataclass(frozen=True)
-class Dependency:
+for _kind in Kind:
+    _kind.asynchronous = _kind in (Kind.COROUTINE, Kind.ASYNC_GENERATOR, Kind.ASYNC_CM)
+
+
+class Dependency(NamedTuple):
     """One parameter of a factory: where it goes and which key fills it."""
 
+    # NamedTuple, not a frozen dataclass: a cold start reads hundreds of
+    # these, and a frozen dataclass costs several times more to build.
     name: str
     key: Any
     keyword_only: bool
@@ -95,8 +106,7 @@ class Dependency:
         return self.default is not NO_DEFAULT
 
 
-@dataclass(frozen=True)
-class Provider:
+class Provider(NamedTuple):
     """What one registration made: read-only for users.
 
     ``scope`` is the level name (the first level means singleton) or None for
@@ -108,11 +118,19 @@ class Provider:
     kind: Kind
     scope: str | None
     dependencies: tuple[Dependency, ...]
-    source: str
+    origin: Any  # a code object (rendered only when an error needs it) or "file:line"
+
+    @property
+    def source(self) -> str:
+        """Where it was registered, as ``file:line``."""
+        code = self.origin
+        if isinstance(code, str):
+            return code
+        return f"{code.co_filename}:{code.co_firstlineno}"
 
     @property
     def is_async(self) -> bool:
-        return self.kind.is_async
+        return self.kind.asynchronous
 
     @property
     def name(self) -> str:
@@ -131,11 +149,12 @@ def _hints(fn: Any) -> dict[str, Any]:
     # Reading __annotations__ directly costs about a tenth of get_type_hints;
     # only string annotations (PEP 563 or forward references) need evaluating.
     ann = getattr(fn, "__annotations__", None)
-    if ann is None:
+    if not ann:
         return {}
-    if any(isinstance(v, str) for v in ann.values()):
-        return typing.get_type_hints(fn, include_extras=True)
-    return dict(ann)
+    for value in ann.values():
+        if type(value) is str:
+            return typing.get_type_hints(fn, include_extras=True)
+    return ann  # type: ignore[no-any-return]  # read only, never mutated
 
 
 def _unwrap(hint: Any, origins: tuple[Any, ...]) -> Any:
@@ -167,6 +186,7 @@ def _parameters(fn: Any, hints: dict[str, Any], skip_first: bool) -> tuple[Depen
 
 
 def _parameters_from_signature(fn: Any, hints: dict[str, Any]) -> tuple[Dependency, ...]:
+    hints = dict(hints)  # never write into a function's own __annotations__
     deps = []
     for p in inspect.signature(fn).parameters.values():
         if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
@@ -188,11 +208,10 @@ def _dependency(fn: Any, name: str, hints: dict[str, Any], kw: bool, default: An
     return Dependency(name, normalize_key(hint), kw, default)
 
 
-def _location(obj: Any) -> str:
+def _location(obj: Any) -> Any:
+    # The code object itself: rendering "file:line" waits until an error needs it.
     code = getattr(obj, "__code__", None)
-    if code is not None:
-        return f"{code.co_filename}:{code.co_firstlineno}"
-    return _caller_location()
+    return code if code is not None else _caller_location()
 
 
 def _caller_location() -> str:
@@ -207,7 +226,7 @@ def _caller_location() -> str:
 
 def _class_init(cls: type) -> Any:
     init = cls.__init__  # type: ignore[misc]
-    return init if inspect.isfunction(init) else None
+    return init if type(init) is FunctionType else None
 
 
 def make_provider(
@@ -221,16 +240,15 @@ def make_provider(
     """Read one factory: what it provides, what it needs, how it makes it."""
     if isinstance(factory, type):
         init = _class_init(factory)
-        hints = _hints(init) if init is not None else {}
-        deps = _parameters(init, hints, skip_first=True) if init is not None else ()
+        deps = _parameters(init, _hints(init), skip_first=True) if init is not None else ()
         if cm:
             is_async = hasattr(factory, "__aenter__")
             kind = Kind.ASYNC_CM if is_async else Kind.CM
         else:
             kind = Kind.CALL
-        key = factory if provides is None else provides
-        where = source or (_location(init) if init is not None else _caller_location())
-        return Provider(normalize_key(key), factory, kind, scope, deps, where)
+        key = factory if provides is None else normalize_key(provides)
+        where = source or (init.__code__ if init is not None else _caller_location())
+        return Provider(key, factory, kind, scope, deps, where)
     if not callable(factory):
         raise TypeError(f"{factory!r} is not callable: a provider must be a function or a class")
     hints = _hints(factory)
