@@ -182,7 +182,9 @@ class Checkpoint(dict[Any, Any]):
         value = dict.get(self, key, _MISSING)
         if value is not _MISSING:
             return value  # type: ignore[no-any-return]
-        return await self._container._aplan(key)(self)  # type: ignore[no-any-return]
+        container = self._container
+        plan = container._aplans.get(key) or container._aplan(key)
+        return await plan(self)  # type: ignore[no-any-return]
 
     # -- identity and state
     @property
@@ -294,7 +296,18 @@ class Checkpoint(dict[Any, Any]):
         self._token = _EXITED
         if dict.setdefault(self, _HOLD, _CLOSING) is not _CLOSING:
             return await self._arelease(exc, None)
-        return await self._ateardown(exc)
+        # The common case, inline as in __exit__.
+        exits = self._exits
+        if exits is None:
+            return False
+        self._exits = None
+        try:
+            if self._async:
+                return await aunwind(exits, exc)
+            return unwind(exits, exc) if exits else False
+        finally:
+            dict.clear(self)
+            self._container._live.pop(self, None)
 
     def _out_of_order(self) -> ScopeError:
         current = self._container._storage.get(None)
