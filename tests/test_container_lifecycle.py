@@ -1,0 +1,1082 @@
+"""Container integration of lifecycle managers (issue 3, point 3).
+
+A singleton provider may return a `di.RefCounted` or a `di.ClientContext`.
+The container enters it when it is first resolved (``resolve`` through
+``__enter__``, ``aresolve`` through ``__aenter__``), hands out the manager
+itself, holds exactly one reference to it, and releases that reference once,
+in LIFO order with the other singletons, when the container's own last
+reference exits. Only the public API (``import di``) is used.
+
+Every wait is bounded (pytest-timeout, ``anyio.fail_after``,
+``asyncio.wait_for``, ``trio.fail_after``, thread join timeouts) so a deadlock
+fails instead of hanging. Providers never raise during teardown, and every
+test closes its container before it asserts, so nothing with pending teardown
+is left for the garbage collector.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from typing import Any
+
+import anyio
+import pytest
+import trio
+
+import di
+
+TIMEOUT = 15.0
+
+pytestmark = pytest.mark.timeout(60)
+
+
+@pytest.fixture(params=["asyncio", "trio"])
+def anyio_backend(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+# -- fakes ---------------------------------------------------------------------
+
+
+class Journal:
+    """A thread-safe record of what was opened and closed, in order."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.events: list[str] = []
+
+    def add(self, event: str) -> None:
+        with self._lock:
+            self.events.append(event)
+
+    def count(self, event: str) -> int:
+        with self._lock:
+            return self.events.count(event)
+
+
+class Conn:
+    """The resource a RefCounted opens."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+
+    def __repr__(self) -> str:
+        return f"Conn({self.n})"
+
+
+class Api:
+    """An API client with async initialize() and aclose(), like httpx."""
+
+    def __init__(self, journal: Journal, n: int) -> None:
+        self.journal = journal
+        self.n = n
+        self.initialized = False
+        self.closes = 0
+
+    async def initialize(self) -> None:
+        await anyio.sleep(0)  # suspend, so concurrent callers pile up
+        self.initialized = True
+        self.journal.add("api open")
+
+    async def aclose(self) -> None:
+        await anyio.sleep(0)
+        self.closes += 1
+        self.journal.add("api close")
+
+
+class A:
+    pass
+
+
+class B:
+    pass
+
+
+def sync_callables(
+    journal: Journal, name: str = "conn"
+) -> tuple[Callable[[], Conn], Callable[[Conn], None]]:
+    """Sync open and close for a RefCounted."""
+    opened = [0]
+
+    def open_() -> Conn:
+        time.sleep(0)  # let other threads in, as real I/O would
+        opened[0] += 1
+        journal.add(f"{name} open")
+        return Conn(opened[0])
+
+    def close(conn: Conn) -> None:
+        journal.add(f"{name} close")
+
+    return open_, close
+
+
+def async_callables(
+    journal: Journal, name: str = "conn"
+) -> tuple[Callable[[], Awaitable[Conn]], Callable[[Conn], Awaitable[None]]]:
+    """Async open and close for a RefCounted (any event loop library)."""
+    opened = [0]
+
+    async def open_() -> Conn:
+        await anyio.sleep(0)
+        await anyio.sleep(0)
+        opened[0] += 1
+        journal.add(f"{name} open")
+        return Conn(opened[0])
+
+    async def close(conn: Conn) -> None:
+        await anyio.sleep(0)
+        journal.add(f"{name} close")
+
+    return open_, close
+
+
+def sync_rc(journal: Journal, name: str = "conn") -> di.RefCounted[Conn]:
+    return di.RefCounted(*sync_callables(journal, name))
+
+
+def async_rc(journal: Journal, name: str = "conn") -> di.RefCounted[Conn]:
+    return di.RefCounted(*async_callables(journal, name))  # type: ignore[arg-type]
+
+
+def client_context(journal: Journal) -> di.ClientContext[Api]:
+    made = [0]
+
+    def factory(conn: dict[str, Any], verify_ssl: bool) -> Api:
+        made[0] += 1
+        journal.add("api create")
+        return Api(journal, made[0])
+
+    return di.ClientContext(factory, {"host": "example.invalid"})
+
+
+def run_asyncio(fn: Callable[[], Any]) -> Any:
+    async def bounded() -> Any:
+        return await asyncio.wait_for(fn(), TIMEOUT)
+
+    return asyncio.run(bounded())
+
+
+# -- sync resolve enters ----------------------------------------------------------
+
+
+def test_sync_resolve_enters_a_sync_refcounted_and_returns_it() -> None:
+    journal = Journal()
+    rc = sync_rc(journal)
+    calls: list[str] = []
+    reg = di.Registry()
+
+    @reg.provider(singleton=True)
+    def conn() -> di.RefCounted[Conn]:
+        calls.append("provider")
+        return rc
+
+    c = di.Container(reg)
+    with c:
+        first = c.resolve(di.RefCounted[Conn])
+        again = c.resolve(di.RefCounted[Conn])
+        state = (first is rc, again is rc, rc.is_open, rc.ref_count, rc.resource.n)
+        events_inside = list(journal.events)
+    assert state == (True, True, True, 1, 1)
+    assert calls == ["provider"]
+    assert events_inside == ["conn open"]
+    assert journal.events == ["conn open", "conn close"]
+    assert not rc.is_open
+    assert rc.ref_count == 0
+
+
+class SpyRefCounted(di.RefCounted[Conn]):
+    """Records which protocol the container used to enter it."""
+
+    def __init__(self, journal: Journal, entered: list[str], *, sync: bool) -> None:
+        callables: Any = sync_callables(journal) if sync else async_callables(journal)
+        super().__init__(*callables)
+        self.entered = entered
+
+    def __enter__(self) -> Conn:
+        self.entered.append("__enter__")
+        return super().__enter__()
+
+    async def __aenter__(self) -> Conn:
+        self.entered.append("__aenter__")
+        return await super().__aenter__()
+
+
+def test_sync_resolve_enters_through___enter__() -> None:
+    journal = Journal()
+    entered: list[str] = []
+    reg = di.Registry()
+
+    @reg.provider(singleton=True)
+    def conn() -> di.RefCounted[Conn]:
+        return SpyRefCounted(journal, entered, sync=True)
+
+    c = di.Container(reg)
+    with c:
+        rc = c.resolve(di.RefCounted[Conn])
+        state = (rc.is_open, rc.ref_count)
+    assert state == (True, 1)
+    assert entered == ["__enter__"]
+    assert journal.events == ["conn open", "conn close"]
+
+
+@pytest.mark.anyio
+async def test_aresolve_enters_through___aenter__(anyio_backend: str) -> None:
+    journal = Journal()
+    entered: list[str] = []
+    reg = di.Registry()
+
+    @reg.provider(singleton=True)
+    async def conn() -> di.RefCounted[Conn]:
+        return SpyRefCounted(journal, entered, sync=False)
+
+    c = di.Container(reg)
+    with anyio.fail_after(TIMEOUT):
+        async with c:
+            rc = await c.aresolve(di.RefCounted[Conn])
+            state = (rc.is_open, rc.ref_count)
+    assert state == (True, 1)
+    assert entered == ["__aenter__"]
+    assert journal.events == ["conn open", "conn close"]
+
+
+# -- aresolve enters ------------------------------------------------------------
+
+
+@pytest.mark.anyio
+async def test_aresolve_enters_an_async_refcounted(anyio_backend: str) -> None:
+    journal = Journal()
+    rc = async_rc(journal)
+    reg = di.Registry()
+
+    @reg.provider(singleton=True)
+    async def conn() -> di.RefCounted[Conn]:
+        return rc
+
+    c = di.Container(reg)
+    with anyio.fail_after(TIMEOUT):
+        async with c:
+            got = await c.aresolve(di.RefCounted[Conn])
+            again = await c.aresolve(di.RefCounted[Conn])
+            state = (got is rc, again is rc, rc.is_open, rc.ref_count, rc.resource.n)
+            events_inside = list(journal.events)
+    assert state == (True, True, True, 1, 1)
+    assert events_inside == ["conn open"]
+    assert journal.events == ["conn open", "conn close"]
+    assert (rc.is_open, rc.ref_count) == (False, 0)
+
+
+@pytest.mark.anyio
+async def test_aresolve_enters_a_client_context(anyio_backend: str) -> None:
+    journal = Journal()
+    ctx = client_context(journal)
+    reg = di.Registry()
+
+    @reg.provider(singleton=True)
+    async def api() -> di.ClientContext[Api]:
+        return ctx
+
+    c = di.Container(reg)
+    with anyio.fail_after(TIMEOUT):
+        async with c:
+            got = await c.aresolve(di.ClientContext[Api])
+            client = ctx.client
+            state = (got is ctx, ctx.is_open, ctx.ref_count, client.initialized, client.closes)
+    assert state == (True, True, 1, True, 0)
+    assert journal.events == ["api create", "api open", "api close"]
+    assert client.closes == 1
+    assert (ctx.is_open, ctx.ref_count) == (False, 0)
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("what", ["client_context", "async_refcounted"])
+async def test_aresolve_enters_a_lifecycle_from_a_plain_def_provider(
+    anyio_backend: str, what: str
+) -> None:
+    # The provider itself is sync; what it returns needs `async with`.
+    # aresolve is the async path, so it must enter it with __aenter__.
+    journal = Journal()
+    reg = di.Registry()
+    key: Any
+    if what == "client_context":
+        manager: Any = client_context(journal)
+        key = di.ClientContext[Api]
+
+        @reg.provider(singleton=True)
+        def api() -> di.ClientContext[Api]:
+            return manager  # type: ignore[no-any-return]
+    else:
+        manager = async_rc(journal)
+        key = di.RefCounted[Conn]
+
+        @reg.provider(singleton=True)
+        def conn() -> di.RefCounted[Conn]:
+            return manager  # type: ignore[no-any-return]
+
+    c = di.Container(reg)
+    error: BaseException | None = None
+    state: tuple[Any, ...] = ()
+    with anyio.fail_after(TIMEOUT):
+        async with c:
+            try:
+                got = await c.aresolve(key)
+                state = (got is manager, manager.is_open, manager.ref_count)
+            except di.AsyncProviderError as exc:
+                error = exc
+    assert error is None, f"aresolve refused to enter it: {error}"
+    assert state == (True, True, 1)
+    assert (manager.is_open, manager.ref_count) == (False, 0)
+    assert journal.count("api close") + journal.count("conn close") == 1
+
+
+# -- sync resolve of an async lifecycle: an error, nothing half-open ------------------
+
+
+@pytest.mark.parametrize("open_async, close_async", [(True, True), (True, False), (False, True)])
+def test_sync_resolve_of_async_refcounted_raises_and_opens_nothing(
+    open_async: bool, close_async: bool
+) -> None:
+    journal = Journal()
+
+    def sopen() -> Conn:
+        journal.add("open")
+        return Conn(1)
+
+    async def aopen() -> Conn:
+        journal.add("open")
+        return Conn(1)
+
+    def sclose(conn: Conn) -> None:
+        journal.add("close")
+
+    async def aclose(conn: Conn) -> None:
+        journal.add("close")
+
+    rc: di.RefCounted[Conn] = di.RefCounted(
+        aopen if open_async else sopen, aclose if close_async else sclose
+    )
+    calls: list[str] = []
+    reg = di.Registry()
+
+    @reg.provider(singleton=True)
+    def conn() -> di.RefCounted[Conn]:
+        calls.append("provider")
+        return rc
+
+    c = di.Container(reg)
+    with c:
+        for _ in range(2):  # the failure is cached nowhere: it fails the same way twice
+            with pytest.raises(di.AsyncProviderError):
+                c.resolve(di.RefCounted[Conn])
+        state = (rc.is_open, rc.ref_count, list(journal.events))
+    assert state == (False, 0, [])
+    assert journal.events == []  # and the container's exit had nothing to release
+    assert calls == ["provider", "provider"]
+
+
+def test_sync_resolve_of_client_context_from_def_provider_raises_and_opens_nothing() -> None:
+    journal = Journal()
+    ctx = client_context(journal)
+    reg = di.Registry()
+
+    @reg.provider(singleton=True)
+    def api() -> di.ClientContext[Api]:
+        return ctx
+
+    c = di.Container(reg)
+    with c:
+        with pytest.raises(di.AsyncProviderError):
+            c.resolve(di.ClientContext[Api])
+        state = (ctx.is_open, ctx.ref_count, list(journal.events))
+    assert state == (False, 0, [])
+    assert journal.events == []
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("what", ["client_context", "async_refcounted"])
+async def test_failed_sync_resolve_then_aresolve_enters_exactly_once(
+    anyio_backend: str, what: str
+) -> None:
+    # An async def provider returning a lifecycle: sync resolve must refuse
+    # without calling it, and must leave no reference behind for aresolve to
+    # stack on top of.
+    journal = Journal()
+    calls: list[str] = []
+    reg = di.Registry()
+    key: Any
+    if what == "client_context":
+        manager: Any = client_context(journal)
+        key = di.ClientContext[Api]
+
+        @reg.provider(singleton=True)
+        async def api() -> di.ClientContext[Api]:
+            calls.append("provider")
+            return manager  # type: ignore[no-any-return]
+    else:
+        manager = async_rc(journal)
+        key = di.RefCounted[Conn]
+
+        @reg.provider(singleton=True)
+        async def conn() -> di.RefCounted[Conn]:
+            calls.append("provider")
+            return manager  # type: ignore[no-any-return]
+
+    c = di.Container(reg)
+    with anyio.fail_after(TIMEOUT):
+        async with c:
+            with pytest.raises(di.AsyncProviderError):
+                c.resolve(key)
+            before = (list(calls), manager.is_open, manager.ref_count, list(journal.events))
+            got = await c.aresolve(key)
+            after = (got is manager, manager.is_open, manager.ref_count)
+    assert before == ([], False, 0, [])
+    assert after == (True, True, 1)
+    assert calls == ["provider"]
+    assert (manager.is_open, manager.ref_count) == (False, 0)
+    assert journal.count("api close") + journal.count("conn close") == 1
+
+
+def test_generator_provider_of_a_client_context_is_unwound_when_sync_resolve_fails() -> None:
+    # The generator has started (its setup ran) when the container finds it
+    # cannot enter what it yielded. Like a failed `with` block, the resolution
+    # must unwind what it entered before failing, not keep it half-open (one
+    # more per attempt) until the container closes.
+    journal = Journal()
+    reg = di.Registry()
+
+    @reg.provider(singleton=True)
+    def api() -> Iterator[di.ClientContext[Api]]:
+        journal.add("gen setup")
+        try:
+            yield client_context(journal)
+        finally:  # runs whether it is closed, or the error is thrown in
+            journal.add("gen teardown")
+
+    c = di.Container(reg)
+    with c:
+        for _ in range(2):
+            with pytest.raises(di.AsyncProviderError):
+                c.resolve(di.ClientContext[Api])
+        inside = list(journal.events)
+    assert journal.events.count("gen setup") == journal.events.count("gen teardown") == 2
+    assert inside == ["gen setup", "gen teardown"] * 2, (
+        f"the failed resolutions left {inside.count('gen setup') - inside.count('gen teardown')} "
+        f"generator(s) suspended until the container closed: {inside}"
+    )
+
+
+# -- failed and cancelled opens cache nothing ---------------------------------------------
+
+
+def test_failing_open_caches_nothing_and_the_next_resolve_retries() -> None:
+    journal = Journal()
+    fail = [True]
+
+    def open_() -> Conn:
+        if fail[0]:
+            raise ValueError("no route to host")
+        journal.add("open")
+        return Conn(1)
+
+    def close(conn: Conn) -> None:
+        journal.add("close")
+
+    rc = di.RefCounted(open_, close)
+    calls: list[str] = []
+    reg = di.Registry()
+
+    @reg.provider(singleton=True)
+    def conn() -> di.RefCounted[Conn]:
+        calls.append("provider")
+        return rc
+
+    c = di.Container(reg)
+    with c:
+        with pytest.raises(di.DIError) as info:
+            c.resolve(di.RefCounted[Conn])
+        cause = info.value.__cause__
+        failed = (rc.is_open, rc.ref_count)
+        fail[0] = False
+        got = c.resolve(di.RefCounted[Conn])
+        ok = (got is rc, rc.is_open, rc.ref_count)
+    assert isinstance(cause, ValueError)
+    assert failed == (False, 0)
+    assert ok == (True, True, 1)
+    assert calls == ["provider", "provider"]
+    assert journal.events == ["open", "close"]
+
+
+@pytest.mark.anyio
+async def test_cancelled_open_caches_nothing_and_the_next_aresolve_retries(
+    anyio_backend: str,
+) -> None:
+    journal = Journal()
+    block = [True]
+    started = anyio.Event()
+
+    async def open_() -> Conn:
+        if block[0]:
+            started.set()
+            await anyio.sleep_forever()
+        journal.add("open")
+        return Conn(1)
+
+    async def close(conn: Conn) -> None:
+        journal.add("close")
+
+    rc = di.RefCounted(open_, close)
+    reg = di.Registry()
+
+    @reg.provider(singleton=True)
+    async def conn() -> di.RefCounted[Conn]:
+        return rc
+
+    c = di.Container(reg)
+    with anyio.fail_after(TIMEOUT):
+        async with c:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(c.aresolve, di.RefCounted[Conn])
+                await started.wait()
+                tg.cancel_scope.cancel()
+            cancelled = (rc.is_open, rc.ref_count)
+            block[0] = False
+            got = await c.aresolve(di.RefCounted[Conn])
+            ok = (got is rc, rc.is_open, rc.ref_count)
+    assert cancelled == (False, 0)
+    assert ok == (True, True, 1)
+    assert journal.events == ["open", "close"]
+
+
+# -- released once, at the container's own last exit ---------------------------------------
+
+
+def test_nested_with_releases_only_at_the_outermost_exit() -> None:
+    journal = Journal()
+    rc = sync_rc(journal)
+    reg = di.Registry()
+
+    @reg.provider(singleton=True)
+    def conn() -> di.RefCounted[Conn]:
+        return rc
+
+    c = di.Container(reg)
+    with c:
+        with c:
+            c.resolve(di.RefCounted[Conn])
+        after_inner = (rc.is_open, rc.ref_count, list(journal.events))
+    assert after_inner == (True, 1, ["conn open"])
+    assert journal.events == ["conn open", "conn close"]
+    assert (rc.is_open, rc.ref_count) == (False, 0)
+
+
+@pytest.mark.anyio
+async def test_concurrent_async_with_releases_at_the_last_holder(anyio_backend: str) -> None:
+    journal = Journal()
+    ctx = client_context(journal)
+    reg = di.Registry()
+
+    @reg.provider(singleton=True)
+    async def api() -> di.ClientContext[Api]:
+        return ctx
+
+    c = di.Container(reg)
+    resolved = anyio.Event()
+    first_left = anyio.Event()
+    seen: dict[str, Any] = {}
+
+    async def first() -> None:
+        async with c:
+            await c.aresolve(di.ClientContext[Api])
+            resolved.set()
+        first_left.set()
+
+    async def second() -> None:
+        async with c:
+            await resolved.wait()
+            await first_left.wait()
+            seen["after first left"] = (ctx.is_open, ctx.ref_count, journal.count("api close"))
+
+    with anyio.fail_after(TIMEOUT):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(second)
+            tg.start_soon(first)
+    assert seen["after first left"] == (True, 1, 0)
+    assert journal.events == ["api create", "api open", "api close"]
+    assert (ctx.is_open, ctx.ref_count) == (False, 0)
+
+
+def test_close_without_entering_releases_once() -> None:
+    journal = Journal()
+    rc = sync_rc(journal)
+    reg = di.Registry()
+
+    @reg.provider(singleton=True)
+    def conn() -> di.RefCounted[Conn]:
+        return rc
+
+    c = di.Container(reg)
+    c.resolve(di.RefCounted[Conn])
+    c.close()
+    c.close()  # closing a closed container releases nothing more
+    assert journal.events == ["conn open", "conn close"]
+    assert (rc.is_open, rc.ref_count) == (False, 0)
+
+
+@pytest.mark.anyio
+async def test_aclose_without_entering_releases_once(anyio_backend: str) -> None:
+    journal = Journal()
+    ctx = client_context(journal)
+    rc = async_rc(journal)
+    reg = di.Registry()
+
+    @reg.provider(singleton=True)
+    async def api() -> di.ClientContext[Api]:
+        return ctx
+
+    @reg.provider(singleton=True)
+    async def conn() -> di.RefCounted[Conn]:
+        return rc
+
+    c = di.Container(reg)
+    with anyio.fail_after(TIMEOUT):
+        await c.aresolve(di.ClientContext[Api])
+        await c.aresolve(di.RefCounted[Conn])
+        await c.aclose()
+        await c.aclose()
+    assert journal.events == ["api create", "api open", "conn open", "conn close", "api close"]
+    assert (ctx.is_open, ctx.ref_count, rc.is_open, rc.ref_count) == (False, 0, False, 0)
+
+
+def test_close_while_held_defers_to_the_last_exit(caplog: pytest.LogCaptureFixture) -> None:
+    journal = Journal()
+    rc = sync_rc(journal)
+    reg = di.Registry()
+
+    @reg.provider(singleton=True)
+    def conn() -> di.RefCounted[Conn]:
+        return rc
+
+    c = di.Container(reg)
+    with caplog.at_level(logging.WARNING, logger="di"), c:
+        c.resolve(di.RefCounted[Conn])
+        c.close()
+        deferred = (rc.is_open, rc.ref_count, list(journal.events))
+    assert deferred == (True, 1, ["conn open"])
+    assert any("close" in r.getMessage() for r in caplog.records)
+    assert journal.events == ["conn open", "conn close"]
+
+
+# -- LIFO with the other singletons ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("resolve", ["through_dependencies", "one_by_one"])
+def test_released_in_lifo_order_with_generator_singletons_sync(resolve: str) -> None:
+    journal = Journal()
+    rc = sync_rc(journal)
+    reg = di.Registry()
+
+    @reg.provider(singleton=True)
+    def a() -> Iterator[A]:
+        journal.add("A open")
+        yield A()
+        journal.add("A close")
+
+    if resolve == "through_dependencies":
+
+        @reg.provider(singleton=True)
+        def conn(a: A) -> di.RefCounted[Conn]:
+            return rc
+
+        @reg.provider(singleton=True)
+        def b(conn: di.RefCounted[Conn]) -> Iterator[B]:
+            assert conn.is_open  # B is made after the container entered it
+            journal.add("B open")
+            yield B()
+            journal.add("B close")
+    else:
+
+        @reg.provider(singleton=True)
+        def conn_alone() -> di.RefCounted[Conn]:
+            return rc
+
+        @reg.provider(singleton=True)
+        def b_alone() -> Iterator[B]:
+            journal.add("B open")
+            yield B()
+            journal.add("B close")
+
+    c = di.Container(reg)
+    with c:
+        if resolve == "through_dependencies":
+            c.resolve(B)
+        else:
+            c.resolve(A)
+            c.resolve(di.RefCounted[Conn])
+            c.resolve(B)
+    assert journal.events == [
+        "A open",
+        "conn open",
+        "B open",
+        "B close",
+        "conn close",
+        "A close",
+    ]
+
+
+@pytest.mark.anyio
+async def test_released_in_lifo_order_with_generator_singletons_async(
+    anyio_backend: str,
+) -> None:
+    journal = Journal()
+    ctx = client_context(journal)
+    rc = async_rc(journal)
+    reg = di.Registry()
+
+    @reg.provider(singleton=True)
+    async def a() -> AsyncIterator[A]:
+        journal.add("A open")
+        yield A()
+        await anyio.sleep(0)
+        journal.add("A close")
+
+    @reg.provider(singleton=True)
+    async def api(a: A) -> di.ClientContext[Api]:
+        return ctx
+
+    @reg.provider(singleton=True)
+    async def conn(api: di.ClientContext[Api]) -> di.RefCounted[Conn]:
+        assert api.is_open
+        return rc
+
+    @reg.provider(singleton=True)
+    async def b(conn: di.RefCounted[Conn]) -> AsyncIterator[B]:
+        assert conn.is_open
+        journal.add("B open")
+        yield B()
+        await anyio.sleep(0)
+        journal.add("B close")
+
+    c = di.Container(reg)
+    with anyio.fail_after(TIMEOUT):
+        async with c:
+            await c.aresolve(B)
+    assert journal.events == [
+        "A open",
+        "api create",
+        "api open",
+        "conn open",
+        "B open",
+        "B close",
+        "conn close",
+        "api close",
+        "A close",
+    ]
+
+
+# -- concurrent first resolution enters once ---------------------------------------------------
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("what", ["client_context", "async_refcounted"])
+async def test_concurrent_first_aresolve_enters_once(anyio_backend: str, what: str) -> None:
+    journal = Journal()
+    calls: list[str] = []
+    reg = di.Registry()
+    key: Any
+    if what == "client_context":
+        manager: Any = client_context(journal)
+        key = di.ClientContext[Api]
+
+        @reg.provider(singleton=True)
+        async def api() -> di.ClientContext[Api]:
+            calls.append("provider")
+            await anyio.sleep(0)
+            return manager  # type: ignore[no-any-return]
+    else:
+        manager = async_rc(journal)
+        key = di.RefCounted[Conn]
+
+        @reg.provider(singleton=True)
+        async def conn() -> di.RefCounted[Conn]:
+            calls.append("provider")
+            await anyio.sleep(0)
+            return manager  # type: ignore[no-any-return]
+
+    c = di.Container(reg)
+    got: list[Any] = []
+
+    async def worker() -> None:
+        got.append(await c.aresolve(key))
+
+    with anyio.fail_after(TIMEOUT):
+        async with c:
+            async with anyio.create_task_group() as tg:
+                for _ in range(100):
+                    tg.start_soon(worker)
+            state = (manager.is_open, manager.ref_count)
+            opens = journal.count("api open") + journal.count("conn open")
+    assert len(got) == 100
+    assert all(g is manager for g in got)
+    assert calls == ["provider"]
+    assert opens == 1
+    assert state == (True, 1)
+    assert journal.count("api close") + journal.count("conn close") == 1
+    assert (manager.is_open, manager.ref_count) == (False, 0)
+
+
+def test_concurrent_first_resolve_from_16_threads_enters_once() -> None:
+    journal = Journal()
+    rc = sync_rc(journal)
+    calls: list[str] = []
+    reg = di.Registry()
+
+    @reg.provider(singleton=True)
+    def conn() -> di.RefCounted[Conn]:
+        calls.append("provider")
+        time.sleep(0)
+        return rc
+
+    c = di.Container(reg)
+    barrier = threading.Barrier(16)
+    got: list[Any] = []
+    errors: list[BaseException] = []
+
+    def worker() -> None:
+        try:
+            barrier.wait(TIMEOUT)
+            got.append(c.resolve(di.RefCounted[Conn]))
+        except BaseException as exc:
+            errors.append(exc)
+
+    with c:
+        threads = [threading.Thread(target=worker, daemon=True) for _ in range(16)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(TIMEOUT)
+        stuck = [t for t in threads if t.is_alive()]
+        state = (rc.is_open, rc.ref_count)
+    assert not stuck, f"{len(stuck)} thread(s) deadlocked"
+    assert errors == []
+    assert len(got) == 16 and all(g is rc for g in got)
+    assert calls == ["provider"]
+    assert state == (True, 1)
+    assert journal.events == ["conn open", "conn close"]
+
+
+def test_concurrent_first_aresolve_from_several_event_loops_and_trio_enters_once() -> None:
+    # Six threads run their own asyncio loop and two run trio, 20 tasks each,
+    # all asking for the same async singleton at once.
+    journal = Journal()
+    rc = async_rc(journal)
+    calls: list[str] = []
+    reg = di.Registry()
+
+    @reg.provider(singleton=True)
+    async def conn() -> di.RefCounted[Conn]:
+        calls.append("provider")
+        await anyio.sleep(0)
+        return rc
+
+    c = di.Container(reg)
+    barrier = threading.Barrier(8)
+    got: list[Any] = []
+    errors: list[BaseException] = []
+
+    async def many() -> None:
+        async def one() -> None:
+            got.append(await c.aresolve(di.RefCounted[Conn]))
+
+        async with anyio.create_task_group() as tg:
+            for _ in range(20):
+                tg.start_soon(one)
+
+    def in_asyncio() -> None:
+        try:
+            barrier.wait(TIMEOUT)
+            run_asyncio(many)
+        except BaseException as exc:
+            errors.append(exc)
+
+    def in_trio() -> None:
+        async def bounded() -> None:
+            with trio.fail_after(TIMEOUT):
+                await many()
+
+        try:
+            barrier.wait(TIMEOUT)
+            trio.run(bounded)
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=in_asyncio, daemon=True) for _ in range(6)]
+    threads += [threading.Thread(target=in_trio, daemon=True) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(TIMEOUT)
+    stuck = [t for t in threads if t.is_alive()]
+    state = (rc.is_open, rc.ref_count)
+    run_asyncio(c.aclose)
+    assert not stuck, f"{len(stuck)} thread(s) deadlocked"
+    assert errors == []
+    assert len(got) == 160 and all(g is rc for g in got)
+    assert calls == ["provider"]
+    assert state == (True, 1)
+    assert journal.events == ["conn open", "conn close"]
+
+
+# -- shared with user code --------------------------------------------------------------------
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("last", ["user", "container"])
+async def test_shared_refcounted_stays_open_until_both_release(
+    anyio_backend: str, last: str
+) -> None:
+    journal = Journal()
+    rc = async_rc(journal)
+    reg = di.Registry()
+
+    @reg.provider(singleton=True)
+    async def conn() -> di.RefCounted[Conn]:
+        return rc
+
+    c = di.Container(reg)
+    user_in = anyio.Event()
+    user_may_leave = anyio.Event()
+    user_left = anyio.Event()
+    seen: dict[str, Any] = {}
+
+    async def user() -> None:
+        async with rc as res:
+            seen["user resource"] = res
+            user_in.set()
+            await user_may_leave.wait()
+        user_left.set()
+
+    with anyio.fail_after(TIMEOUT):
+        async with anyio.create_task_group() as tg:
+            if last == "user":
+                tg.start_soon(user)
+                await user_in.wait()
+                async with c:
+                    got = await c.aresolve(di.RefCounted[Conn])
+                    seen["both hold"] = (got is rc, rc.ref_count, got.resource)
+                seen["container left"] = (rc.is_open, rc.ref_count, journal.count("conn close"))
+                user_may_leave.set()
+                await user_left.wait()
+            else:
+                async with c:
+                    got = await c.aresolve(di.RefCounted[Conn])
+                    tg.start_soon(user)
+                    await user_in.wait()
+                    seen["both hold"] = (got is rc, rc.ref_count, got.resource)
+                    user_may_leave.set()
+                    await user_left.wait()
+                    seen["user left"] = (rc.is_open, rc.ref_count, journal.count("conn close"))
+    assert seen["both hold"] == (True, 2, seen["user resource"])
+    if last == "user":
+        assert seen["container left"] == (True, 1, 0)
+    else:
+        assert seen["user left"] == (True, 1, 0)
+    assert journal.events == ["conn open", "conn close"]
+    assert (rc.is_open, rc.ref_count) == (False, 0)
+
+
+def test_shared_refcounted_sync_user_outlives_the_container() -> None:
+    journal = Journal()
+    rc = sync_rc(journal)
+    reg = di.Registry()
+
+    @reg.provider(singleton=True)
+    def conn() -> di.RefCounted[Conn]:
+        return rc
+
+    c = di.Container(reg)
+    with rc as mine:
+        with c:
+            got = c.resolve(di.RefCounted[Conn])
+            both = (got.resource is mine, rc.ref_count)
+        after_container = (rc.is_open, rc.ref_count, list(journal.events))
+    assert both == (True, 2)
+    assert after_container == (True, 1, ["conn open"])
+    assert journal.events == ["conn open", "conn close"]
+
+
+# -- reopened after the container closes ------------------------------------------------------
+
+
+@pytest.mark.parametrize("provider_returns", ["a_new_manager", "the_same_manager"])
+def test_reentered_container_opens_a_fresh_resource(provider_returns: str) -> None:
+    journal = Journal()
+    shared = sync_rc(journal)
+    calls: list[str] = []
+    reg = di.Registry()
+
+    @reg.provider(singleton=True)
+    def conn() -> di.RefCounted[Conn]:
+        calls.append("provider")
+        return sync_rc(journal) if provider_returns == "a_new_manager" else shared
+
+    c = di.Container(reg)
+    with c:
+        first = c.resolve(di.RefCounted[Conn])
+        first_res = first.resource
+    between = (first.is_open, first.ref_count, list(journal.events))
+    with c:
+        second = c.resolve(di.RefCounted[Conn])
+        second_state = (second.is_open, second.ref_count, second.resource is first_res)
+    assert between == (False, 0, ["conn open", "conn close"])
+    assert second_state == (True, 1, False)
+    assert (second is first) == (provider_returns == "the_same_manager")
+    assert calls == ["provider", "provider"]
+    assert journal.events == ["conn open", "conn close", "conn open", "conn close"]
+    assert (second.is_open, second.ref_count) == (False, 0)
+
+
+def test_resolve_after_close_opens_a_fresh_resource() -> None:
+    journal = Journal()
+    rc = sync_rc(journal)
+    reg = di.Registry()
+
+    @reg.provider(singleton=True)
+    def conn() -> di.RefCounted[Conn]:
+        return rc
+
+    c = di.Container(reg)
+    first = c.resolve(di.RefCounted[Conn]).resource
+    c.close()
+    second = c.resolve(di.RefCounted[Conn]).resource
+    reopened = (rc.is_open, rc.ref_count, second is first)
+    c.close()
+    assert reopened == (True, 1, False)
+    assert journal.events == ["conn open", "conn close", "conn open", "conn close"]
+
+
+@pytest.mark.anyio
+async def test_reentered_container_builds_a_fresh_client(anyio_backend: str) -> None:
+    journal = Journal()
+    ctx = client_context(journal)
+    reg = di.Registry()
+
+    @reg.provider(singleton=True)
+    async def api() -> di.ClientContext[Api]:
+        return ctx
+
+    c = di.Container(reg)
+    with anyio.fail_after(TIMEOUT):
+        async with c:
+            first = (await c.aresolve(di.ClientContext[Api])).client
+        between = (ctx.is_open, ctx.ref_count, first.closes)
+        async with c:
+            got = await c.aresolve(di.ClientContext[Api])
+            second = got.client
+            state = (got is ctx, ctx.is_open, ctx.ref_count, second is first, second.initialized)
+    assert between == (False, 0, 1)
+    assert state == (True, True, 1, False, True)
+    assert (first.closes, second.closes) == (1, 1)
+    assert journal.events == ["api create", "api open", "api close"] * 2
