@@ -41,7 +41,7 @@ from di.errors import (
     describe_key,
 )
 from di.registry import Kind
-from di.teardown import AsyncExit
+from di.teardown import AsyncExit, aunwind, needs_async, unwind
 
 if TYPE_CHECKING:
     from di.container import Container
@@ -213,6 +213,10 @@ class Compiler:
         graph = self.container._graph
         level = graph.level[key]
         kind = graph.providers[key].kind
+        if level == 0 and kind is not Kind.VALUE:
+            # Even a sync factory's singleton is made on the async path here: a
+            # RefCounted or ClientContext it returns may need `async with`.
+            return self._async_singleton_plan(key)
         if not graph.is_async[key]:
             sync = self.container._plan(key)
 
@@ -220,8 +224,6 @@ class Compiler:
                 return sync(cp)
 
             return run_sync
-        if level == 0:
-            return self._async_singleton_plan(key)
         if kind is Kind.CONTEXT:
             return self._context_plan(key, is_async=True)
         if level is None:
@@ -472,8 +474,7 @@ class Compiler:
         """The creation of a singleton, without locking: ``make(root)``."""
         fn = _Fn(self._namespace())
         fn.lines += [
-            f"{'async ' if is_async else ''}def make(c):",
-            "    ex = c._exits",
+            f"{'async ' if is_async else ''}def make(c, ex):",
         ]
         fn.owners[("c", 0)] = "c"
         expr = self._emit_creation(fn, key, "c", "ex", is_async, "    ")
@@ -505,7 +506,18 @@ class Compiler:
                 value = dict.get(root, key, _M)
                 if value is not _M:
                     return value
-                value = enter(make(root))
+                # The singleton's own teardowns (its inlined transients, itself)
+                # gather here: a failed creation unwinds them at once, like a
+                # failed `with`, and a good one hands them to the root, LIFO.
+                exits: list[Any] = []
+                try:
+                    value = enter(make(root, exits), exits)
+                except BaseException as exc:
+                    unwind(exits, exc)
+                    raise
+                root_exits = root._exits
+                assert root_exits is not None
+                root_exits.extend(exits)
                 dict.__setitem__(root, key, value)
                 return value
 
@@ -527,7 +539,17 @@ class Compiler:
                 value = dict.get(root, key, _M)
                 if value is not _M:
                     return value
-                value = await aenter(await make(root))
+                exits: list[Any] = []
+                try:
+                    value = await aenter(await make(root, exits), exits)
+                except BaseException as exc:
+                    await aunwind(exits, exc)
+                    raise
+                root_exits = root._exits
+                assert root_exits is not None
+                root_exits.extend(exits)
+                if needs_async(exits):
+                    root._async = True
                 dict.__setitem__(root, key, value)
                 return value
 

@@ -227,7 +227,7 @@ class Container:
             types = self._lifecycles = _lifecycle_types()
         return isinstance(value, types)
 
-    def _enter_lifecycle(self, value: Any) -> Any:
+    def _enter_lifecycle(self, value: Any, exits: list[Any]) -> Any:
         if self._lifecycle(value):
             if not hasattr(value, "__enter__"):
                 raise AsyncProviderError(
@@ -235,14 +235,19 @@ class Container:
                     f"it with `await container.aresolve(...)`"
                 )
             value.__enter__()
-            self._root._exits.append(value.__exit__)  # type: ignore[union-attr]
+            exits.append(value.__exit__)
         return value
 
-    async def _aenter_lifecycle(self, value: Any) -> Any:
+    async def _aenter_lifecycle(self, value: Any, exits: list[Any]) -> Any:
         if self._lifecycle(value):
+            if getattr(value, "is_async", True) is False:
+                # A RefCounted with sync open/close is entered (and later left)
+                # synchronously, so a sync close of the container can release it.
+                value.__enter__()
+                exits.append(value.__exit__)
+                return value
             await value.__aenter__()
-            self._root._exits.append(AsyncExit(value.__aexit__))  # type: ignore[union-attr]
-            self._root._async = True
+            exits.append(AsyncExit(value.__aexit__))
         return value
 
     # -- overrides ----------------------------------------------------------------

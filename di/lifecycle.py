@@ -160,6 +160,11 @@ class RefCounted(Generic[T]):
         return self._count
 
     @property
+    def is_async(self) -> bool:
+        """True if ``open`` or ``close`` must be awaited (only ``async with``)."""
+        return self._open_awaits or self._close_awaits
+
+    @property
     def is_open(self) -> bool:
         """Whether the resource is currently open."""
         return self._held is not None
