@@ -241,6 +241,9 @@ class Compiler:
             "_setdefault": dict.setdefault,
             "_ident": threading.get_ident,
             "_task_ident": _task_ident,
+            "_get_running_loop": _get_running_loop,
+            "_current_task_of": None if _current_tasks is None else _current_tasks.get,
+            "_id": id,
             "_waiters": self.waiters,
             "_wait": self._wait,
             "_await": self._await,
@@ -434,7 +437,7 @@ class Compiler:
                 "    c = cp",
                 "    ex = c._exits",
                 f"    if ex is None: raise _closed(c, {k})",
-                "    o = _task_ident()",
+                *self._task_ident_lines(),
                 f"    if _setdefault(c, {pk}, o) is not o: return await _await(c, {k}, {pk})",
                 "    try:",
             ]
@@ -469,6 +472,15 @@ class Compiler:
             "    return v",
         ]
         return self._compile(fn, "plan")  # type: ignore[no-any-return]
+
+    def _task_ident_lines(self) -> list[str]:
+        if _current_tasks is None:
+            return ["    o = _task_ident()"]
+        # _task_ident() inlined for asyncio: a Python call saved per creation.
+        return [
+            "    o = _get_running_loop()",
+            "    o = _task_ident() if o is None else _id(_current_task_of(o))",
+        ]
 
     def _make_fn(self, key: Any, is_async: bool) -> Any:
         """The creation of a singleton, without locking: ``make(root)``."""

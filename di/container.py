@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextvars
 import logging
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Coroutine, Iterator, Mapping
 from contextlib import contextmanager
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Final, TypeVar
@@ -123,9 +123,10 @@ class Container:
         app root when no scope is entered). Singletons are created once."""
         return self._root[key]  # type: ignore[no-any-return]  # replaced per instance
 
-    async def aresolve(self, key: TypeForm[T], /) -> T:
-        """Async twin of `resolve`: runs async providers."""
-        return await self._root.aresolve(key)  # replaced per instance
+    def aresolve(self, key: TypeForm[T], /) -> Coroutine[Any, Any, T]:
+        """Async twin of `resolve` (``await container.aresolve(T)``): runs
+        async providers."""
+        return self._root.aresolve(key)  # replaced per instance
 
     def _plan(self, key: Any) -> Any:
         plan = self._plans.get(key)

@@ -177,14 +177,17 @@ class Checkpoint(dict[Any, Any]):
             plan = self._container._plan(key)
         return plan(self)
 
-    async def aresolve(self, key: TypeForm[T], /) -> T:
-        """Resolve ``key`` in this checkpoint, running async providers."""
+    def aresolve(self, key: TypeForm[T], /) -> Coroutine[Any, Any, T]:
+        """Resolve ``key`` in this checkpoint, running async providers:
+        ``await scope.aresolve(T)``."""
+        # Not `async def`: a miss hands back the plan's own coroutine rather
+        # than wrapping it in another (each coroutine costs a frame).
         value = dict.get(self, key, _MISSING)
         if value is not _MISSING:
-            return value  # type: ignore[no-any-return]
+            return _ready(value)
         container = self._container
         plan = container._aplans.get(key) or container._aplan(key)
-        return await plan(self)  # type: ignore[no-any-return]
+        return plan(self)  # type: ignore[no-any-return]
 
     # -- identity and state
     @property
@@ -261,7 +264,7 @@ class Checkpoint(dict[Any, Any]):
         exc_type: type[BaseException] | None,
         exc: BaseException | None,
         tb: TracebackType | None,
-    ) -> bool:
+    ) -> bool | None:
         storage = self._container._storage
         if storage.get(None) is not self:
             raise self._out_of_order()
@@ -283,31 +286,35 @@ class Checkpoint(dict[Any, Any]):
     async def __aenter__(self) -> Checkpoint:
         return self.__enter__()
 
-    async def __aexit__(
+    def __aexit__(
         self,
         exc_type: type[BaseException] | None,
         exc: BaseException | None,
         tb: TracebackType | None,
-    ) -> bool:
+    ) -> Coroutine[Any, Any, bool | None]:
+        # Not `async def` either: the common case returns aunwind's coroutine
+        # (or a ready one) directly, one coroutine per exit instead of two.
         storage = self._container._storage
         if storage.get(None) is not self:
             raise self._out_of_order()
         storage.reset(self._token)
         self._token = _EXITED
         if dict.setdefault(self, _HOLD, _CLOSING) is not _CLOSING:
-            return await self._arelease(exc, None)
-        # The common case, inline as in __exit__.
+            return self._arelease(exc, None)
         exits = self._exits
         if exits is None:
-            return False
+            return _ready(False)
         self._exits = None
+        if self._async:
+            return aunwind(exits, exc, self._after_teardown)
         try:
-            if self._async:
-                return await aunwind(exits, exc)
-            return unwind(exits, exc) if exits else False
+            return _ready(unwind(exits, exc) if exits else False)
         finally:
-            dict.clear(self)
-            self._container._live.pop(self, None)
+            self._after_teardown()
+
+    def _after_teardown(self) -> None:
+        dict.clear(self)  # serve nothing once torn down; hold() sees _exits None
+        self._container._live.pop(self, None)
 
     def _out_of_order(self) -> ScopeError:
         current = self._container._storage.get(None)
@@ -505,7 +512,7 @@ class Hold:
         exc_type: type[BaseException] | None,
         exc: BaseException | None,
         tb: TracebackType | None,
-    ) -> bool:
+    ) -> bool | None:
         cp = self._cp
         cp._container._storage.reset(self._token)
         return cp._release(exc, self)
@@ -521,10 +528,14 @@ class Hold:
         exc_type: type[BaseException] | None,
         exc: BaseException | None,
         tb: TracebackType | None,
-    ) -> bool:
+    ) -> bool | None:
         cp = self._cp
         cp._container._storage.reset(self._token)
         return await cp._arelease(exc, self)
+
+
+async def _ready(value: T) -> T:
+    return value
 
 
 def _who() -> str:
@@ -551,11 +562,13 @@ class Root(Checkpoint):
         # None: "resolve in whatever checkpoint is current" (singletons ignore it)
         return plan(None)
 
-    async def aresolve(self, key: TypeForm[T], /) -> T:
+    def aresolve(self, key: TypeForm[T], /) -> Coroutine[Any, Any, T]:
         value = dict.get(self, key, _MISSING)
         if value is not _MISSING:
-            return value  # type: ignore[no-any-return]
-        return await self._container._aplan(key)(None)  # type: ignore[no-any-return]
+            return _ready(value)
+        container = self._container
+        plan = container._aplans.get(key) or container._aplan(key)
+        return plan(None)  # type: ignore[no-any-return]
 
     def __repr__(self) -> str:
         return f"<di.Checkpoint {self.level!r} (container root) at {id(self):#x}>"

@@ -174,43 +174,54 @@ def unwind(exits: list[Any], exc: BaseException | None) -> bool:
     return received and suppressed
 
 
-async def aunwind(exits: list[Any], exc: BaseException | None) -> bool:
-    """`unwind` for a list that may hold async entries (AsyncExitStack)."""
+async def aunwind(
+    exits: list[Any], exc: BaseException | None, after: Callable[[], None] | None = None
+) -> bool:
+    """`unwind` for a list that may hold async entries (AsyncExitStack).
+
+    ``after`` runs once everything is unwound, raising or not: it lets a
+    checkpoint's ``__aexit__`` hand back this coroutine itself instead of
+    wrapping it in one more.
+    """
     received = exc is not None
     frame = sys.exc_info()[1]
     suppressed = pending = False
-    while exits:
-        entry = exits.pop()
-        try:
-            kind = type(entry)
-            if kind is GeneratorType:
-                stop = _exit_generator(entry, exc)
-            elif kind is AsyncGeneratorType:
-                if exc is None:
-                    async for _ in entry:
-                        try:
-                            raise RuntimeError(f"generator provider {_name(entry)} didn't stop")
-                        finally:
-                            await entry.aclose()
-                    continue
-                stop = await _exit_async_generator(entry, exc)
-            elif kind is AsyncExit:
-                if exc is None:
-                    stop = await entry.aexit(None, None, None)
+    try:
+        while exits:
+            entry = exits.pop()
+            try:
+                kind = type(entry)
+                if kind is GeneratorType:
+                    stop = _exit_generator(entry, exc)
+                elif kind is AsyncGeneratorType:
+                    if exc is None:
+                        async for _ in entry:
+                            try:
+                                raise RuntimeError(f"generator provider {_name(entry)} didn't stop")
+                            finally:
+                                await entry.aclose()
+                        continue
+                    stop = await _exit_async_generator(entry, exc)
+                elif kind is AsyncExit:
+                    if exc is None:
+                        stop = await entry.aexit(None, None, None)
+                    else:
+                        stop = await entry.aexit(type(exc), exc, exc.__traceback__)
+                elif exc is None:
+                    stop = entry(None, None, None)
                 else:
-                    stop = await entry.aexit(type(exc), exc, exc.__traceback__)
-            elif exc is None:
-                stop = entry(None, None, None)
-            else:
-                stop = entry(type(exc), exc, exc.__traceback__)
-            if stop:
-                suppressed = True
-                pending = False
-                exc = None
-        except BaseException as new:
-            _fix_context(new, exc, frame)
-            pending = True
-            exc = new
+                    stop = entry(type(exc), exc, exc.__traceback__)
+                if stop:
+                    suppressed = True
+                    pending = False
+                    exc = None
+            except BaseException as new:
+                _fix_context(new, exc, frame)
+                pending = True
+                exc = new
+    finally:
+        if after is not None:
+            after()
     if pending:
         assert exc is not None
         _reraise(exc)

@@ -116,3 +116,15 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+
+
+def returns_from_inside_a_scope(container: di.Container) -> int:
+    # Checkpoint.__exit__ is typed like contextlib's generator managers
+    # (bool | None), so returning from inside the block needs no trailing return.
+    with container.scope("request") as scope:
+        return scope.resolve(int)
+
+
+async def returns_from_inside_an_async_scope(container: di.Container) -> int:
+    async with container.scope("request") as scope:
+        return await scope.aresolve(int)
