@@ -96,10 +96,10 @@ class Container:
         self._registry = registry
         self._levels: tuple[str, ...] = registry.levels
         self._level_index = {name: i for i, name in enumerate(self._levels)}
-        self._base: dict[Any, Provider] = {p.provides: p for p in registry}
+        self._base: dict[Any, Provider] = dict(registry._providers)
         self._overrides: list[tuple[Any, Provider]] = []
         self._sync = sync
-        self._graph = Graph(self._base, self._levels, sync=sync)
+        self._graph = Graph(self._base, self._levels, sync=sync)  # read only: no copy
         self.shutdown_timeout = shutdown_timeout
         self._storage: Storage = make_storage(storage)
         self._plans: dict[Any, Any] = {}

@@ -27,7 +27,7 @@ class Graph:
     def __init__(
         self, providers: Mapping[Any, Provider], levels: Sequence[str], *, sync: bool = False
     ) -> None:
-        self.providers = dict(providers)
+        self.providers = providers if isinstance(providers, dict) else dict(providers)
         self.levels = tuple(levels)
         self.sync = sync
         # level index of each key: 0 = singleton, i = scoped at levels[i], None = transient
@@ -68,6 +68,8 @@ class Graph:
         reported: set[Any] = set()
         providers = self.providers
         level = self.level
+        needs_level = self.needs_level
+        async_below = self.is_async
 
         def visit(key: Any, path: list[Any]) -> None:
             color[key] = _GREY
@@ -100,14 +102,15 @@ class Graph:
                     continue
                 if state == _WHITE:
                     visit(dkey, path)
-                dneeds = self.needs_level.get(dkey, 0)
-                is_async = is_async or self.is_async.get(dkey, False)
+                dneeds = needs_level.get(dkey, 0)
+                is_async = is_async or async_below.get(dkey, False)
                 if own is not None and dneeds > own and (key, dkey) not in reported:
                     reported.add((key, dkey))
                     problems.append(self._scope_problem(key, dkey, dneeds))
-                deepest = max(deepest, dneeds)
-            self.needs_level[key] = deepest
-            self.is_async[key] = is_async
+                if dneeds > deepest:
+                    deepest = dneeds
+            needs_level[key] = deepest
+            async_below[key] = is_async
             if self.sync and provider.kind.asynchronous and key not in reported:
                 reported.add(key)
                 problems.append(

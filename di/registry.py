@@ -174,15 +174,25 @@ def _parameters(fn: Any, hints: dict[str, Any], skip_first: bool) -> tuple[Depen
     kwdefaults = fn.__kwdefaults__ or {}
     first_default = argcount - len(defaults)
     deps = []
-    for i, name in enumerate(names):
-        if skip_first and i == 0:
-            continue
+    # One loop, no helper calls on the common path: a cold start reads every
+    # parameter of every provider once.
+    for i in range(1 if skip_first else 0, len(names)):
+        name = names[i]
         if i < argcount:
             default = defaults[i - first_default] if i >= first_default else NO_DEFAULT
         else:
             default = kwdefaults.get(name, NO_DEFAULT)
-        deps.append(_dependency(fn, name, hints, i >= argcount, default))
+        hint = hints.get(name, NO_DEFAULT)
+        if hint is NO_DEFAULT or type(hint) is not type:
+            deps.append(_dependency(fn, name, hints, i >= argcount, default))
+        else:
+            deps.append(_new_dependency(Dependency, (name, hint, i >= argcount, default)))
     return tuple(deps)
+
+
+# Build these NamedTuples without their generated Python __new__ (hot at cold start).
+_new_dependency = tuple.__new__
+_new_provider = tuple.__new__
 
 
 def _parameters_from_signature(fn: Any, hints: dict[str, Any]) -> tuple[Dependency, ...]:
@@ -248,7 +258,7 @@ def make_provider(
             kind = Kind.CALL
         key = factory if provides is None else normalize_key(provides)
         where = source or (init.__code__ if init is not None else _caller_location())
-        return Provider(key, factory, kind, scope, deps, where)
+        return _new_provider(Provider, (key, factory, kind, scope, deps, where))
     if not callable(factory):
         raise TypeError(f"{factory!r} is not callable: a provider must be a function or a class")
     hints = _hints(factory)
@@ -378,6 +388,14 @@ class Registry:
         ...     yield log
         ...     log.clear()
         """
+        if factory is not None and scope is None and not (singleton or provides or cm):
+            # `@registry.provider` / `registry.provider(cls)`: the plain transient case.
+            made = make_provider(factory)
+            if override or made.provides not in self._providers:
+                self._providers[made.provides] = made
+            else:
+                self.add(made)  # raises DuplicateProviderError, naming both places
+            return factory
         level = self._level(singleton, scope)
 
         def decorate(fn: F) -> F:
