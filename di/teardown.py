@@ -26,6 +26,12 @@ from typing import Any, NamedTuple
 
 __all__ = ["AsyncExit", "aunwind", "needs_async", "unwind"]
 
+# The exception being handled where the unwind starts (ExitStack's frame_exc).
+# sys.exception() (3.11+) skips building exc_info's tuple on every scope exit.
+_handled: Callable[[], BaseException | None] = getattr(
+    sys, "exception", lambda: sys.exc_info()[1]
+)
+
 ExcInfo = tuple[type[BaseException] | None, BaseException | None, TracebackType | None]
 
 
@@ -139,7 +145,7 @@ def unwind(exits: list[Any], exc: BaseException | None) -> bool:
     An async entry here is a bug of the caller: use `aunwind`.
     """
     received = exc is not None
-    frame = sys.exc_info()[1]
+    frame = _handled()
     suppressed = pending = False
     while exits:
         entry = exits.pop()
@@ -184,7 +190,7 @@ async def aunwind(
     wrapping it in one more.
     """
     received = exc is not None
-    frame = sys.exc_info()[1]
+    frame = _handled()
     suppressed = pending = False
     try:
         while exits:
