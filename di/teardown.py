@@ -6,8 +6,8 @@ a plain list of what it entered, and unwinding it reproduces
 (LIFO order, every exit runs, a True return suppresses, a new exception
 replaces the old with ``__context__`` chained). It exists because a request
 scope pays for an ExitStack on every cycle, while a list append per resource
-and one loop at the end cost a fraction of that; tests/test_teardown.py holds
-the case-by-case equivalence.
+and one loop at the end cost a fraction of that; the ExitStack
+equivalence tests in tests/test_scopes.py check it case by case.
 
 An entry is one of:
 - a generator (a generator provider after its first ``next``): finished with
