@@ -285,6 +285,11 @@ class Compiler:
             return fn.const(provider.factory, "V")
         k = fn.const(key, "K")
         if level == 0:
+            made = dict.get(self.container._root, key, _M)
+            if made is not _M:
+                # Already created: bake the instance in. The container drops
+                # every plan whenever it drops singletons (close, override).
+                return fn.const(made, "S")
             if is_async and graph.is_async[key]:
                 v = fn.tmp()
                 fn.lines += [

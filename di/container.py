@@ -464,6 +464,9 @@ class Container:
 
     def _reset_root(self) -> None:
         dict.clear(self._root)
+        # Plans may have baked in the singletons just dropped: compile afresh.
+        self._plans.clear()
+        self._aplans.clear()
         self._open = False
         self._root._async = False
         self._close_requested = False
