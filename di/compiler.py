@@ -3,12 +3,14 @@
 A plan is a small generated function ``plan(cp)`` that returns the value of
 one key in checkpoint ``cp`` (None: the checkpoint current in this task or
 thread). Transient dependencies are inlined into their dependent's plan, so
-``A(B(D()), C(D(), S))`` is one Python frame, not five; singletons are read
-from the root checkpoint's dict (a C-level lookup once created); scoped keys
-walk ``_parent`` pointers to the checkpoint that owns their level.
+``A(B(D()), C(D(), S))`` is one Python frame, not five; a singleton that
+already exists when a plan is generated is baked in as a constant (else read
+from the root checkpoint's dict); scoped keys walk ``_parent`` pointers to the
+checkpoint that owns their level.
 
-Plans are compiled lazily, the first time a key misses, so building a
-container costs only validation, and a key never resolved costs nothing.
+Plans are made lazily, the first time a key misses, so building a container
+costs only validation and a key never resolved costs nothing; a transient's
+first call even walks the graph without generating code (see `_first_use`).
 
 Concurrency, and why it costs almost nothing on the common path:
 
