@@ -602,3 +602,42 @@ def test_live_checkpoints_counts() -> None:
                 assert c.live_checkpoints("session") == 1
             assert c.live_checkpoints("request") == 0
         assert c.live_checkpoints() == 0
+
+
+def test_reopened_container_never_serves_a_closed_singleton_through_a_compiled_plan() -> None:
+    """Plans generated after a singleton exists refer to it directly; closing
+    the container must drop those plans with the singleton, and an override
+    must too."""
+
+    class Conn:
+        def __init__(self) -> None:
+            self.closed = False
+
+    class Service:
+        def __init__(self, conn: Conn) -> None:
+            self.conn = conn
+
+    reg = di.Registry()
+
+    @reg.provider(singleton=True)
+    def conn() -> Iterator[Conn]:
+        c = Conn()
+        yield c
+        c.closed = True
+
+    reg.register(Service, Service)
+    c = di.Container(reg)
+    with c:
+        first = c.resolve(Conn)
+        for _ in range(3):  # the second resolve compiles Service's plan
+            assert c.resolve(Service).conn is first
+    assert first.closed
+    with c:
+        again = c.resolve(Service).conn
+        assert again is not first and not again.closed
+        assert c.resolve(Service).conn is again
+        fake = Conn()
+        with c.override(Conn, fake):
+            assert c.resolve(Service).conn is fake
+            assert c.resolve(Service).conn is fake
+        assert c.resolve(Service).conn is again
