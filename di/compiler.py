@@ -286,31 +286,25 @@ class Compiler:
         if kind is Kind.VALUE:
             return fn.const(provider.factory, "V")
         k = fn.const(key, "K")
+        if level is None:
+            return self._emit_creation(fn, key, cp, ex, is_async, pad)
         if level == 0:
             made = dict.get(self.container._root, key, _M)
             if made is not _M:
                 # Already created: bake the instance in. The container drops
                 # every plan whenever it drops singletons (close, override).
                 return fn.const(made, "S")
-            if is_async and graph.is_async[key]:
-                v = fn.tmp()
-                fn.lines += [
-                    f"{pad}{v} = _dget(_root, {k}, _M)",
-                    f"{pad}if {v} is _M: {v} = await _root.aresolve({k})",
-                ]
-                return v
-            return f"_root[{k}]"
-        if level is not None:
-            o = self._owner(fn, cp, level, key, pad)
-            if is_async and graph.is_async[key]:
-                v = fn.tmp()
-                fn.lines += [
-                    f"{pad}{v} = _dget({o}, {k}, _M)",
-                    f"{pad}if {v} is _M: {v} = await {o}.aresolve({k})",
-                ]
-                return v
-            return f"{o}[{k}]"
-        return self._emit_creation(fn, key, cp, ex, is_async, pad)
+            holder = "_root"
+        else:
+            holder = self._owner(fn, cp, level, key, pad)
+        if is_async and graph.is_async[key]:
+            v = fn.tmp()
+            fn.lines += [
+                f"{pad}{v} = _dget({holder}, {k}, _M)",
+                f"{pad}if {v} is _M: {v} = await {holder}.aresolve({k})",
+            ]
+            return v
+        return f"{holder}[{k}]"
 
     def _emit_creation(self, fn: _Fn, key: Any, cp: str, ex: str, is_async: bool, pad: str) -> str:
         """Emit the factory call for ``key`` with its dependencies; transient
@@ -428,45 +422,39 @@ class Compiler:
         k = fn.const(key, "K")
         pk = fn.const(self._marker_key(key), "P")
         pad = "        "
+        # Sync and async differ only in how a value is fetched and awaited.
+        a = "async " if is_async else ""
         if is_async:
-            head = [
-                "async def plan(cp):",
-                "    if cp is None:",
-                "        cp = _sget(None)",
-                f"        if cp is None: raise _noscope({k}, _root)",
-                "        return await cp.aresolve(" + k + ")",
-                f"    if cp._level != {level}:",
-                "        c = cp",
-                f"        while c._level > {level}: c = c._parent",
-                f"        if c._level != {level}: raise _noscope({k}, cp)",
+            current = f"await cp.aresolve({k})"
+            in_owner = [
                 f"        v = _dget(c, {k}, _M)",
                 "        return v if v is not _M else await plan(c)",
-                "    c = cp",
-                "    ex = c._exits",
-                f"    if ex is None: raise _closed(c, {k})",
-                *self._task_ident_lines(),
-                f"    if _setdefault(c, {pk}, o) is not o: return await _await(c, {k}, {pk})",
-                "    try:",
             ]
+            ident = self._task_ident_lines()
+            wait = f"await _await(c, {k}, {pk})"
         else:
-            head = [
-                "def plan(cp):",
-                "    if cp is None:",
-                "        cp = _sget(None)",
-                f"        if cp is None: raise _noscope({k}, _root)",
-                "        return cp[" + k + "]",
-                f"    if cp._level != {level}:",
-                "        c = cp",
-                f"        while c._level > {level}: c = c._parent",
-                f"        if c._level != {level}: raise _noscope({k}, cp)",
-                f"        return c[{k}]",
-                "    c = cp",
-                "    ex = c._exits",
-                f"    if ex is None: raise _closed(c, {k})",
-                "    o = _ident()",
-                f"    if _setdefault(c, {pk}, o) is not o: return _wait(c, {k}, {pk})",
-                "    try:",
-            ]
+            current = f"cp[{k}]"
+            in_owner = [f"        return c[{k}]"]
+            ident = ["    o = _ident()"]
+            wait = f"_wait(c, {k}, {pk})"
+        head = [
+            f"{a}def plan(cp):",
+            "    if cp is None:",
+            "        cp = _sget(None)",
+            f"        if cp is None: raise _noscope({k}, _root)",
+            f"        return {current}",
+            f"    if cp._level != {level}:",
+            "        c = cp",
+            f"        while c._level > {level}: c = c._parent",
+            f"        if c._level != {level}: raise _noscope({k}, cp)",
+            *in_owner,
+            "    c = cp",
+            "    ex = c._exits",
+            f"    if ex is None: raise _closed(c, {k})",
+            *ident,
+            f"    if _setdefault(c, {pk}, o) is not o: return {wait}",
+            "    try:",
+        ]
         fn.lines += head
         fn.owners[("c", level)] = "c"
         expr = self._emit_creation(fn, key, "c", "ex", is_async, pad)

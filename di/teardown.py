@@ -28,9 +28,7 @@ __all__ = ["AsyncExit", "aunwind", "needs_async", "unwind"]
 
 # The exception being handled where the unwind starts (ExitStack's frame_exc).
 # sys.exception() (3.11+) skips building exc_info's tuple on every scope exit.
-_handled: Callable[[], BaseException | None] = getattr(
-    sys, "exception", lambda: sys.exc_info()[1]
-)
+_handled: Callable[[], BaseException | None] = getattr(sys, "exception", lambda: sys.exc_info()[1])
 
 ExcInfo = tuple[type[BaseException] | None, BaseException | None, TracebackType | None]
 
