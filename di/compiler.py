@@ -1,8 +1,8 @@
 """Compile: one specialised plan per key, generated once, on first use.
 
 A plan is a small generated function ``plan(cp)`` that returns the value of
-one key in checkpoint ``cp`` (None: the checkpoint current in this task or
-thread). Transient dependencies are inlined into their dependent's plan, so
+one key in checkpoint ``cp`` (the container's root: whatever checkpoint is
+current in this task or thread). Transient dependencies are inlined into their dependent's plan, so
 ``A(B(D()), C(D(), S))`` is one Python frame, not five; a singleton that
 already exists when a plan is generated is baked in as a constant (else read
 from the root checkpoint's dict); scoped keys walk ``_parent`` pointers to the
@@ -157,10 +157,11 @@ class Compiler:
                 return compiled(cp)
 
             plans[key] = compile_now
-            if cp is None:
+            root = self.container._root
+            if cp is root:  # from the container: the checkpoint current here
                 cp = self.container._storage.get(None)
                 if cp is None:
-                    cp = self.container._root
+                    cp = root
             return self._interpret(key, cp)
 
         return first
@@ -389,7 +390,7 @@ class Compiler:
         fn.lines.append(f"{'async ' if is_async else ''}def plan(cp):")
         pad = "    "
         if self._needs_cp(key):
-            fn.lines.append(f"{pad}if cp is None: cp = _sget(_root)")
+            fn.lines.append(f"{pad}if cp is _root: cp = _sget(_root)")
         if self._needs_exits(key):
             fn.lines += [f"{pad}ex = cp._exits", f"{pad}if ex is None: raise _closed(cp)"]
         expr = self._emit_creation(fn, key, "cp", "ex", is_async, pad)
@@ -403,7 +404,7 @@ class Compiler:
         k = fn.const(key, "K")
         fn.lines += [
             f"{'async ' if is_async else ''}def plan(cp):",
-            "    if cp is None:",
+            "    if cp is _root:",
             "        cp = _sget(None)",
             f"        if cp is None: raise _noscope({k}, _root)",
             f"        return cp[{k}]",
@@ -439,7 +440,7 @@ class Compiler:
             wait = f"_wait(c, {k}, {pk})"
         head = [
             f"{a}def plan(cp):",
-            "    if cp is None:",
+            "    if cp is _root:",
             "        cp = _sget(None)",
             f"        if cp is None: raise _noscope({k}, _root)",
             f"        return {current}",

@@ -552,23 +552,9 @@ class Root(Checkpoint):
     singleton cache, so ``container.resolve`` of a created singleton is one
     C-level dict lookup."""
 
+    # Its __missing__ and aresolve are Checkpoint's: a plan given the root
+    # resolves in whatever checkpoint is current (singletons ignore it).
     __slots__ = ()
-
-    def __missing__(self, key: Any) -> Any:
-        try:
-            plan = self._container._plans[key]
-        except KeyError:
-            plan = self._container._plan(key)
-        # None: "resolve in whatever checkpoint is current" (singletons ignore it)
-        return plan(None)
-
-    def aresolve(self, key: TypeForm[T], /) -> Coroutine[Any, Any, T]:
-        value = dict.get(self, key, _MISSING)
-        if value is not _MISSING:
-            return _ready(value)
-        container = self._container
-        plan = container._aplans.get(key) or container._aplan(key)
-        return plan(None)  # type: ignore[no-any-return]
 
     def __repr__(self) -> str:
         return f"<di.Checkpoint {self.level!r} (container root) at {id(self):#x}>"
