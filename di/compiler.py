@@ -27,6 +27,7 @@ Concurrency, and why it costs almost nothing on the common path:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Final
@@ -628,10 +629,21 @@ class Compiler:
 
     def _register_waiter(self, cp: Checkpoint, marker_key: object) -> Any:
         event = aiologic.Event()
-        self.waiters.setdefault((cp, marker_key), []).append(event)
+        waiting = self.waiters.setdefault((cp, marker_key), [])
+        waiting.append(event)
         # Re-check after registering: the creator may have finished in between
         # (it removes its marker before it wakes waiters).
-        return event if marker_key in cp else None
+        if marker_key in cp:
+            return event
+        with contextlib.suppress(ValueError):  # already woken and popped
+            waiting.remove(event)
+        return None
+
+    def forget(self, cp: Checkpoint) -> None:
+        """Drop the waiter lists of a torn-down checkpoint (they would keep
+        it alive); called only when some creation was ever contended."""
+        for entry in [k for k in list(self.waiters) if k[0] is cp]:
+            self.waiters.pop(entry, None)
 
     def _wait(self, cp: Checkpoint, key: Any, marker_key: object) -> Any:
         self._check_cycle(cp, marker_key, threading.get_ident())

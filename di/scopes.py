@@ -145,7 +145,7 @@ class Checkpoint(dict[Any, Any]):
 
     # Only what every checkpoint needs is a slot, set once at creation:
     # a request scope pays for each store.
-    __slots__ = ("_async", "_container", "_exits", "_level", "_parent", "_token")
+    __slots__ = ("__weakref__", "_async", "_container", "_exits", "_level", "_parent", "_token")
 
     _container: Container
     _exits: list[Any] | None
@@ -280,8 +280,7 @@ class Checkpoint(dict[Any, Any]):
         try:
             return unwind(exits, exc) if exits else False
         finally:
-            dict.clear(self)  # serve nothing once torn down; hold() sees _exits None
-            self._container._live.pop(self, None)
+            self._after_teardown()
 
     async def __aenter__(self) -> Checkpoint:
         return self.__enter__()
@@ -314,7 +313,10 @@ class Checkpoint(dict[Any, Any]):
 
     def _after_teardown(self) -> None:
         dict.clear(self)  # serve nothing once torn down; hold() sees _exits None
-        self._container._live.pop(self, None)
+        container = self._container
+        container._live.pop(self, None)
+        if container._compiler.waiters:
+            container._compiler.forget(self)
 
     def _out_of_order(self) -> ScopeError:
         current = self._container._storage.get(None)
@@ -487,10 +489,9 @@ class Checkpoint(dict[Any, Any]):
         # checkpoint) but keep the claim, so later holds see it is closed.
         # A later hold() finds _exits None and refuses.
         hold = dict.get(self, _HOLD)
-        dict.clear(self)
+        self._after_teardown()
         if hold is not None:
             dict.__setitem__(self, _HOLD, _CLOSING)
-        self._container._live.pop(self, None)
 
 
 class Hold:

@@ -536,3 +536,35 @@ async def test_scoped_created_once_under_task_group_children() -> None:
     assert len(got) == 16
     assert len({id(g) for g in got}) == 1
     assert calls == 1
+
+
+def test_a_contended_scoped_creation_leaves_no_reference_to_its_checkpoint() -> None:
+    """Tasks that waited for a scoped instance another task was creating must
+    not leave anything behind that keeps the checkpoint alive."""
+    import gc
+    import weakref
+
+    class Conn:
+        pass
+
+    reg = di.Registry()
+
+    @reg.provider(scope="request")
+    async def conn() -> Conn:
+        for _ in range(3):
+            await asyncio.sleep(0)
+        return Conn()
+
+    container = di.Container(reg)
+
+    async def main() -> weakref.ref[di.Checkpoint]:
+        async with container, container.scope("request") as scope:
+            got = await asyncio.gather(*(scope.aresolve(Conn) for _ in range(8)))
+            # and later ones hit the cached instance
+            got += await asyncio.gather(*(scope.aresolve(Conn) for _ in range(8)))
+            assert len({id(c) for c in got}) == 1
+        return weakref.ref(scope)
+
+    ref = asyncio.run(asyncio.wait_for(main(), 10))
+    gc.collect()
+    assert ref() is None, "the torn-down checkpoint is still referenced"
