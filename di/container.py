@@ -20,9 +20,11 @@ from typing import TYPE_CHECKING, Any, Final, TypeVar
 import aiologic
 import aiologic.lowlevel
 
+from di.client import ClientContext
 from di.compiler import Compiler
 from di.errors import AsyncProviderError, ProviderNotFoundError, ScopeError, describe_key
 from di.graph import Graph
+from di.lifecycle import RefCounted
 from di.registry import Kind, Provider, Registry, default_registry, make_provider, normalize_key
 from di.scopes import Checkpoint, ContextVarStorage, Root, Storage, ThreadLocalStorage, make_storage
 from di.scopes import new_checkpoint as _new_checkpoint
@@ -49,21 +51,8 @@ def active_container() -> Container | None:
     return None if head is None else head[0]
 
 
-def _lifecycle_types() -> tuple[type, ...]:
-    found: list[type] = []
-    try:
-        from di.lifecycle import RefCounted
-
-        found.append(RefCounted)
-    except ImportError:  # pragma: no cover - lifecycle is part of the package
-        pass
-    try:
-        from di.client import ClientContext
-
-        found.append(ClientContext)
-    except ImportError:  # pragma: no cover
-        pass
-    return tuple(found)
+# What a singleton provider may return for the container to enter and release.
+_LIFECYCLES: Final = (RefCounted, ClientContext)
 
 
 class Container:
@@ -107,10 +96,8 @@ class Container:
         self._live: dict[Checkpoint, None] = {}
         self._root: Root = _new_checkpoint(self, 0, Root)
         self._compiler = Compiler(self)
-        self._lifecycles: tuple[type, ...] | None = None
         self._refs = 0
         self._open = False
-        self._close_requested = False
         self._lifecycle_lock = aiologic.Lock()
         self._fill_values()
         # The hot path: C-level dict lookups, no Python frame for a cache hit.
@@ -222,31 +209,24 @@ class Container:
         log.warning("%r needs async teardown; it will run when the container closes", cp)
 
     # -- singletons that are lifecycles -----------------------------------------
-    def _lifecycle(self, value: Any) -> bool:
-        types = self._lifecycles
-        if types is None:
-            types = self._lifecycles = _lifecycle_types()
-        return isinstance(value, types)
-
     def _enter_lifecycle(self, value: Any, exits: list[Any]) -> Any:
-        if self._lifecycle(value):
-            if not hasattr(value, "__enter__"):
-                raise AsyncProviderError(
-                    f"{type(value).__name__} can only be entered with `async with`; resolve "
-                    f"it with `await container.aresolve(...)`"
-                )
-            value.__enter__()
+        if isinstance(value, ClientContext):
+            raise AsyncProviderError(
+                f"{type(value).__name__} can only be entered with `async with`; resolve "
+                f"it with `await container.aresolve(...)`"
+            )
+        if isinstance(value, RefCounted):
+            value.__enter__()  # AsyncProviderError if its open or close is async
             exits.append(value.__exit__)
         return value
 
     async def _aenter_lifecycle(self, value: Any, exits: list[Any]) -> Any:
-        if self._lifecycle(value):
-            if getattr(value, "is_async", True) is False:
-                # A RefCounted with sync open/close is entered (and later left)
-                # synchronously, so a sync close of the container can release it.
-                value.__enter__()
-                exits.append(value.__exit__)
-                return value
+        if isinstance(value, RefCounted) and not value.is_async:
+            # Entered (and later left) synchronously, so a sync close of the
+            # container can release it.
+            value.__enter__()
+            exits.append(value.__exit__)
+        elif isinstance(value, _LIFECYCLES):
             await value.__aenter__()
             exits.append(AsyncExit(value.__aexit__))
         return value
@@ -385,7 +365,6 @@ class Container:
                 "the last exit (pass force=True to close now)",
                 self._refs,
             )
-            self._close_requested = True
             return True
         return False
 
@@ -397,9 +376,7 @@ class Container:
         while cp is not None:
             own.add(id(cp))
             cp = cp._parent
-        left = [cp for cp in list(self._live) if id(cp) not in own and cp._held()]
-        # Deepest first: a forced teardown is LIFO across levels too.
-        return sorted(left, key=lambda cp: -cp._level)
+        return [cp for cp in list(self._live) if id(cp) not in own and cp._held()]
 
     def _wait_for_holders(self, deadline: float) -> list[Checkpoint]:
         while True:
@@ -418,22 +395,25 @@ class Container:
                 self.shutdown_timeout,
             )
 
+    def _to_tear_down(self, stuck: list[Checkpoint]) -> list[Checkpoint]:
+        """The stuck checkpoints plus those nobody holds but that still wait
+        for (async) teardown, deepest first: LIFO across levels."""
+        unheld = [cp for cp in list(self._live) if cp._exits is not None and not cp._held()]
+        return sorted(stuck + unheld, key=lambda cp: -cp._level)
+
     def _close_now(self) -> None:
         stuck = self._wait_for_holders(time.monotonic() + self.shutdown_timeout)
         self._warn_forced(stuck)
-        leftovers = sorted(
-            (cp for cp in list(self._live) if cp._exits is not None and not cp._held()),
-            key=lambda cp: -cp._level,
-        )
+        doomed = self._to_tear_down(stuck)
         root = self._root
-        pending = [cp for cp in stuck + leftovers if cp._exits and needs_async(cp._exits)]
+        pending = [cp for cp in doomed if cp._exits and needs_async(cp._exits)]
         if pending or needs_async(root._exits or []):
             raise AsyncProviderError(
                 "the container holds async teardown (async generator or async context manager "
                 "providers); close it with `async with container` or `await container.aclose()`"
             )
         try:
-            for cp in stuck + leftovers:
+            for cp in doomed:
                 cp._teardown(None)
         finally:
             exits, root._exits = root._exits, []
@@ -447,13 +427,9 @@ class Container:
         while (left := self._stragglers()) and time.monotonic() < deadline:
             await aiologic.lowlevel.async_sleep(0.005)
         self._warn_forced(left)
-        leftovers = sorted(
-            (cp for cp in list(self._live) if cp._exits is not None and not cp._held()),
-            key=lambda cp: -cp._level,
-        )
         root = self._root
         try:
-            for cp in left + leftovers:
+            for cp in self._to_tear_down(left):
                 await cp._ateardown(None)
         finally:
             exits, root._exits = root._exits, []
@@ -469,7 +445,6 @@ class Container:
         self._aplans.clear()
         self._open = False
         self._root._async = False
-        self._close_requested = False
         self._fill_values()
 
 

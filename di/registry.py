@@ -447,11 +447,6 @@ class Registry:
         for provider in other:
             self.add(provider, override=override)
 
-    def copy(self) -> Registry:
-        new = Registry(self.levels)
-        new._providers = dict(self._providers)
-        return new
-
 
 default_registry: Final = Registry()
 """Where `register_provider` registers unless told otherwise."""

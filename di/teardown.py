@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import AsyncGenerator, Callable, Generator
-from types import AsyncGeneratorType, GeneratorType, TracebackType
+from types import AsyncGeneratorType, GeneratorType
 from typing import Any, NamedTuple
 
 __all__ = ["AsyncExit", "aunwind", "needs_async", "unwind"]
@@ -29,8 +29,6 @@ __all__ = ["AsyncExit", "aunwind", "needs_async", "unwind"]
 # The exception being handled where the unwind starts (ExitStack's frame_exc).
 # sys.exception() (3.11+) skips building exc_info's tuple on every scope exit.
 _handled: Callable[[], BaseException | None] = getattr(sys, "exception", lambda: sys.exc_info()[1])
-
-ExcInfo = tuple[type[BaseException] | None, BaseException | None, TracebackType | None]
 
 
 class AsyncExit(NamedTuple):
