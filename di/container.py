@@ -93,9 +93,15 @@ class Container:
         self._storage: Storage = make_storage(storage)
         self._plans: dict[Any, Any] = {}
         self._aplans: dict[Any, Any] = {}
+        # Checkpoints that may outlive their block (held, or left waiting for
+        # async teardown): what shutdown waits for and tears down. A scope that
+        # nobody holds is torn down by its own block and never registered.
         self._live: dict[Checkpoint, None] = {}
         self._root: Root = _new_checkpoint(self, 0, Root)
         self._compiler = Compiler(self)
+        # The compiler's waiter lists, read by every scope exit: empty unless
+        # some scoped creation was ever contended.
+        self._waiters = self._compiler.waiters
         self._refs = 0
         self._open = False
         self._lifecycle_lock = aiologic.Lock()
@@ -190,9 +196,13 @@ class Container:
         cp: Checkpoint | None = self._storage.get(None)
         return cp
 
-    def live_checkpoints(self, level: str | None = None) -> int:
-        """Checkpoints entered and not yet torn down (of ``level``, or all)."""
-        live = list(self._live)
+    def lingering_checkpoints(self, level: str | None = None) -> int:
+        """Checkpoints (of ``level``, or all) whose block has ended but that
+        are not torn down yet: kept open by ``hold()``/``spawn()``, or waiting
+        for an async teardown that a sync exit could not run.
+
+        A scope nobody holds is torn down by its own block and never counts."""
+        live = [cp for cp in list(self._live) if cp._lingers()]
         if level is None:
             return len(live)
         return sum(1 for cp in live if cp.level == level)
@@ -206,6 +216,7 @@ class Container:
 
     def _orphan(self, cp: Checkpoint) -> None:
         # Nobody holds it any more; the container's (async) close tears it down.
+        self._live[cp] = None
         log.warning("%r needs async teardown; it will run when the container closes", cp)
 
     # -- singletons that are lifecycles -----------------------------------------

@@ -23,14 +23,23 @@ import contextvars
 import logging
 import threading
 from collections.abc import Coroutine
-from types import TracebackType
+from types import AsyncGeneratorType, GeneratorType, TracebackType
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 import aiologic
 
 from di.errors import AsyncProviderError, CheckpointClosedError, ScopeError
 from di.levels import DEFAULT_ORDER, Scope
-from di.teardown import aunwind, needs_async, unwind
+from di.teardown import (
+    adidnt_stop,
+    aunwind,
+    aunwind_raised,
+    didnt_stop,
+    handled,
+    needs_async,
+    unwind,
+    unwind_raised,
+)
 
 if TYPE_CHECKING:
     from typing_extensions import TypeForm
@@ -223,6 +232,10 @@ class Checkpoint(dict[Any, Any]):
             return state.block or bool(state.holders)
         return self._token is not _EXITED
 
+    def _lingers(self) -> bool:
+        """Open although the block that entered it has ended."""
+        return self._token is _EXITED and self._exits is not None
+
     def describe_holders(self) -> str:
         """Who holds this checkpoint now, for logs and shutdown warnings."""
         state = dict.get(self, _HOLD)
@@ -246,7 +259,6 @@ class Checkpoint(dict[Any, Any]):
             raise self._cannot_enter(parent)
         self._parent = parent
         self._token = storage.set(self)
-        container._live[self] = None
         return self
 
     def _cannot_enter(self, parent: Checkpoint) -> ScopeError:
@@ -270,52 +282,85 @@ class Checkpoint(dict[Any, Any]):
             raise self._out_of_order()
         storage.reset(self._token)
         self._token = _EXITED
-        if dict.setdefault(self, _HOLD, _CLOSING) is not _CLOSING:
+        if _setdefault(self, _HOLD, _CLOSING) is not _CLOSING:
             return self._release(exc, None)  # somebody holds it: maybe not last
         exits = self._exits
         if self._async or exits is None:
             return self._teardown(exc)  # the rare cases, with their errors
-        # The common case, inline: nobody else holds it, sync teardown.
+        # The common case, inline: nobody else holds it, sync teardown, and
+        # (when the block raised nothing) generator providers, finished right
+        # here as `unwind` would, without its frame and its general loop.
         self._exits = None
         try:
+            if exits and exc is None:
+                frame = handled()
+                try:
+                    while exits and type(exits[-1]) is GeneratorType:
+                        gen = exits.pop()
+                        for _ in gen:
+                            didnt_stop(gen)
+                except BaseException as new:
+                    exc = new
+                if exc is not None:  # go on outside the handler: no implicit chaining
+                    return unwind_raised(exits, exc, frame)
             return unwind(exits, exc) if exits else False
         finally:
-            self._after_teardown()
+            _clear(self)
+            if self._container._waiters:
+                self._container._compiler.forget(self)
 
     async def __aenter__(self) -> Checkpoint:
         return self.__enter__()
 
-    def __aexit__(
+    async def __aexit__(
         self,
         exc_type: type[BaseException] | None,
         exc: BaseException | None,
         tb: TracebackType | None,
-    ) -> Coroutine[Any, Any, bool | None]:
-        # Not `async def` either: the common case returns aunwind's coroutine
-        # (or a ready one) directly, one coroutine per exit instead of two.
+    ) -> bool | None:
         storage = self._container._storage
         if storage.get(None) is not self:
             raise self._out_of_order()
         storage.reset(self._token)
         self._token = _EXITED
-        if dict.setdefault(self, _HOLD, _CLOSING) is not _CLOSING:
-            return self._arelease(exc, None)
+        if _setdefault(self, _HOLD, _CLOSING) is not _CLOSING:
+            return await self._arelease(exc, None)
         exits = self._exits
         if exits is None:
-            return _ready(False)
+            return False
         self._exits = None
-        if self._async:
-            return aunwind(exits, exc, self._after_teardown)
         try:
-            return _ready(unwind(exits, exc) if exits else False)
+            # As in __exit__: generators and async generators finished inline.
+            if exits and exc is None:
+                frame = handled()
+                try:
+                    while exits:
+                        kind = type(exits[-1])
+                        if kind is AsyncGeneratorType:
+                            agen = exits.pop()
+                            async for _ in agen:
+                                await adidnt_stop(agen)
+                        elif kind is GeneratorType:
+                            gen = exits.pop()
+                            for _ in gen:
+                                didnt_stop(gen)
+                        else:
+                            break
+                except BaseException as new:
+                    exc = new
+                if exc is not None:
+                    return await aunwind_raised(exits, exc, frame)
+            return await aunwind(exits, exc) if exits else False
         finally:
-            self._after_teardown()
+            _clear(self)
+            if self._container._waiters:
+                self._container._compiler.forget(self)
 
     def _after_teardown(self) -> None:
         dict.clear(self)  # serve nothing once torn down; hold() sees _exits None
         container = self._container
         container._live.pop(self, None)
-        if container._compiler.waiters:
+        if container._waiters:
             container._compiler.forget(self)
 
     def _out_of_order(self) -> ScopeError:
@@ -391,12 +436,14 @@ class Checkpoint(dict[Any, Any]):
 
     def _state(self) -> _Holds:
         state = dict.get(self, _HOLD)
-        if state is None:
+        if state is None and self._exits is not None:
             new = _Holds()
             state = dict.setdefault(self, _HOLD, new)
             if state is new:
+                # It may now outlive its block: shutdown must be able to find it.
+                self._container._live[self] = None
                 self._hold_parent()
-        if state is _CLOSING or self._exits is None:
+        if not isinstance(state, _Holds) or self._exits is None:
             raise CheckpointClosedError(
                 f"{self!r} has been torn down and cannot be held; hold it while its block is "
                 f"still running (e.g. call hold()/spawn() inside the `with` block)"
@@ -572,6 +619,8 @@ class _Sentinel:
 
 
 _MISSING: Final = _Sentinel("<missing>")
+_setdefault = dict.setdefault
+_clear = dict.clear
 _EXITED: Final = _Sentinel("<exited>")
 # Strong references to release tasks started from done-callbacks, so the
 # event loop cannot drop them before they run.

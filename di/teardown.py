@@ -22,13 +22,24 @@ from __future__ import annotations
 import sys
 from collections.abc import AsyncGenerator, Callable, Generator
 from types import AsyncGeneratorType, GeneratorType
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, NoReturn
 
-__all__ = ["AsyncExit", "aunwind", "needs_async", "unwind"]
+__all__ = [
+    "AsyncExit",
+    "adidnt_stop",
+    "aunwind",
+    "aunwind_raised",
+    "didnt_stop",
+    "handled",
+    "needs_async",
+    "unwind",
+    "unwind_raised",
+]
 
 # The exception being handled where the unwind starts (ExitStack's frame_exc).
 # sys.exception() (3.11+) skips building exc_info's tuple on every scope exit.
-_handled: Callable[[], BaseException | None] = getattr(sys, "exception", lambda: sys.exc_info()[1])
+handled: Callable[[], BaseException | None] = getattr(sys, "exception", lambda: sys.exc_info()[1])
+_UNSET: Any = object()
 
 
 class AsyncExit(NamedTuple):
@@ -45,14 +56,26 @@ def _name(gen: Any) -> str:
     return str(getattr(gen, "__qualname__", gen))
 
 
+def didnt_stop(gen: Generator[Any, Any, Any]) -> NoReturn:
+    """What contextmanager does when a generator yields a second time."""
+    try:
+        raise RuntimeError(f"generator provider {_name(gen)} didn't stop")
+    finally:
+        gen.close()
+
+
+async def adidnt_stop(agen: AsyncGenerator[Any, Any]) -> NoReturn:
+    try:
+        raise RuntimeError(f"generator provider {_name(agen)} didn't stop")
+    finally:
+        await agen.aclose()
+
+
 def _exit_generator(gen: Generator[Any, Any, Any], exc: BaseException | None) -> bool:
     # contextlib.contextmanager.__exit__, for a generator already past its yield.
     if exc is None:
         for _ in gen:  # exhausting beats next() + catching StopIteration
-            try:
-                raise RuntimeError(f"generator provider {_name(gen)} didn't stop")
-            finally:
-                gen.close()
+            didnt_stop(gen)
         return False
     tb = exc.__traceback__
     try:
@@ -82,10 +105,7 @@ async def _exit_async_generator(agen: AsyncGenerator[Any, Any], exc: BaseExcepti
     # contextlib.asynccontextmanager.__aexit__, for a generator past its yield.
     if exc is None:
         async for _ in agen:
-            try:
-                raise RuntimeError(f"generator provider {_name(agen)} didn't stop")
-            finally:
-                await agen.aclose()
+            await adidnt_stop(agen)
         return False
     tb = exc.__traceback__
     try:
@@ -134,15 +154,22 @@ def _reraise(exc: BaseException) -> None:
         raise
 
 
-def unwind(exits: list[Any], exc: BaseException | None) -> bool:
+def unwind(
+    exits: list[Any],
+    exc: BaseException | None,
+    frame: BaseException | None = _UNSET,
+    pending: bool = False,
+) -> bool:
     """Run every exit, LIFO; return True if ``exc`` was suppressed.
 
     Raises the last exception a teardown raised (chained like ExitStack).
-    An async entry here is a bug of the caller: use `aunwind`.
+    An async entry here is a bug of the caller: use `aunwind`. ``frame`` and
+    ``pending`` continue an unwind begun elsewhere (see `unwind_raised`).
     """
-    received = exc is not None
-    frame = _handled()
-    suppressed = pending = False
+    received = exc is not None and not pending
+    if frame is _UNSET:
+        frame = handled()
+    suppressed = False
     while exits:
         entry = exits.pop()
         try:
@@ -150,10 +177,7 @@ def unwind(exits: list[Any], exc: BaseException | None) -> bool:
                 if exc is None:
                     # the common case, inlined: a clean generator finishes here
                     for _ in entry:
-                        try:
-                            raise RuntimeError(f"generator provider {_name(entry)} didn't stop")
-                        finally:
-                            entry.close()
+                        didnt_stop(entry)
                     continue
                 stop = _exit_generator(entry, exc)
             elif type(entry) is AsyncGeneratorType or type(entry) is AsyncExit:
@@ -176,18 +200,35 @@ def unwind(exits: list[Any], exc: BaseException | None) -> bool:
     return received and suppressed
 
 
+def unwind_raised(exits: list[Any], new: BaseException, frame: BaseException | None) -> bool:
+    """Go on unwinding after an exit raised ``new`` in a block that raised
+    nothing (a caller's inline fast path): chain ``new`` as ExitStack would,
+    run the remaining exits, re-raise unless one suppresses it."""
+    _fix_context(new, None, frame)
+    return unwind(exits, new, frame, pending=True)
+
+
+async def aunwind_raised(exits: list[Any], new: BaseException, frame: BaseException | None) -> bool:
+    """The async twin of `unwind_raised`."""
+    _fix_context(new, None, frame)
+    return await aunwind(exits, new, frame=frame, pending=True)
+
+
 async def aunwind(
-    exits: list[Any], exc: BaseException | None, after: Callable[[], None] | None = None
+    exits: list[Any],
+    exc: BaseException | None,
+    after: Callable[[], None] | None = None,
+    frame: BaseException | None = _UNSET,
+    pending: bool = False,
 ) -> bool:
     """`unwind` for a list that may hold async entries (AsyncExitStack).
 
-    ``after`` runs once everything is unwound, raising or not: it lets a
-    checkpoint's ``__aexit__`` hand back this coroutine itself instead of
-    wrapping it in one more.
+    ``after`` runs once everything is unwound, raising or not.
     """
-    received = exc is not None
-    frame = _handled()
-    suppressed = pending = False
+    received = exc is not None and not pending
+    if frame is _UNSET:
+        frame = handled()
+    suppressed = False
     try:
         while exits:
             entry = exits.pop()
@@ -198,10 +239,7 @@ async def aunwind(
                 elif kind is AsyncGeneratorType:
                     if exc is None:
                         async for _ in entry:
-                            try:
-                                raise RuntimeError(f"generator provider {_name(entry)} didn't stop")
-                            finally:
-                                await entry.aclose()
+                            await adidnt_stop(entry)
                         continue
                     stop = await _exit_async_generator(entry, exc)
                 elif kind is AsyncExit:

@@ -74,10 +74,10 @@ async def main() -> None:
     container = di.Container(registry)
     async with container:
         task = await handle_request(container, "alice")
-        say(f"live request checkpoints: {container.live_checkpoints('request')}")
+        say(f"request checkpoints lingering after their block: {container.lingering_checkpoints('request')}")
         await task
         await asyncio.sleep(0)  # let the released checkpoint finish its teardown
-        say(f"live request checkpoints: {container.live_checkpoints('request')}")
+        say(f"request checkpoints lingering after their block: {container.lingering_checkpoints('request')}")
     # leaving the container would also have waited (up to shutdown_timeout) for the task
 
 

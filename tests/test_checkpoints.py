@@ -276,9 +276,9 @@ def di_warnings(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
 
 
 def assert_counts_zero(container: di.Container) -> None:
-    assert container.live_checkpoints() == 0
+    assert container.lingering_checkpoints() == 0
     assert container.held_checkpoints() == 0
-    assert container.live_checkpoints("request") == 0
+    assert container.lingering_checkpoints("request") == 0
     assert container.held_checkpoints("request") == 0
 
 
@@ -323,7 +323,7 @@ def test_spawned_task_outlives_request_block_and_keeps_its_session() -> None:
             assert not s.closed
             assert not first.closed
             assert log.count("session-close") == 0
-            assert container.live_checkpoints("request") == 1
+            assert container.lingering_checkpoints("request") == 1
             assert container.held_checkpoints("request") == 1
 
             release.set()
@@ -546,7 +546,7 @@ def test_thread_hold_outlives_request_block_and_tears_down_in_the_thread() -> No
         assert not s.closed
         assert not first.closed
         assert log.count("sync-close") == 0
-        assert container.live_checkpoints("request") == 1
+        assert container.lingering_checkpoints("request") == 1
         assert container.held_checkpoints("request") == 1
 
         go.set()
@@ -779,7 +779,7 @@ def test_trio_hold_in_nursery_task_outlives_request_block() -> None:
                     log.add("block-exited")
                     assert not s.closed
                     assert not first.closed
-                    assert container.live_checkpoints("request") == 1
+                    assert container.lingering_checkpoints("request") == 1
                     assert container.held_checkpoints("request") == 1
                     go.set()
                 assert s.closed
@@ -1206,7 +1206,7 @@ def test_shutdown_force_closes_stuck_spawned_holder_with_warning(
 
         # torn down anyway, singletons only after it
         assert s.closed and session.closed
-        assert container.live_checkpoints() == 0
+        assert container.lingering_checkpoints() == 0
 
         # the stuck holder finally goes away: its late release is a no-op
         task.cancel()
@@ -1259,7 +1259,7 @@ def test_sync_shutdown_force_closes_stuck_thread_holder_with_warning(
 
     assert first.closed and s.closed
     assert log.index("sync-close") < log.index("engine-close") < log.index("container-closed")
-    assert container.live_checkpoints() == 0
+    assert container.lingering_checkpoints() == 0
     warnings = di_warnings(caplog)
     assert warnings, "force-closing a held checkpoint must warn"
     assert any("request" in r.getMessage() for r in warnings), [r.getMessage() for r in warnings]
@@ -1341,12 +1341,10 @@ def test_live_and_held_counts_per_level_and_total() -> None:
         async with container:
             assert_counts_zero(container)
             async with container.scope("session") as sess:
-                assert container.live_checkpoints("session") == 1
-                assert container.live_checkpoints("request") == 0
-                assert container.live_checkpoints() == 1
+                # Inside their blocks, nothing lingers: the blocks will tear them down.
+                assert container.lingering_checkpoints() == 0
                 async with container.scope("request") as req:
-                    assert container.live_checkpoints("request") == 1
-                    assert container.live_checkpoints() == 2
+                    assert container.lingering_checkpoints() == 0
                     assert container.held_checkpoints() == 0  # the entering block is not a "hold"
                     async with req.hold():
                         assert container.held_checkpoints("request") == 1
@@ -1369,22 +1367,22 @@ def test_live_and_held_counts_per_level_and_total() -> None:
                     t1 = req.spawn(bg())
                     t2 = req.spawn(bg())
                     assert container.held_checkpoints("request") == 2
-                assert container.live_checkpoints("request") == 1
+                assert container.lingering_checkpoints("request") == 1
                 assert container.held_checkpoints("request") == 2
                 assert container.held_checkpoints() == 2
                 async with container.scope("request") as req2:
                     assert req2 is not req
-                    assert container.live_checkpoints("request") == 2
-                    assert container.live_checkpoints() == 3
-                assert container.live_checkpoints("request") == 1
+                    assert container.lingering_checkpoints("request") == 1
+                    assert container.lingering_checkpoints() == 1
+                assert container.lingering_checkpoints("request") == 1
                 gate.set()
                 await asyncio.wait_for(asyncio.gather(t1, t2), WAIT)
                 await wait_until(lambda: req.closed, "the request checkpoint is torn down")
-                assert container.live_checkpoints("request") == 0
+                assert container.lingering_checkpoints("request") == 0
                 assert container.held_checkpoints() == 0
-                assert container.live_checkpoints() == 1
+                assert container.lingering_checkpoints() == 0
             assert_counts_zero(container)
-            assert container.live_checkpoints("session") == 0
+            assert container.lingering_checkpoints("session") == 0
 
     arun(main)
 
@@ -1421,7 +1419,7 @@ def test_counts_return_to_zero_after_failures_and_cancellations() -> None:
                 assert isinstance(results[1], asyncio.CancelledError)
                 assert isinstance(results[2], Session)
             await wait_until(
-                lambda: container.live_checkpoints() == 0, "every checkpoint is torn down"
+                lambda: container.lingering_checkpoints() == 0, "every checkpoint is torn down"
             )
             assert_counts_zero(container)
         assert log.count("session-open") == 20
@@ -1553,7 +1551,8 @@ def test_200_requests_each_spawning_3_background_tasks() -> None:
                 else:
                     assert res is None, (i, k, res)  # e.g. an AssertionError inside a task
             await wait_until(
-                lambda: container.live_checkpoints() == 0, "every request checkpoint is torn down"
+                lambda: container.lingering_checkpoints() == 0,
+                "every request checkpoint is torn down",
             )
             assert_counts_zero(container)
 

@@ -590,18 +590,25 @@ def test_teardown_errors_still_close_everything() -> None:
     assert not c.is_open
 
 
-def test_live_checkpoints_counts() -> None:
+def test_lingering_checkpoints_counts_scopes_held_past_their_block() -> None:
     reg, _ = counting_registry()
     c = di.Container(reg)
     with c:
-        assert c.live_checkpoints() == 0
-        with c.scope("session"):
-            with c.scope("request"):
-                assert c.live_checkpoints() == 2
-                assert c.live_checkpoints("request") == 1
-                assert c.live_checkpoints("session") == 1
-            assert c.live_checkpoints("request") == 0
-        assert c.live_checkpoints() == 0
+        assert c.lingering_checkpoints() == 0
+        with c.scope("session") as session:
+            with c.scope("request") as request:
+                assert c.lingering_checkpoints() == 0  # their blocks will tear them down
+                held = request.hold()
+                held.__enter__()
+            assert c.lingering_checkpoints("request") == 1
+            assert c.lingering_checkpoints("session") == 0  # its block is still running
+            assert c.lingering_checkpoints() == 1
+        # the held request keeps its session open too
+        assert c.lingering_checkpoints() == 2
+        assert not session.closed
+        held.__exit__(None, None, None)
+        assert request.closed and session.closed
+        assert c.lingering_checkpoints() == 0
 
 
 def test_reopened_container_never_serves_a_closed_singleton_through_a_compiled_plan() -> None:
