@@ -19,8 +19,9 @@ Concurrency, and why it costs almost nothing on the common path:
   again;
 - a scoped instance is created under a marker: the creator puts its thread
   or task identity into the checkpoint's dict under a per-key private key
-  (one ``setdefault``), and removes it when done. Another thread or task that
-  finds the marker waits on an `aiologic.Event`; the creator finding its own
+  (one ``setdefault``); it stays beside the stored value and is taken back
+  only if creation fails. Another thread or task that finds the marker
+  without the value waits on an `aiologic.Event`; the creator finding its own
   identity there is a cycle.
 """
 
@@ -128,7 +129,7 @@ class Compiler:
         self.container = container
         self.waiters: dict[Any, list[Any]] = {}
         self.locks: dict[Any, Any] = {}
-        self.marker_keys: dict[Any, object] = {}
+        self.marker_keys: dict[Any, _MarkerKey] = {}
 
     # -- public entry points -------------------------------------------------
     def plan(self, key: Any) -> Plan:
@@ -243,6 +244,7 @@ class Compiler:
             "_M": _M,
             "_dget": dict.get,
             "_setdefault": dict.setdefault,
+            "_pop": dict.pop,
             "_ident": threading.get_ident,
             "_task_ident": _task_ident,
             "_get_running_loop": _get_running_loop,
@@ -460,12 +462,17 @@ class Compiler:
         fn.lines += head
         fn.owners[("c", level)] = "c"
         expr = self._emit_creation(fn, key, "c", "ex", is_async, pad)
+        # The marker stays once the value is stored (a hit never looks at it,
+        # and the checkpoint drops both at teardown); only a failed creation
+        # takes it back, so that the next caller creates afresh.
         fn.lines += [
             f"{pad}v = {expr}",
             f"{pad}c[{k}] = v",
-            "    finally:",
-            f"        del c[{pk}]",
+            "    except BaseException:",
+            f"        _pop(c, {pk}, None)",
             f"        if _waiters: _wake(c, {pk})",
+            "        raise",
+            f"    if _waiters: _wake(c, {pk})",
             "    return v",
         ]
         return self._compile(fn, "plan")  # type: ignore[no-any-return]
@@ -589,7 +596,7 @@ class Compiler:
             lock = self.locks.setdefault(key, aiologic.Lock())
         return lock
 
-    def _marker_key(self, key: Any) -> object:
+    def _marker_key(self, key: Any) -> _MarkerKey:
         marker = self.marker_keys.get(key)
         if marker is None:
             marker = self.marker_keys.setdefault(key, _MarkerKey(key))
@@ -619,21 +626,21 @@ class Compiler:
             f"to keep a checkpoint alive for work that outlives its block"
         )
 
-    def _check_cycle(self, cp: Checkpoint, marker_key: object, me: int) -> None:
+    def _check_cycle(self, cp: Checkpoint, marker_key: _MarkerKey, me: int) -> None:
         if dict.get(cp, marker_key) == me:
-            key = marker_key.key  # type: ignore[attr-defined]
+            key = marker_key.key
             raise CircularDependencyError(
                 f"{describe_key(key)} needed itself while being created in {cp!r}: its "
                 f"factory resolves it (directly or through another factory)"
             )
 
-    def _register_waiter(self, cp: Checkpoint, marker_key: object) -> Any:
+    def _register_waiter(self, cp: Checkpoint, marker_key: _MarkerKey) -> Any:
         event = aiologic.Event()
         waiting = self.waiters.setdefault((cp, marker_key), [])
         waiting.append(event)
         # Re-check after registering: the creator may have finished in between
-        # (it removes its marker before it wakes waiters).
-        if marker_key in cp:
+        # (it stores the value, or removes its marker, before it wakes waiters).
+        if marker_key in cp and marker_key.key not in cp:
             return event
         with contextlib.suppress(ValueError):  # already woken and popped
             waiting.remove(event)
@@ -645,21 +652,21 @@ class Compiler:
         for entry in [k for k in list(self.waiters) if k[0] is cp]:
             self.waiters.pop(entry, None)
 
-    def _wait(self, cp: Checkpoint, key: Any, marker_key: object) -> Any:
+    def _wait(self, cp: Checkpoint, key: Any, marker_key: _MarkerKey) -> Any:
         self._check_cycle(cp, marker_key, threading.get_ident())
         event = self._register_waiter(cp, marker_key)
         if event is not None:
             event.wait()
         return cp[key]
 
-    async def _await(self, cp: Checkpoint, key: Any, marker_key: object) -> Any:
+    async def _await(self, cp: Checkpoint, key: Any, marker_key: _MarkerKey) -> Any:
         self._check_cycle(cp, marker_key, _task_ident())
         event = self._register_waiter(cp, marker_key)
         if event is not None:
             await event
         return await cp.aresolve(key)
 
-    def _wake(self, cp: Checkpoint, marker_key: object) -> None:
+    def _wake(self, cp: Checkpoint, marker_key: _MarkerKey) -> None:
         for event in self.waiters.pop((cp, marker_key), ()):
             event.set()
 
