@@ -35,7 +35,6 @@ from di.teardown import (
     aunwind,
     aunwind_raised,
     didnt_stop,
-    handled,
     needs_async,
     unwind,
     unwind_raised,
@@ -293,7 +292,6 @@ class Checkpoint(dict[Any, Any]):
         self._exits = None
         try:
             if exits and exc is None:
-                frame = handled()
                 try:
                     while exits and type(exits[-1]) is GeneratorType:
                         gen = exits.pop()
@@ -302,7 +300,7 @@ class Checkpoint(dict[Any, Any]):
                 except BaseException as new:
                     exc = new
                 if exc is not None:  # go on outside the handler: no implicit chaining
-                    return unwind_raised(exits, exc, frame)
+                    return unwind_raised(exits, exc)
             return unwind(exits, exc) if exits else False
         finally:
             _clear(self)
@@ -310,7 +308,17 @@ class Checkpoint(dict[Any, Any]):
                 self._container._compiler.forget(self)
 
     async def __aenter__(self) -> Checkpoint:
-        return self.__enter__()
+        # __enter__'s body again: a call from here would cost a frame.
+        container = self._container
+        storage = container._storage
+        parent = storage.get(None)
+        if parent is None:
+            parent = container._root
+        if parent._level >= self._level or self._token is not None:
+            raise self._cannot_enter(parent)
+        self._parent = parent
+        self._token = storage.set(self)
+        return self
 
     async def __aexit__(
         self,
@@ -332,7 +340,6 @@ class Checkpoint(dict[Any, Any]):
         try:
             # As in __exit__: generators and async generators finished inline.
             if exits and exc is None:
-                frame = handled()
                 try:
                     while exits:
                         kind = type(exits[-1])
@@ -349,7 +356,7 @@ class Checkpoint(dict[Any, Any]):
                 except BaseException as new:
                     exc = new
                 if exc is not None:
-                    return await aunwind_raised(exits, exc, frame)
+                    return await aunwind_raised(exits, exc)
             return await aunwind(exits, exc) if exits else False
         finally:
             _clear(self)

@@ -200,16 +200,22 @@ def unwind(
     return received and suppressed
 
 
-def unwind_raised(exits: list[Any], new: BaseException, frame: BaseException | None) -> bool:
+def unwind_raised(exits: list[Any], new: BaseException) -> bool:
     """Go on unwinding after an exit raised ``new`` in a block that raised
     nothing (a caller's inline fast path): chain ``new`` as ExitStack would,
-    run the remaining exits, re-raise unless one suppresses it."""
+    run the remaining exits, re-raise unless one suppresses it.
+
+    Call it after the ``except`` block that caught ``new`` has ended, so that
+    the exception being handled is again the one around the caller's ``with``
+    (ExitStack's frame exception), and no implicit chaining happens."""
+    frame = handled()
     _fix_context(new, None, frame)
     return unwind(exits, new, frame, pending=True)
 
 
-async def aunwind_raised(exits: list[Any], new: BaseException, frame: BaseException | None) -> bool:
+async def aunwind_raised(exits: list[Any], new: BaseException) -> bool:
     """The async twin of `unwind_raised`."""
+    frame = handled()
     _fix_context(new, None, frame)
     return await aunwind(exits, new, frame=frame, pending=True)
 
