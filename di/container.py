@@ -155,10 +155,13 @@ class Container:
         ``context`` supplies the values declared with
         ``registry.context(Key, scope=level)``.
         """
-        index = self._level_index.get(level)
+        try:
+            index = self._level_index[level]  # a subscript: cheaper than .get()
+        except (KeyError, TypeError):
+            raise ScopeError(
+                f"unknown scope {level!r}; levels are {' < '.join(self._levels)}"
+            ) from None
         if not index:
-            if index is None:
-                raise ScopeError(f"unknown scope {level!r}; levels are {' < '.join(self._levels)}")
             raise ScopeError(
                 f"{level!r} is the container itself, the outermost of "
                 f"{' < '.join(self._levels)}; enter the container (`with container:`) instead"

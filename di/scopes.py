@@ -190,7 +190,7 @@ class Checkpoint(dict[Any, Any]):
         ``await scope.aresolve(T)``."""
         # Not `async def`: a miss hands back the plan's own coroutine rather
         # than wrapping it in another (each coroutine costs a frame).
-        value = dict.get(self, key, _MISSING)
+        value = _dget(self, key, _MISSING)
         if value is not _MISSING:
             return _ready(value)
         container = self._container
@@ -628,6 +628,7 @@ class _Sentinel:
 _MISSING: Final = _Sentinel("<missing>")
 _setdefault = dict.setdefault
 _clear = dict.clear
+_dget = dict.get
 _EXITED: Final = _Sentinel("<exited>")
 # Strong references to release tasks started from done-callbacks, so the
 # event loop cannot drop them before they run.
