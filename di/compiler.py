@@ -17,20 +17,20 @@ Concurrency, and why it costs almost nothing on the common path:
 - a singleton is created under its own `aiologic.Lock`, made on first
   creation; once created it is served from the root dict and no lock is taken
   again;
-- a scoped instance is created under a marker: the creator puts its thread
-  or task identity into the checkpoint's dict under a per-key private key
-  (one ``setdefault``); it stays beside the stored value and is taken back
-  only if creation fails. Another thread or task that finds the marker
-  without the value waits on an `aiologic.Event`; the creator finding its own
-  identity there is a cycle.
+- a scoped instance is created under a marker: the creator puts a fresh
+  object into the checkpoint's dict under a per-key private key (one atomic
+  ``setdefault``); it stays beside the stored value and is taken back only if
+  creation fails. Another thread or task that finds the marker without the
+  value waits on an `aiologic.Event`, unless the creation that owns it is
+  further up its own stack: that is a cycle.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import threading
+import sys
 from collections.abc import Awaitable, Callable
+from types import FrameType
 from typing import TYPE_CHECKING, Any, Final
 
 import aiologic
@@ -57,26 +57,6 @@ Plan = Callable[[Any], Any]
 APlan = Callable[[Any], Awaitable[Any]]
 
 _M: Final = object()
-_get_running_loop = asyncio.events._get_running_loop
-
-
-# asyncio keeps the running task per loop in this dict (C and Python tasks
-# alike); reading it directly skips current_task()'s Python frame on 3.11.
-# Where it is absent, the public function does the same.
-_current_tasks: dict[Any, Any] | None = getattr(asyncio.tasks, "_current_tasks", None)
-
-
-def _task_ident() -> int:
-    # A fresh int object every call: a creator recognises its own marker by
-    # identity, and a re-entrant caller (same value, other object) by value.
-    loop = _get_running_loop()
-    if loop is not None:
-        if _current_tasks is not None:
-            return id(_current_tasks.get(loop))
-        return id(asyncio.current_task(loop))
-    return id(aiologic.lowlevel.current_async_task())
-
-
 def _enter_cm(manager: Any, exits: list[Any], key: Any) -> Any:
     """Enter a sync context manager a ``cm=True`` provider returned, the way
     ``with`` does (methods looked up on the type)."""
@@ -245,10 +225,6 @@ class Compiler:
             "_dget": dict.get,
             "_setdefault": dict.setdefault,
             "_pop": dict.pop,
-            "_ident": threading.get_ident,
-            "_task_ident": _task_ident,
-            "_get_running_loop": _get_running_loop,
-            "_current_task_of": None if _current_tasks is None else _current_tasks.get,
             "_id": id,
             "_waiters": self.waiters,
             "_wait": self._wait,
@@ -434,12 +410,10 @@ class Compiler:
                 f"        v = _dget(c, {k}, _M)",
                 "        return v if v is not _M else await plan(c)",
             ]
-            ident = self._task_ident_lines()
             wait = f"await _await(c, {k}, {pk})"
         else:
             current = f"cp[{k}]"
             in_owner = [f"        return c[{k}]"]
-            ident = ["    o = _ident()"]
             wait = f"_wait(c, {k}, {pk})"
         head = [
             f"{a}def plan(cp):",
@@ -455,8 +429,11 @@ class Compiler:
             "    c = cp",
             "    ex = c._exits",
             f"    if ex is None: raise _closed(c, {k})",
-            *ident,
-            f"    if _setdefault(c, {pk}, o) is not o: return {wait}",
+            # A fresh empty list is the creator's mark: unique, and the
+            # cheapest object to make. (Who made it is found only when somebody
+            # has to wait: see _creating_below.)
+            "    mark = []",
+            f"    if _setdefault(c, {pk}, mark) is not mark: return {wait}",
             "    try:",
         ]
         fn.lines += head
@@ -476,15 +453,6 @@ class Compiler:
             "    return v",
         ]
         return self._compile(fn, "plan")  # type: ignore[no-any-return]
-
-    def _task_ident_lines(self) -> list[str]:
-        if _current_tasks is None:
-            return ["    o = _task_ident()"]
-        # _task_ident() inlined for asyncio: a Python call saved per creation.
-        return [
-            "    o = _get_running_loop()",
-            "    o = _task_ident() if o is None else _id(_current_task_of(o))",
-        ]
 
     def _make_fn(self, key: Any, is_async: bool) -> Any:
         """The creation of a singleton, without locking: ``make(root)``."""
@@ -626,12 +594,11 @@ class Compiler:
             f"to keep a checkpoint alive for work that outlives its block"
         )
 
-    def _check_cycle(self, cp: Checkpoint, marker_key: _MarkerKey, me: int) -> None:
-        if dict.get(cp, marker_key) == me:
-            key = marker_key.key
+    def _check_cycle(self, cp: Checkpoint, marker_key: _MarkerKey) -> None:
+        if _creating_below(dict.get(cp, marker_key)):
             raise CircularDependencyError(
-                f"{describe_key(key)} needed itself while being created in {cp!r}: its "
-                f"factory resolves it (directly or through another factory)"
+                f"{describe_key(marker_key.key)} needed itself while being created in {cp!r}: "
+                f"its factory resolves it (directly or through another factory)"
             )
 
     def _register_waiter(self, cp: Checkpoint, marker_key: _MarkerKey) -> Any:
@@ -653,14 +620,14 @@ class Compiler:
             self.waiters.pop(entry, None)
 
     def _wait(self, cp: Checkpoint, key: Any, marker_key: _MarkerKey) -> Any:
-        self._check_cycle(cp, marker_key, threading.get_ident())
+        self._check_cycle(cp, marker_key)
         event = self._register_waiter(cp, marker_key)
         if event is not None:
             event.wait()
         return cp[key]
 
     async def _await(self, cp: Checkpoint, key: Any, marker_key: _MarkerKey) -> Any:
-        self._check_cycle(cp, marker_key, _task_ident())
+        self._check_cycle(cp, marker_key)
         event = self._register_waiter(cp, marker_key)
         if event is not None:
             await event
@@ -669,6 +636,24 @@ class Compiler:
     def _wake(self, cp: Checkpoint, marker_key: _MarkerKey) -> None:
         for event in self.waiters.pop((cp, marker_key), ()):
             event.set()
+
+
+def _creating_below(mark: object) -> bool:
+    """Whether the creation that owns ``mark`` runs further up this thread's
+    (or task's) stack: then waiting for it would wait for ourselves.
+
+    Only a caller that found somebody else's mark gets here, so walking the
+    frames costs nothing on the common path, and the creator never has to
+    spend a thread or task lookup (on 3.11, asyncio's costs a ``getpid``
+    system call) on identifying itself."""
+    if mark is None:
+        return False
+    frame: FrameType | None = sys._getframe(1)
+    while frame is not None:
+        if frame.f_code.co_name == "plan" and frame.f_locals.get("mark") is mark:
+            return True
+        frame = frame.f_back
+    return False
 
 
 class _MarkerKey:

@@ -568,3 +568,118 @@ def test_a_contended_scoped_creation_leaves_no_reference_to_its_checkpoint() -> 
     ref = asyncio.run(asyncio.wait_for(main(), 10))
     gc.collect()
     assert ref() is None, "the torn-down checkpoint is still referenced"
+
+
+# ------------------------------------------------- scoped: cycles, threads, retries
+
+
+def test_scoped_factory_resolving_itself_raises_instead_of_hanging() -> None:
+    reg = di.Registry()
+    container: di.Container
+
+    @reg.provider(scope="request")
+    def conn() -> Conn:
+        container.resolve(Other)  # Other's factory asks for Conn again
+        return Conn()
+
+    @reg.provider(scope="request")
+    def other() -> Other:
+        container.resolve(Conn)
+        return Other()
+
+    container = di.Container(reg)
+    outcome: list[BaseException] = []
+
+    def run() -> None:
+        with container, container.scope("request") as scope:
+            with pytest.raises(di.CircularDependencyError, match="Conn") as info:
+                scope.resolve(Conn)
+            outcome.append(info.value)
+            # the failed creation left nothing behind: a later resolve tries again
+            with pytest.raises(di.CircularDependencyError):
+                scope.resolve(Conn)
+
+    assert run_threads([run]) == []
+    assert len(outcome) == 1
+
+
+@pytest.mark.anyio
+async def test_async_scoped_factory_resolving_itself_raises_instead_of_hanging() -> None:
+    import anyio
+
+    reg = di.Registry()
+    container: di.Container
+
+    @reg.provider(scope="request")
+    async def conn() -> Conn:
+        await anyio.sleep(0)
+        await container.aresolve(Conn)
+        return Conn()
+
+    container = di.Container(reg)
+    async with container, container.scope("request") as scope:
+        with anyio.fail_after(10), pytest.raises(di.CircularDependencyError, match="Conn"):
+            await scope.aresolve(Conn)
+
+
+def test_scoped_created_once_by_threads_sharing_a_held_checkpoint() -> None:
+    reg = di.Registry()
+    calls = 0
+    inside = threading.Barrier(8, timeout=10)
+
+    @reg.provider(scope="request")
+    def conn() -> Conn:
+        nonlocal calls
+        calls += 1
+        time.sleep(0.05)  # the other threads arrive while this one creates
+        return Conn()
+
+    container = di.Container(reg)
+    got: list[Conn] = []
+    with container, container.scope("request") as scope:
+
+        def worker() -> None:
+            with scope.hold():
+                inside.wait()
+                got.append(scope.resolve(Conn))
+
+        assert run_threads([worker] * 8) == []
+    assert len(got) == 8 and len({id(g) for g in got}) == 1
+    assert calls == 1
+
+
+@pytest.mark.anyio
+async def test_waiters_retry_after_a_failed_scoped_creation() -> None:
+    import anyio
+
+    reg = di.Registry()
+    calls = 0
+
+    @reg.provider(scope="request")
+    async def conn() -> Conn:
+        nonlocal calls
+        calls += 1
+        await anyio.sleep(0.02)
+        if calls == 1:
+            raise Boom("first try fails")
+        return Conn()
+
+    container = di.Container(reg)
+    results: list[object] = []
+
+    async def ask(scope: di.Checkpoint) -> None:
+        try:
+            results.append(await scope.aresolve(Conn))
+        except Boom as exc:
+            results.append(exc)
+
+    async with container, container.scope("request") as scope:
+        with anyio.fail_after(10):
+            async with anyio.create_task_group() as tg:
+                for _ in range(5):
+                    tg.start_soon(ask, scope)
+    failures = [r for r in results if isinstance(r, Boom)]
+    made = [r for r in results if isinstance(r, Conn)]
+    assert len(failures) == 1, results
+    assert len(made) == 4 and len({id(m) for m in made}) == 1
+    assert calls == 2
