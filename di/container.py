@@ -73,6 +73,34 @@ class Container:
     promises sync-only use: validation then rejects every async provider.
     """
 
+    # Slots: the scope and resolve paths read _storage, _root, _plans and
+    # _waiters on every request, and a slot read stays specialised whichever
+    # container it comes from (a dict-backed attribute deoptimises when two
+    # containers take turns at one call site). ``__dict__`` holds the
+    # per-instance ``resolve`` and ``aresolve``.
+    __slots__ = (
+        "__dict__",
+        "__weakref__",
+        "_aplans",
+        "_base",
+        "_compiler",
+        "_graph",
+        "_level_index",
+        "_levels",
+        "_lifecycle_lock",
+        "_live",
+        "_open",
+        "_overrides",
+        "_plans",
+        "_refs",
+        "_registry",
+        "_root",
+        "_storage",
+        "_sync",
+        "_waiters",
+        "shutdown_timeout",
+    )
+
     def __init__(
         self,
         registry: Registry | None = None,
