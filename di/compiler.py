@@ -151,48 +151,57 @@ class Compiler:
     def _interpret(self, key: Any, cp: Any) -> Any:
         """Make transient ``key`` in ``cp`` by walking the graph: the same
         steps the generated plan takes, without generating it."""
-        graph = self.container._graph
-        provider = graph.providers[key]
-        args: list[Any] = []
-        kwargs: dict[str, Any] = {}
-        keyword = False
-        for dep in provider.dependencies:
-            dkey = dep.key
-            if dkey not in graph.providers:
-                keyword = True  # a kept default: later arguments go by name
-                continue
-            dprovider = graph.providers[dkey]
-            level = graph.level[dkey]
-            if dprovider.kind is Kind.VALUE:
-                value = dprovider.factory
-            elif level == 0:
-                value = self.container._root[dkey]
-            elif level is None:
-                value = self._interpret(dkey, cp)
-            else:
-                owner = cp
-                while owner._level > level:
-                    owner = owner._parent
-                if owner._level != level:
-                    raise self._noscope(dkey, cp)
-                value = owner[dkey]
-            keyword = keyword or dep.keyword_only
-            if keyword:
-                kwargs[dep.name] = value
-            else:
-                args.append(value)
-        made = provider.factory(*args, **kwargs)
-        kind = provider.kind
-        if kind is Kind.CALL:
-            return made
-        exits = cp._exits
-        if exits is None:
-            raise self._closed(cp, key)
-        if kind is Kind.GENERATOR:
-            value = next(made)
-            exits.append(made)
-            return value
-        return _enter_cm(made, exits, key)  # Kind.CM: async kinds never reach a sync plan
+        container = self.container
+        graph = container._graph
+        providers = graph.providers
+        levels = graph.level
+        root = container._root
+        value_kind, call_kind, generator_kind = Kind.VALUE, Kind.CALL, Kind.GENERATOR
+
+        # A closure over locals, not a method: a cold start walks every node once.
+        def make(key: Any) -> Any:
+            provider = providers[key]
+            args: list[Any] = []
+            kwargs: dict[str, Any] | None = None
+            for dep in provider.dependencies:
+                dkey = dep.key
+                dprovider = providers.get(dkey)
+                if dprovider is None:  # a kept default: later arguments go by name
+                    kwargs = {} if kwargs is None else kwargs
+                    continue
+                level = levels[dkey]
+                if level is None:
+                    value = make(dkey)
+                elif dprovider.kind is value_kind:
+                    value = dprovider.factory
+                elif level == 0:
+                    value = root[dkey]
+                else:
+                    owner = cp
+                    while owner._level > level:
+                        owner = owner._parent
+                    if owner._level != level:
+                        raise self._noscope(dkey, cp)
+                    value = owner[dkey]
+                if kwargs is not None or dep.keyword_only:
+                    kwargs = {} if kwargs is None else kwargs
+                    kwargs[dep.name] = value
+                else:
+                    args.append(value)
+            made = provider.factory(*args, **kwargs) if kwargs else provider.factory(*args)
+            kind = provider.kind
+            if kind is call_kind:
+                return made
+            exits = cp._exits
+            if exits is None:
+                raise self._closed(cp, key)
+            if kind is generator_kind:
+                value = next(made)
+                exits.append(made)
+                return value
+            return _enter_cm(made, exits, key)  # Kind.CM: async kinds never reach a sync plan
+
+        return make(key)
 
     def aplan(self, key: Any) -> APlan:
         graph = self.container._graph
