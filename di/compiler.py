@@ -160,11 +160,12 @@ class Compiler:
 
         # A closure over locals, not a method: a cold start walks every node once.
         def make(key: Any) -> Any:
-            provider = providers[key]
+            # Tuples unpacked, not read by field name (an unspecialised
+            # attribute lookup on 3.11).
+            _, factory, kind, _, deps, _ = providers[key]
             args: list[Any] = []
             kwargs: dict[str, Any] | None = None
-            for dep in provider.dependencies:
-                dkey = dep.key
+            for dname, dkey, keyword_only, _ in deps:
                 dprovider = providers.get(dkey)
                 if dprovider is None:  # a kept default: later arguments go by name
                     kwargs = {} if kwargs is None else kwargs
@@ -183,13 +184,12 @@ class Compiler:
                     if owner._level != level:
                         raise self._noscope(dkey, cp)
                     value = owner[dkey]
-                if kwargs is not None or dep.keyword_only:
+                if kwargs is not None or keyword_only:
                     kwargs = {} if kwargs is None else kwargs
-                    kwargs[dep.name] = value
+                    kwargs[dname] = value
                 else:
                     args.append(value)
-            made = provider.factory(*args, **kwargs) if kwargs else provider.factory(*args)
-            kind = provider.kind
+            made = factory(*args, **kwargs) if kwargs else factory(*args)
             if kind is call_kind:
                 return made
             exits = cp._exits

@@ -13,11 +13,11 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from di.errors import GraphError, describe_key, describe_path
-from di.registry import Dependency, Provider
+from di.registry import NO_DEFAULT, Dependency, Provider
 
 __all__ = ["Graph"]
 
-_WHITE, _GREY, _BLACK = 0, 1, 2
+_GREY, _BLACK = 1, 2
 
 
 class Graph:
@@ -71,27 +71,34 @@ class Graph:
         needs_level = self.needs_level
         async_below = self.is_async
 
+        sync = self.sync
+
         def visit(key: Any, path: list[Any]) -> None:
+            # Hot at cold start (every node once): plain dict reads; colour
+            # WHITE is "absent", BLACK is "has needs_level".
             color[key] = _GREY
-            provider = providers[key]
+            # Unpacked, not read by field name: on 3.11 a NamedTuple field read
+            # is an unspecialised attribute lookup, several times a subscript.
+            _, _, kind, _, deps, _ = providers[key]
             path.append(key)
             own = level[key]
-            deepest = own if own is not None else 0
-            is_async = provider.kind.asynchronous
-            for dep in provider.dependencies:
-                dkey = dep.key
-                if dkey not in providers:
-                    if not dep.has_default and (dkey, key) not in reported:
-                        reported.add((dkey, key))
-                        problems.append(
-                            f"no provider for {describe_key(dkey)} (needed by "
-                            f"{describe_path([*path, dkey])}); register one, e.g. "
-                            f"registry.register({describe_key(dkey)}, Impl), or give "
-                            f"parameter {dep.name!r} a default"
-                        )
-                    continue
-                state = color.get(dkey, _WHITE)
-                if state == _GREY:
+            deepest = 0 if own is None else own
+            is_async = kind.asynchronous
+            for dname, dkey, _, ddefault in deps:
+                state = color.get(dkey)
+                if state is None:
+                    if dkey not in providers:
+                        if ddefault is NO_DEFAULT and (dkey, key) not in reported:
+                            reported.add((dkey, key))
+                            problems.append(
+                                f"no provider for {describe_key(dkey)} (needed by "
+                                f"{describe_path([*path, dkey])}); register one, e.g. "
+                                f"registry.register({describe_key(dkey)}, Impl), or give "
+                                f"parameter {dname!r} a default"
+                            )
+                        continue
+                    visit(dkey, path)
+                elif state == _GREY:
                     cycle = [*path[path.index(dkey) :], dkey]
                     if frozenset(cycle) not in reported:
                         reported.add(frozenset(cycle))
@@ -100,10 +107,9 @@ class Graph:
                             f"or restructuring one of these providers"
                         )
                     continue
-                if state == _WHITE:
-                    visit(dkey, path)
-                dneeds = needs_level.get(dkey, 0)
-                is_async = is_async or async_below.get(dkey, False)
+                dneeds = needs_level[dkey]
+                if async_below[dkey]:
+                    is_async = True
                 if own is not None and dneeds > own and (key, dkey) not in reported:
                     reported.add((key, dkey))
                     problems.append(self._scope_problem(key, dkey, dneeds))
@@ -111,11 +117,11 @@ class Graph:
                     deepest = dneeds
             needs_level[key] = deepest
             async_below[key] = is_async
-            if self.sync and provider.kind.asynchronous and key not in reported:
+            if sync and kind.asynchronous and key not in reported:
                 reported.add(key)
                 problems.append(
-                    f"{describe_key(key)} is provided by an {provider.kind.value} "
-                    f"({provider.source}), but this container is sync-only (sync=True); "
+                    f"{describe_key(key)} is provided by an {kind.value} "
+                    f"({providers[key].source}), but this container is sync-only (sync=True); "
                     f"make the provider sync, or build the container without sync=True "
                     f"and use aresolve"
                 )
@@ -124,10 +130,10 @@ class Graph:
 
         # Roots first (keys nothing depends on), so a missing key is reported
         # with the longest chain that needed it.
-        needed = {d.key for p in providers.values() for d in p.dependencies}
+        needed = {dkey for p in providers.values() for _, dkey, _, _ in p.dependencies}
         order = [k for k in providers if k not in needed] + [k for k in providers if k in needed]
         for key in order:
-            if color.get(key, _WHITE) == _WHITE:
+            if key not in color:
                 visit(key, [])
 
     def _scope_problem(self, key: Any, dkey: Any, dneeds: int) -> str:
