@@ -481,7 +481,32 @@ def main(argv: Sequence[str] | None = None) -> int:
     if out is not None:
         out.write_text(text)
         log(f"written to {out}")
+        if out == RESULTS_MD and set(run.scenarios) == set(SCENARIOS) and update_readme(text):
+            log(f"results table written to {README_MD}")
     return 0
+
+
+README_MD = Path(__file__).resolve().parent.parent / "README.md"
+README_START = "<!-- results: from benchmarks/RESULTS.md -->"
+README_END = "<!-- /results -->"
+
+
+def update_readme(results: str, readme: Path = README_MD) -> bool:
+    """Put the machine, the versions and the main table of a full run between
+    the README's results markers (the footnotes stay in RESULTS.md)."""
+    if not readme.exists():
+        return False
+    text = readme.read_text()
+    start, end = text.find(README_START), text.find(README_END)
+    if start < 0 or end < start:
+        return False
+    lines = results.splitlines()
+    machine = [line for line in lines if line.startswith(("- machine:", "- CPython"))]
+    table_start = next(i for i, line in enumerate(lines) if line.startswith("| library"))
+    table_end = next(i for i in range(table_start, len(lines)) if not lines[i].startswith("|"))
+    block = "\n".join([README_START, *machine, "", *lines[table_start:table_end], README_END])
+    readme.write_text(text[:start] + block + text[end + len(README_END) :])
+    return True
 
 
 if __name__ == "__main__":
