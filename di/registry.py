@@ -234,11 +234,6 @@ def _caller_location() -> str:
     return f"{frame.f_code.co_filename}:{frame.f_lineno}"
 
 
-def _class_init(cls: type) -> Any:
-    init = cls.__init__  # type: ignore[misc]
-    return init if type(init) is FunctionType else None
-
-
 def make_provider(
     factory: Any,
     *,
