@@ -245,17 +245,11 @@ def make_provider(
     """Read one factory: what it provides, what it needs, how it makes it."""
     if isinstance(factory, type):
         init = factory.__init__  # type: ignore[misc]
-        if type(init) is not FunctionType:
+        if type(init) is FunctionType:
+            deps = _parameters(init, _hints(init), skip_first=True)
+        else:  # object.__init__ or a C-level __init__: nothing to inject
             init = None
-            deps: tuple[Dependency, ...] = ()
-        else:
-            # _hints() inlined for the common case: annotations that are no strings.
-            ann = init.__annotations__
-            for value in ann.values():
-                if type(value) is str:
-                    ann = _hints(init)
-                    break
-            deps = _parameters(init, ann, skip_first=True)
+            deps = ()
         if cm:
             is_async = hasattr(factory, "__aenter__")
             kind = Kind.ASYNC_CM if is_async else Kind.CM

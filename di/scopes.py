@@ -309,6 +309,8 @@ class Checkpoint(dict[Any, Any]):
                     return unwind_raised(exits, exc)
             return unwind(exits, exc) if exits else False
         finally:
+            # _after_teardown() without its _live pop: a checkpoint nobody
+            # held was never registered.
             _clear(self)
             if self._container._waiters:
                 self._container._compiler.forget(self)
