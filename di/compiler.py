@@ -57,6 +57,8 @@ Plan = Callable[[Any], Any]
 APlan = Callable[[Any], Awaitable[Any]]
 
 _M: Final = object()
+
+
 def _enter_cm(manager: Any, exits: list[Any], key: Any) -> Any:
     """Enter a sync context manager a ``cm=True`` provider returned, the way
     ``with`` does (methods looked up on the type)."""

@@ -172,9 +172,9 @@ class Container:
         raise ProviderNotFoundError(key)
 
     def _fill_values(self) -> None:
-        for key, provider in self._graph.providers.items():
-            if provider.kind is Kind.VALUE:
-                dict.__setitem__(self._root, key, provider.factory)
+        providers = self._graph.providers
+        for key in self._graph.values:
+            dict.__setitem__(self._root, key, providers[key].factory)
 
     # -- scopes -----------------------------------------------------------------
     def scope(self, level: str, context: Mapping[Any, Any] | None = None) -> Checkpoint:

@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from di.errors import GraphError, describe_key, describe_path
-from di.registry import NO_DEFAULT, Dependency, Provider
+from di.registry import NO_DEFAULT, Dependency, Kind, Provider
 
 __all__ = ["Graph"]
 
@@ -31,16 +31,18 @@ class Graph:
         self.levels = tuple(levels)
         self.sync = sync
         # level index of each key: 0 = singleton, i = scoped at levels[i], None = transient
-        self.level: dict[Any, int | None] = {
-            k: (None if p.scope is None else self.levels.index(p.scope))
-            for k, p in self.providers.items()
-        }
+        self.level: dict[Any, int | None] = {}
         # the deepest level a key (transitively) needs: where it can be resolved at all
         self.needs_level: dict[Any, int] = {}
         self.is_async: dict[Any, bool] = {}
-        problems: list[str] = []
-        self._walk(problems)
-        if problems:
+        # keys provided by a ready value (the container stores them at build)
+        self.values: list[Any] = []
+        # A valid graph -- the common case -- is walked once, in a lean walk
+        # that stops at the first problem; only then does a second, thorough
+        # walk find every problem and the chain that leads to each.
+        if not self._check():
+            problems: list[str] = []
+            self._report(problems)
             raise GraphError(problems)
 
     def used(self, dep: Dependency) -> bool:
@@ -62,12 +64,74 @@ class Graph:
                     todo.append(k)
         return seen
 
-    # -- the walk -------------------------------------------------------------
-    def _walk(self, problems: list[str]) -> None:
+    # -- the walks ------------------------------------------------------------
+    def _check(self) -> bool:
+        """Fill level, needs_level and is_async in one depth-first walk;
+        False at the first problem of any kind (the tables are then refilled
+        by `_report`)."""
+        providers = self.providers
+        index = {name: i for i, name in enumerate(self.levels)}
+        level = self.level
+        needs_level = self.needs_level
+        async_below = self.is_async
+        values = self.values
+        sync = self.sync
+        value_kind = Kind.VALUE
+
+        # Hot at cold start (every node once): plain dict reads. A key in
+        # `level` but not yet in `needs_level` is on the current path.
+        def visit(key: Any) -> int:
+            # Unpacked, not read by field name: on 3.11 a NamedTuple field read
+            # is an unspecialised attribute lookup, several times a subscript.
+            _, _, kind, scope, deps, _ = providers[key]
+            own = None if scope is None else index[scope]
+            level[key] = own
+            deepest = own or 0
+            is_async = kind.asynchronous
+            for _, dkey, _, ddefault in deps:
+                dneeds = needs_level.get(dkey)
+                if dneeds is None:
+                    if dkey in level:  # on the path: a cycle
+                        raise _Invalid
+                    if dkey not in providers:
+                        if ddefault is NO_DEFAULT:
+                            raise _Invalid
+                        continue  # its default is kept
+                    dneeds = visit(dkey)
+                if async_below[dkey]:
+                    is_async = True
+                if dneeds > deepest:
+                    # deepest >= own until a violation, so this is dneeds > own
+                    if own is not None:
+                        raise _Invalid
+                    deepest = dneeds
+            if kind is value_kind:
+                values.append(key)
+            elif sync and kind.asynchronous:
+                raise _Invalid
+            needs_level[key] = deepest
+            async_below[key] = is_async
+            return deepest
+
+        try:
+            for key in providers:
+                if key not in needs_level:
+                    visit(key)
+        except _Invalid:
+            return False
+        return True
+
+    def _report(self, problems: list[str]) -> None:
+        """Walk again, collecting every problem with the path that shows it."""
         color: dict[Any, int] = {}
+        index = {name: i for i, name in enumerate(self.levels)}
+        level = self.level = {
+            k: None if p.scope is None else index[p.scope] for k, p in self.providers.items()
+        }
+        self.needs_level = {}
+        self.is_async = {}
         reported: set[Any] = set()
         providers = self.providers
-        level = self.level
         needs_level = self.needs_level
         async_below = self.is_async
 
@@ -150,3 +214,7 @@ class Graph:
             f"provider cannot hold a shorter-lived one. Make {describe_key(key)} live at "
             f"least as short ({self.levels[dneeds]!r}), or {describe_key(dkey)} longer"
         )
+
+
+class _Invalid(Exception):
+    """Raised inside `Graph._check` at the first problem: `_report` says what."""

@@ -1,6 +1,7 @@
 """di/graph.py: build-time validation. ``di.Container(registry)`` raises ONE
 ``di.GraphError`` whose ``.problems`` lists every problem in the graph."""
 
+import random
 import re
 from collections.abc import AsyncIterator, Iterator
 
@@ -429,3 +430,113 @@ def test_graph_error_message_counts_problems() -> None:
     assert len(problems) == 2, problems
     assert matching(problems, "Engine", "Repo")
     assert matching(problems, "Cache", "Other")
+
+
+# -- random graphs against an independent oracle --------------------------------
+#
+# The container validates in a lean walk that stops at the first problem and
+# re-walks for the report only then; these graphs check that the two agree
+# with each other and with a plain fixpoint oracle: a graph is rejected
+# exactly when some problem exists, a rejection always names one, and a
+# graph accepted resolves every key where its level says it can.
+
+_LEVELS = ("app", "session", "request")
+
+
+Spec = dict[type, tuple[int | None, list[tuple[type, bool]]]]  # key: (level, [(dep, has default)])
+
+
+def _random_graph(rng: random.Random) -> tuple[di.Registry, Spec]:
+    n = rng.randint(1, 7)
+    keys = [type(f"K{i}", (), {}) for i in range(n + 1)]  # keys[n] is never registered
+    spec: Spec = {}
+    reg = di.Registry()
+    levels = [rng.choice([None, None, 0, 1, 2]) for _ in range(n)]
+    if rng.random() < 0.7:
+        # Deeper levels first, so edges to later keys mostly respect lifetimes;
+        # the rest of the graphs have their levels anywhere (violations).
+        scoped = iter(sorted((lv for lv in levels if lv is not None), reverse=True))
+        levels = [None if lv is None else next(scoped) for lv in levels]
+    for i, key in enumerate(keys[:n]):
+        level = levels[i]
+        deps = []
+        for _ in range(rng.randint(0, 3)):
+            # Mostly edges to later keys (a DAG); now and then any key (maybe a
+            # cycle) or the unregistered one (missing, unless defaulted).
+            roll = rng.random()
+            later = keys[i + 1 : n]
+            dep = (
+                keys[n]
+                if roll < 0.07
+                else rng.choice(keys)
+                if roll < 0.15 or not later
+                else rng.choice(later)
+            )
+            deps.append((dep, rng.random() < 0.2))
+        spec[key] = (level, deps)
+        # Defaults last, as Python requires: sort so defaulted parameters follow.
+        deps.sort(key=lambda dep: dep[1])
+        params = ", ".join(
+            f"p{j}" + (" = None" if default else "") for j, (_, default) in enumerate(deps)
+        )
+        ns: dict[str, object] = {"key": key}
+        exec(f"def make({params}):\n    return key()", ns)
+        make = ns["make"]
+        make.__annotations__ = {f"p{j}": d for j, (d, _) in enumerate(deps)} | {"return": key}  # type: ignore[attr-defined]
+        scope = None if level is None else _LEVELS[level]
+        reg.provider(scope=scope)(make) if scope else reg.provider(make)  # type: ignore[arg-type]
+    return reg, spec
+
+
+def _oracle(spec: Spec) -> dict[type, int] | None:
+    """needs-level of every key by fixpoint iteration, or None if the graph is invalid."""
+    used = {
+        k: [d for d, default in deps if d in spec or not default] for k, (_, deps) in spec.items()
+    }
+    if any(d not in spec for deps in used.values() for d in deps):
+        return None  # missing, no default
+    # cycle: a key reachable from itself
+    for start in spec:
+        seen, todo = set(), list(used[start])
+        while todo:
+            k = todo.pop()
+            if k == start:
+                return None
+            if k not in seen:
+                seen.add(k)
+                todo.extend(used[k])
+    needs = {k: spec[k][0] or 0 for k in spec}
+    changed = True
+    while changed:
+        changed = False
+        for k in spec:
+            deepest = max([needs[k], *(needs[d] for d in used[k])])
+            if deepest != needs[k]:
+                needs[k], changed = deepest, True
+    for k, (level, _) in spec.items():
+        if level is not None and needs[k] > level:
+            return None  # a longer-lived provider holding a shorter-lived one
+    return needs
+
+
+@pytest.mark.parametrize("seed", range(300))
+def test_random_graphs_agree_with_an_oracle(seed: int) -> None:
+    reg, spec = _random_graph(random.Random(seed))
+    expected = _oracle(spec)
+    if expected is None:
+        build_errors(reg)
+        return
+    container = di.Container(reg)
+    with container:
+        for key, deepest in expected.items():
+            if deepest == 0:
+                assert isinstance(container.resolve(key), key)
+                continue
+            with container.scope("session") as session:
+                if deepest == 1:
+                    assert isinstance(session.resolve(key), key)
+                    continue
+                with container.scope("request") as request:
+                    assert isinstance(request.resolve(key), key)
+                with pytest.raises(di.NoActiveScopeError):
+                    session.resolve(key)
