@@ -89,6 +89,7 @@ class Kind(enum.Enum):
 
 for _kind in Kind:
     _kind.asynchronous = _kind in (Kind.COROUTINE, Kind.ASYNC_GENERATOR, Kind.ASYNC_CM)
+_CALL: Final = Kind.CALL
 
 
 class Dependency(NamedTuple):
@@ -190,25 +191,32 @@ def _parameters(fn: Any, hints: dict[str, Any], skip_first: bool) -> tuple[Depen
     return tuple(deps)
 
 
-def _init_dependencies(init: Any) -> tuple[Dependency, ...]:
-    """The dependencies of a class's ``__init__``.
+def class_provider(
+    cls: type, key: Any, kind: Kind, scope: str | None, source: str | None
+) -> Provider:
+    """The provider of a class, autowired from its ``__init__``.
 
-    The common shape -- positional parameters, each annotated with a plain
-    class, no defaults -- is read in one tight loop: a cold start registers
-    every class once, and the general path (`_hints` + `_parameters`) costs
-    about twice as much. Anything else takes the general path."""
+    Positional parameters only: a cold start registers every class through
+    here. The common ``__init__`` -- positional parameters, each annotated
+    with a plain class, no defaults -- is read in one tight loop, about half
+    the cost of the general path (`_hints` + `_parameters`), which takes
+    everything else."""
+    init = cls.__init__  # type: ignore[misc]
+    if type(init) is not FunctionType:  # object.__init__ or a C-level __init__
+        return _new_provider(Provider, (key, cls, kind, scope, (), source or _caller_location()))
     code = init.__code__
+    deps: Any = None
     if init.__defaults__ is None and not code.co_kwonlyargcount:
         ann = init.__annotations__
         deps = []
         for name in code.co_varnames[1 : code.co_argcount]:
             hint = ann.get(name)
             if type(hint) is not type:  # missing, a string, generic, Annotated...
+                deps = None
                 break
             deps.append(_new_dependency(Dependency, (name, hint, False, NO_DEFAULT)))
-        else:
-            return tuple(deps)
-    return _parameters(init, _hints(init), skip_first=True)
+    deps = tuple(deps) if deps is not None else _parameters(init, _hints(init), skip_first=True)
+    return _new_provider(Provider, (key, cls, kind, scope, deps, source or code))
 
 
 # Build these NamedTuples without their generated Python __new__ (hot at cold start).
@@ -265,20 +273,11 @@ def make_provider(
 ) -> Provider:
     """Read one factory: what it provides, what it needs, how it makes it."""
     if isinstance(factory, type):
-        init = factory.__init__  # type: ignore[misc]
-        if type(init) is FunctionType:
-            deps = _init_dependencies(init)
-        else:  # object.__init__ or a C-level __init__: nothing to inject
-            init = None
-            deps = ()
+        kind = Kind.CALL
         if cm:
-            is_async = hasattr(factory, "__aenter__")
-            kind = Kind.ASYNC_CM if is_async else Kind.CM
-        else:
-            kind = Kind.CALL
+            kind = Kind.ASYNC_CM if hasattr(factory, "__aenter__") else Kind.CM
         key = factory if provides is None else normalize_key(provides)
-        where = source or (init.__code__ if init is not None else _caller_location())
-        return _new_provider(Provider, (key, factory, kind, scope, deps, where))
+        return class_provider(factory, key, kind, scope, source)
     if not callable(factory):
         raise TypeError(f"{factory!r} is not callable: a provider must be a function or a class")
     hints = _hints(factory)
@@ -410,7 +409,10 @@ class Registry:
         """
         if factory is not None and scope is None and not (singleton or provides or cm):
             # `@registry.provider` / `registry.provider(cls)`: the plain transient case.
-            made = make_provider(factory)
+            if type(factory) is type:  # a plain class (no metaclass): the common case
+                made = class_provider(factory, factory, _CALL, None, None)
+            else:
+                made = make_provider(factory)
             key = made[0]  # .provides: a NamedTuple field read is unspecialised on 3.11
             if override or key not in self._providers:
                 self._providers[key] = made

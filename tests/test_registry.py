@@ -777,3 +777,122 @@ def test_keys_are_types_never_function_names() -> None:
 
 def test_provider_record_is_public() -> None:
     assert isinstance(di.Provider, type)
+
+
+# ----------------------------------------------------- __init__ shapes
+#
+# A plain __init__ (positional parameters annotated with plain classes, no
+# defaults) is read by a fast loop; every other shape goes the general way.
+# Both must give the same wiring.
+
+
+class Url:
+    def __init__(self) -> None:
+        self.value = "u://"
+
+
+class Meta(type):
+    pass
+
+
+class WithMeta(metaclass=Meta):
+    def __init__(self, url: Url) -> None:
+        self.args = (url,)
+
+
+class Plain:
+    def __init__(self, url: Url, engine: Engine) -> None:
+        self.args = (url, engine)
+
+
+class Forward:
+    def __init__(self, url: "Url", engine: "Engine") -> None:
+        self.args = (url, engine)
+
+
+class KeywordOnly:
+    def __init__(self, url: Url, *, engine: Engine) -> None:
+        self.args = (url, engine)
+
+
+class Defaulted:
+    def __init__(self, url: Url, engine: Engine | None = None, label: str = "x") -> None:
+        self.args = (url, engine, label)
+
+
+class Varargs:
+    def __init__(self, url: Url, *rest: object, **extra: object) -> None:
+        self.args = (url, rest, extra)
+
+
+class NamedHint:
+    def __init__(self, url: Annotated[Url, di.Named("alt")], engine: Engine) -> None:
+        self.args = (url, engine)
+
+
+class NoInit:
+    args = ()
+
+
+class InheritsInit(Plain):
+    pass
+
+
+SHAPES = [
+    Plain,
+    Forward,
+    KeywordOnly,
+    Defaulted,
+    Varargs,
+    NamedHint,
+    NoInit,
+    InheritsInit,
+    WithMeta,
+]
+
+
+@pytest.mark.parametrize("cls", SHAPES, ids=lambda c: c.__name__)
+@pytest.mark.parametrize("how", ["bare", "scoped", "register"])
+def test_init_shapes_are_wired_alike(cls: type, how: str) -> None:
+    reg = di.Registry()
+    url, alt, engine = Url(), Url(), Engine("e://")
+    reg.value(Url, url)
+    reg.value(Annotated[Url, di.Named("alt")], alt)
+    reg.value(Engine, engine)
+    if how == "bare":
+        reg.provider(cls)
+    elif how == "scoped":
+        reg.provider(scope="request")(cls)
+    else:
+        reg.register(cls, cls)
+    expected = {
+        Plain: (url, engine),
+        Forward: (url, engine),
+        KeywordOnly: (url, engine),
+        Defaulted: (url, None, "x"),  # Engine | None is not a registered key: default kept
+        Varargs: (url, (), {}),
+        NamedHint: (alt, engine),
+        NoInit: (),
+        InheritsInit: (url, engine),
+        WithMeta: (url,),
+    }[cls]
+    c = di.Container(reg)
+    with c, c.scope("request") as scope:
+        made = scope.resolve(cls)
+        assert type(made) is cls
+        assert made.args == expected
+    provider = reg.get(cls)
+    assert provider is not None and provider.factory is cls
+    assert all(type(d.name) is str for d in provider.dependencies)
+
+
+def test_init_parameter_without_hint_is_an_error_naming_it() -> None:
+    class Loose:
+        def __init__(self, url: Url, thing) -> None:  # type: ignore[no-untyped-def]
+            pass
+
+    reg = di.Registry()
+    with pytest.raises(
+        TypeError, match=r"parameter 'thing' of .*Loose.__init__.* has no type hint"
+    ):
+        reg.provider(Loose)
