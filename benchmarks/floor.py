@@ -1,0 +1,116 @@
+"""``python -m benchmarks.floor``: what any container with di's request-scope shape costs.
+
+The request-scope target (x1.35 of ``manual``) is measured against a hand-written cycle
+that has no ``with``, no current-scope variable and no scope object. This script times,
+in the same interleaved way as the harness, three request cycles:
+
+* ``manual``: the harness's baseline (``libs/manual.py``);
+* ``minimal``: the smallest checkpoint with di's *shape* and none of its checks: a
+  ``dict`` subclass entered with ``with``, made current through a ``ContextVar``, a miss
+  going through ``__missing__`` to a per-key plan, the generator finished at exit. No
+  level or exit-order check, no hold claim, no creation marker, no closed check;
+* ``di``: the real thing (``libs/di_.py``).
+
+``minimal`` is the floor of the shape: what is left over it is the price of di's
+semantics (exit-order and level checks, holds, exactly-once creation under
+concurrency, refusing to serve a torn-down checkpoint).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import gc
+import random
+import statistics
+import time
+from collections.abc import Callable, Iterator
+from itertools import repeat
+from typing import Any
+
+from benchmarks.libs import di_, manual
+from benchmarks.model import R, S, T, r_gen
+
+_current: contextvars.ContextVar[Any] = contextvars.ContextVar("floor.current", default=None)
+_s = S()
+
+
+class _Minimal(dict[Any, Any]):
+    __slots__ = ("_exits", "_parent", "_token")
+    _exits: list[Iterator[Any]]
+
+    def __enter__(self) -> _Minimal:
+        self._parent = _current.get(None)
+        self._token = _current.set(self)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        _current.reset(self._token)
+        exits = self._exits
+        while exits:
+            for _ in exits.pop():
+                pass
+        self.clear()
+
+    def __missing__(self, key: Any) -> Any:
+        return _plans[key](self)
+
+
+def _plan_r(cp: _Minimal) -> R:
+    gen = r_gen(_s, T())
+    value = next(gen)
+    cp._exits.append(gen)
+    cp[R] = value
+    return value
+
+
+_plans: dict[Any, Callable[[_Minimal], Any]] = {R: _plan_r}
+
+
+def minimal_cycle() -> tuple[Any, Any]:
+    cp = _Minimal()  # no __init__: a Python __init__ would be one more C-to-Python call
+    cp._exits = []
+    with cp as req:
+        r1, r2 = req[R], req[R]
+    return r1, r2
+
+
+def _sample(fn: Callable[[], Any], n: int) -> int:
+    gc.disable()
+    try:
+        t0 = time.perf_counter_ns()
+        for _ in repeat(None, n):
+            fn()
+        return time.perf_counter_ns() - t0
+    finally:
+        gc.enable()
+
+
+def main(rounds: int = 21, n: int = 50_000) -> None:
+    loop = asyncio.new_event_loop()
+    cycles = {
+        "manual": manual.build(loop).request,
+        "minimal": minimal_cycle,
+        "di": di_.build(loop).request,
+    }
+    fns: dict[str, Callable[[], Any]] = {
+        name: getattr(case, "fn", case) for name, case in cycles.items()
+    }
+    r1, r2 = minimal_cycle()
+    assert r1 is r2 and r1.closes == 1, "the minimal cycle must do the same work"
+    for fn in fns.values():
+        _sample(fn, n // 10)  # warm-up: specialisation
+    ratios: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(rounds):
+        order = list(fns)
+        random.shuffle(order)
+        times = {name: _sample(fns[name], n) for name in order}
+        for name in fns:
+            ratios[name].append(times[name] / times["manual"])
+    print(f"request cycle, median ratio to manual over {rounds} interleaved rounds:")
+    for name, values in ratios.items():
+        print(f"  {name:8s} x{statistics.median(values):.2f}")
+
+
+if __name__ == "__main__":
+    main()
