@@ -40,10 +40,12 @@ from di.errors import (
     AsyncProviderError,
     CheckpointClosedError,
     CircularDependencyError,
+    GraphError,
     NoActiveScopeError,
     ScopeError,
     describe_key,
 )
+from di.graph import too_deep
 from di.registry import Kind
 from di.teardown import AsyncExit, aunwind, needs_async, unwind
 
@@ -57,6 +59,7 @@ Plan = Callable[[Any], Any]
 APlan = Callable[[Any], Awaitable[Any]]
 
 _M: Final = object()
+_MAX_NESTING: Final = 50  # calls nested in one generated expression, at most
 
 
 def _enter_cm(manager: Any, exits: list[Any], key: Any) -> Any:
@@ -90,6 +93,7 @@ class _Fn:
         self.lines: list[str] = []
         self.count = 0
         self.owners: dict[tuple[str, int], str] = {}
+        self.depth: dict[str, int] = {}  # nesting of the call expressions emitted so far
 
     def const(self, obj: Any, prefix: str) -> str:
         name = self.ids.get(id(obj))
@@ -115,6 +119,21 @@ class Compiler:
 
     # -- public entry points -------------------------------------------------
     def plan(self, key: Any) -> Plan:
+        return self._generate(self._sync_plan, key)  # type: ignore[no-any-return]
+
+    def aplan(self, key: Any) -> APlan:
+        return self._generate(self._async_plan, key)  # type: ignore[no-any-return]
+
+    def _generate(self, make: Callable[[Any], Any], key: Any) -> Any:
+        # Emitting follows transient chains by recursion (one frame per level)
+        # and runs no user code: a RecursionError here means the chain is deeper
+        # than the recursion limit allows.
+        try:
+            return make(key)
+        except RecursionError as exc:
+            raise GraphError([too_deep(key)]) from exc
+
+    def _sync_plan(self, key: Any) -> Plan:
         graph = self.container._graph
         if graph.is_async[key]:
             return self._async_only(key)
@@ -137,7 +156,7 @@ class Compiler:
 
         def first(cp: Any) -> Any:
             def compile_now(cp: Any) -> Any:
-                compiled = plans[key] = self._transient_plan(key, is_async=False)
+                compiled = plans[key] = self._generate(self._sync_transient, key)
                 return compiled(cp)
 
             plans[key] = compile_now
@@ -146,7 +165,10 @@ class Compiler:
                 cp = self.container._storage.get(None)
                 if cp is None:
                     cp = root
-            return self._interpret(key, cp)
+            try:
+                return self._interpret(key, cp)
+            except RecursionError as exc:
+                raise GraphError([too_deep(key)]) from exc
 
         return first
 
@@ -205,7 +227,7 @@ class Compiler:
 
         return make(key)
 
-    def aplan(self, key: Any) -> APlan:
+    def _async_plan(self, key: Any) -> APlan:
         graph = self.container._graph
         level = graph.level[key]
         kind = graph.providers[key].kind
@@ -276,9 +298,9 @@ class Compiler:
         kind = provider.kind
         if kind is Kind.VALUE:
             return fn.const(provider.factory, "V")
-        k = fn.const(key, "K")
         if level is None:
             return self._emit_creation(fn, key, cp, ex, is_async, pad)
+        k = fn.const(key, "K")
         if level == 0:
             made = dict.get(self.container._root, key, _M)
             if made is not _M:
@@ -312,7 +334,10 @@ class Compiler:
                 keyword = True  # a kept default: later arguments go by name
                 continue
             before = len(fn.lines)
-            expr = self._emit(fn, dep.key, cp, ex, is_async, pad)
+            if graph.level[dep.key] is None:  # a transient: straight in, one frame per level
+                expr = self._emit_creation(fn, dep.key, cp, ex, is_async, pad)
+            else:
+                expr = self._emit(fn, dep.key, cp, ex, is_async, pad)
             if len(fn.lines) > before and parts:
                 hoisted = fn.lines[before:]
                 del fn.lines[before:]
@@ -327,7 +352,15 @@ class Compiler:
         call = f"{f}({', '.join(p + e for p, e in parts)})"
         kind = provider.kind
         if kind is Kind.CALL:
-            return call
+            # Python's parser refuses more than 200 nested parentheses: a long
+            # chain of inlined transients goes into a temporary now and then.
+            depth = 1 + max((fn.depth.get(e, 0) for _, e in parts), default=0)
+            if depth < _MAX_NESTING:
+                fn.depth[call] = depth
+                return call
+            t = fn.tmp()
+            fn.lines.append(f"{pad}{t} = {call}")
+            return t
         v = fn.tmp()
         if kind is Kind.COROUTINE:
             fn.lines.append(f"{pad}{v} = await {call}")
@@ -386,6 +419,9 @@ class Compiler:
         expr = self._emit_creation(fn, key, "cp", "ex", is_async, pad)
         fn.lines.append(f"{pad}return {expr}")
         return self._compile(fn, "plan")  # type: ignore[no-any-return]
+
+    def _sync_transient(self, key: Any) -> Plan:
+        return self._transient_plan(key, is_async=False)
 
     def _context_plan(self, key: Any, is_async: bool) -> Plan | APlan:
         level = self.container._graph.level[key]

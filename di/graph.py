@@ -9,6 +9,7 @@ providers that some path needs.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -40,10 +41,14 @@ class Graph:
         # A valid graph -- the common case -- is walked once, in a lean walk
         # that stops at the first problem; only then does a second, thorough
         # walk find every problem and the chain that leads to each.
-        if not self._check():
+        try:
+            if self._check():
+                return
             problems: list[str] = []
             self._report(problems)
-            raise GraphError(problems)
+        except RecursionError:
+            problems = [too_deep(None)]
+        raise GraphError(problems)
 
     def used(self, dep: Dependency) -> bool:
         """Whether ``dep`` is injected (False: its default is kept)."""
@@ -218,3 +223,13 @@ class Graph:
 
 class _Invalid(Exception):
     """Raised inside `Graph._check` at the first problem: `_report` says what."""
+
+
+def too_deep(key: Any) -> str:
+    """The problem of a dependency chain deeper than the walks can follow."""
+    where = "a dependency chain" if key is None else f"the dependency chain of {describe_key(key)}"
+    return (
+        f"{where} is deeper than Python's recursion limit ({sys.getrecursionlimit()}) lets "
+        f"di follow (or a factory recursed); shorten the chain, or raise the limit with "
+        f"sys.setrecursionlimit()"
+    )

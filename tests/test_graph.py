@@ -3,7 +3,9 @@
 
 import random
 import re
+import sys
 from collections.abc import AsyncIterator, Iterator
+from typing import Annotated, Any
 
 import pytest
 
@@ -540,3 +542,107 @@ def test_random_graphs_agree_with_an_oracle(seed: int) -> None:
                     assert isinstance(request.resolve(key), key)
                 with pytest.raises(di.NoActiveScopeError):
                     session.resolve(key)
+
+
+# -- deep chains ------------------------------------------------------------------
+
+
+def _chain(
+    n: int, *, top_first: bool = False, async_bottom: bool = False
+) -> tuple[di.Registry, list[type]]:
+    """n classes, each needing the one before it; the last one needs them all.
+    With ``async_bottom`` the first comes from a coroutine, so the whole chain
+    takes the generated async plan (no first-use interpretation)."""
+    classes: list[type] = []
+    for i in range(n):
+        if classes:
+
+            def init(self: Any, below: Any) -> None:
+                self.below = below
+
+            init.__annotations__ = {"below": classes[-1], "return": None}
+            classes.append(type(f"Link{i}", (), {"__init__": init}))
+        else:
+            classes.append(type("Link0", (), {}))
+    reg = di.Registry()
+    for cls in reversed(classes) if top_first else classes:
+        if cls is classes[0] and async_bottom:
+            reg.provider(provides=cls)(_async_maker(cls))
+        else:
+            reg.provider(cls)
+    return reg, classes
+
+
+def _async_maker(cls: type) -> Any:
+    async def make() -> Any:
+        return cls()
+
+    return make
+
+
+def _depth(obj: Any) -> int:
+    n = 1
+    while hasattr(obj, "below"):
+        obj, n = obj.below, n + 1
+    return n
+
+
+def test_a_chain_deeper_than_the_parser_nests_is_compiled_in_pieces() -> None:
+    # Python's parser stops at 200 nested parentheses; the generated plan of a
+    # 300-long transient chain must still compile (the second resolve).
+    reg, classes = _chain(300)
+    top = classes[-1]
+    reg.provider(singleton=True, provides=Annotated[object, di.Named("single")])(_needs(top))
+    c = di.Container(reg)
+    with c:
+        first, second = c.resolve(top), c.resolve(top)
+        assert _depth(first) == _depth(second) == 300 and first is not second
+        held = c.resolve(Annotated[object, di.Named("single")])
+        assert _depth(held) == 300
+
+
+@pytest.mark.anyio
+async def test_a_long_chain_resolves_through_the_async_plan() -> None:
+    reg, classes = _chain(300, async_bottom=True)
+    async with di.Container(reg) as c:
+        assert _depth(await c.aresolve(classes[-1])) == 300
+
+
+def _needs(top: type) -> Any:
+    def make(value: Any) -> object:
+        return value
+
+    make.__annotations__ = {"value": top, "return": object}
+    return make
+
+
+def test_a_chain_deeper_than_the_recursion_limit_is_a_clear_graph_error() -> None:
+    depth = sys.getrecursionlimit() + 100
+    # Registered top first: validation follows the whole chain at once.
+    reg, _ = _chain(depth, top_first=True)
+    errors = build_errors(reg)
+    assert len(errors) == 1
+    assert "deeper than Python's recursion limit" in errors[0]
+    assert "sys.setrecursionlimit()" in errors[0]
+
+
+def test_a_deep_chain_validated_in_pieces_fails_clearly_at_resolve() -> None:
+    # Registered bottom first, validation never nests deeply; making the top
+    # does, and says so, naming the key.
+    depth = sys.getrecursionlimit() + 100
+    reg, classes = _chain(depth)
+    c = di.Container(reg)
+    with pytest.raises(di.GraphError) as info:
+        c.resolve(classes[-1])
+    assert f"the dependency chain of {classes[-1].__qualname__}" in str(info.value)
+    assert isinstance(info.value.__cause__, RecursionError)
+
+
+@pytest.mark.anyio
+async def test_a_deep_chain_fails_clearly_when_its_async_plan_is_generated() -> None:
+    depth = sys.getrecursionlimit() + 100
+    reg, classes = _chain(depth, async_bottom=True)
+    c = di.Container(reg)
+    with pytest.raises(di.GraphError, match="deeper than Python's recursion limit") as info:
+        await c.aresolve(classes[-1])
+    assert isinstance(info.value.__cause__, RecursionError)
