@@ -284,7 +284,7 @@ class Checkpoint(dict[Any, Any]):
     ) -> bool | None:
         storage = self._container._storage
         if storage.get(None) is not self:
-            raise self._out_of_order()
+            return self._exit_elsewhere(exc)
         storage.reset(self._token)
         self._token = _EXITED
         if _setdefault(self, _HOLD, _CLOSING) is not _CLOSING:
@@ -336,7 +336,7 @@ class Checkpoint(dict[Any, Any]):
     ) -> bool | None:
         storage = self._container._storage
         if storage.get(None) is not self:
-            raise self._out_of_order()
+            return await self._aexit_elsewhere(exc)
         storage.reset(self._token)
         self._token = _EXITED
         if _setdefault(self, _HOLD, _CLOSING) is not _CLOSING:
@@ -384,6 +384,43 @@ class Checkpoint(dict[Any, Any]):
             f"checkpoints exited out of order: exiting {self!r} while {current!r} is "
             f"current in this task or thread; exit the innermost scope first"
         )
+
+    # Leaving a checkpoint that is not current here. If it is further up this
+    # task's (thread's) chain, scopes are being left out of order: refuse, and
+    # keep the stack intact so they can still be left innermost first. If it
+    # is not in the chain at all, this task or thread never entered it (the
+    # block began in another): its block ends all the same, so it is released
+    # or torn down as usual -- nothing is left open -- and then refused, since
+    # the task that entered it still has it current.
+    def _foreign_exit(self) -> ScopeError:
+        current = self._container._storage.get(None)
+        cp = current
+        while cp is not None:
+            if cp is self:
+                raise self._out_of_order()
+            cp = cp._parent
+        self._token = _EXITED
+        return ScopeError(
+            f"{self!r} was exited in a task or thread that did not enter it (here "
+            f"{current!r} is current); its teardown has run. Enter and leave a scope in the "
+            f"same task or thread, and share it with hold() or spawn()"
+        )
+
+    def _exit_elsewhere(self, exc: BaseException | None) -> bool | None:
+        error = self._foreign_exit()
+        if _setdefault(self, _HOLD, _CLOSING) is not _CLOSING:
+            self._release(exc, None)
+        else:
+            self._teardown(exc)
+        raise error
+
+    async def _aexit_elsewhere(self, exc: BaseException | None) -> bool | None:
+        error = self._foreign_exit()
+        if _setdefault(self, _HOLD, _CLOSING) is not _CLOSING:
+            await self._arelease(exc, None)
+        else:
+            await self._ateardown(exc)
+        raise error
 
     # -- holders
     def hold(self) -> Hold:

@@ -407,6 +407,81 @@ def test_exiting_out_of_order_raises() -> None:
         assert c.current_scope is None
 
 
+@pytest.mark.anyio
+async def test_exiting_in_a_task_that_did_not_enter_tears_down_and_raises(
+    anyio_backend: str,
+) -> None:
+    import anyio
+
+    reg, _, log = basic_registry()
+    c = di.Container(reg)
+    async with c:
+        scope = c.scope("request")
+
+        async def enter() -> None:
+            await scope.__aenter__()
+            scope.resolve(Conn)
+
+        async def leave() -> None:
+            with pytest.raises(di.ScopeError, match="did not enter it") as info:
+                await scope.__aexit__(None, None, None)
+            assert "hold() or spawn()" in str(info.value)
+
+        # Each task runs in its own copy of the context: the one that leaves
+        # never had the scope current.
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(enter)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(leave)
+        assert scope.closed
+        assert log == ["open conn", "close conn"]  # nothing left open
+        assert c.lingering_checkpoints() == 0
+        assert c.current_scope is None
+    assert log == ["open conn", "close conn"]
+
+
+def test_exiting_in_a_thread_that_did_not_enter_tears_down_and_raises() -> None:
+    reg, _, log = basic_registry()
+    c = di.Container(reg, storage="thread")
+    errors: list[BaseException] = []
+    with c:
+        scope = c.scope("request").__enter__()
+        scope.resolve(Conn)
+
+        worker = threading.Thread(target=lambda: _exit_collecting(scope, errors))
+        worker.start()
+        worker.join()
+        assert len(errors) == 1 and isinstance(errors[0], di.ScopeError)
+        assert "did not enter it" in str(errors[0])
+        assert scope.closed and log == ["open conn", "close conn"]
+    assert log == ["open conn", "close conn"]
+
+
+def test_a_held_checkpoint_exited_elsewhere_waits_for_its_holder() -> None:
+    reg, _, log = basic_registry()
+    c = di.Container(reg, storage="thread")
+    with c:
+        scope = c.scope("request").__enter__()
+        scope.resolve(Conn)
+        hold = scope.hold()
+        hold.__enter__()
+        errors: list[BaseException] = []
+        worker = threading.Thread(target=lambda: _exit_collecting(scope, errors))
+        worker.start()
+        worker.join()
+        assert len(errors) == 1 and isinstance(errors[0], di.ScopeError)
+        assert not scope.closed and log == ["open conn"]  # the hold keeps it
+        hold.__exit__(None, None, None)
+        assert scope.closed and log == ["open conn", "close conn"]
+
+
+def _exit_collecting(scope: di.Checkpoint, errors: list[BaseException]) -> None:
+    try:
+        scope.__exit__(None, None, None)
+    except BaseException as exc:
+        errors.append(exc)
+
+
 def test_resolving_from_a_closed_checkpoint_raises() -> None:
     reg, _, _ = basic_registry()
     c = di.Container(reg)
