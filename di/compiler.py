@@ -592,7 +592,7 @@ class Compiler:
         def plan(cp: Any) -> Any:
             own = provider.kind.asynchronous
             why = (
-                f"is provided by an {provider.kind.value} ({provider.source})"
+                f"is provided by {provider.kind.described} ({provider.source})"
                 if own
                 else "depends on an async provider"
             )

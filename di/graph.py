@@ -189,7 +189,7 @@ class Graph:
             if sync and kind.asynchronous and key not in reported:
                 reported.add(key)
                 problems.append(
-                    f"{describe_key(key)} is provided by an {kind.value} "
+                    f"{describe_key(key)} is provided by {kind.described} "
                     f"({providers[key].source}), but this container is sync-only (sync=True); "
                     f"make the provider sync, or build the container without sync=True "
                     f"and use aresolve"

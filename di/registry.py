@@ -85,10 +85,12 @@ class Kind(enum.Enum):
 
     # Set on each member below: a plain attribute read, no Python call.
     asynchronous: bool
+    described: str  # with its article, for messages: "a coroutine function"
 
 
 for _kind in Kind:
     _kind.asynchronous = _kind in (Kind.COROUTINE, Kind.ASYNC_GENERATOR, Kind.ASYNC_CM)
+    _kind.described = f"{'an' if _kind.value[0] in 'aeiou' else 'a'} {_kind.value}"
 _CALL: Final = Kind.CALL
 
 

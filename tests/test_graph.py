@@ -338,6 +338,9 @@ def test_sync_container_lists_every_async_provider_a_path_needs() -> None:
     problems = build_errors(reg, sync=True)
     assert matching(problems, "AsyncEngine"), problems
     assert matching(problems, "AsyncConn"), problems
+    # each names what kind of provider it is, in plain English
+    assert any("AsyncEngine is provided by a coroutine function (" in p for p in problems)
+    assert any("AsyncConn is provided by an async generator (" in p for p in problems)
 
 
 def test_sync_container_accepts_a_sync_graph() -> None:
