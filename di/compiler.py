@@ -273,6 +273,7 @@ class Compiler:
         source = "\n".join(fn.lines)
         code = compile(source, f"<di plan {name}>", "exec")
         exec(code, fn.ns)
+        self.container._root._specialise()  # once: see Root._specialise
         return fn.ns[name]
 
     # -- emitting values -----------------------------------------------------

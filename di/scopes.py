@@ -506,12 +506,12 @@ class Checkpoint(dict[Any, Any]):
         # A held checkpoint may outlive its block, and it resolves through its
         # parents: it holds its parent until it is torn down itself.
         parent = self._parent
-        if parent is not None and type(parent) is not Root:
+        if parent is not None and not isinstance(parent, Root):
             parent._acquire(self, f"child {self!r}")
 
     def _parent_holds(self) -> Checkpoint | None:
         parent = getattr(self, "_parent", None)
-        if parent is None or type(parent) is Root:
+        if parent is None or isinstance(parent, Root):
             return None
         state = dict.get(parent, _HOLD)
         return parent if isinstance(state, _Holds) and self in state.holders else None
@@ -652,12 +652,46 @@ class Root(Checkpoint):
     singleton cache, so ``container.resolve`` of a created singleton is one
     C-level dict lookup."""
 
-    # Its __missing__ and aresolve are Checkpoint's: a plan given the root
-    # resolves in whatever checkpoint is current (singletons ignore it).
+    # Its aresolve is Checkpoint's: a plan given the root resolves in
+    # whatever checkpoint is current (singletons ignore it).
     __slots__ = ()
 
     def __repr__(self) -> str:
         return f"<di.Checkpoint {self.level!r} (container root) at {id(self):#x}>"
+
+    def _specialise(self) -> None:
+        """Give this root a type of its own whose ``__missing__`` closes over
+        the plans and the root itself.
+
+        ``container.resolve`` of anything not cached at the root (a transient,
+        a scoped key resolved from the container) misses the dict, and C then
+        calls ``__missing__``: a plain method is bound on every miss and reads
+        the plans through two attributes; this one is called as it is (a
+        staticmethod), about 4% of a top-level transient graph. A type costs
+        about 7 us, so it is made when the container first generates code
+        (an exec costs more), not at build: a cold start that resolves once
+        never pays for it. The layout is the same (no new slots), so the
+        instance's class can be swapped in place.
+        """
+        if type(self) is not Root:
+            return
+        container = self._container
+        plans = container._plans
+        plan_for = container._plan
+        root = self
+
+        def __missing__(key: Any) -> Any:
+            try:
+                plan = plans[key]
+            except KeyError:
+                plan = plan_for(key)
+            return plan(root)
+
+        self.__class__ = type(
+            "Root",
+            (Root,),
+            {"__slots__": (), "__module__": __name__, "__missing__": staticmethod(__missing__)},
+        )
 
 
 class _Sentinel:

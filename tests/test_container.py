@@ -648,3 +648,38 @@ def test_reopened_container_never_serves_a_closed_singleton_through_a_compiled_p
             assert c.resolve(Service).conn is fake
             assert c.resolve(Service).conn is fake
         assert c.resolve(Service).conn is again
+
+
+def test_containers_sharing_keys_each_resolve_their_own_graph() -> None:
+    """A container's root gets a miss path of its own once it generates code
+    (Root._specialise): two containers over the same keys must never answer
+    for each other, before or after, from the container or from a scope."""
+
+    class Name:
+        def __init__(self, text: str) -> None:
+            self.text = text
+
+    class Greeting:
+        def __init__(self, name: Name) -> None:
+            self.name = name
+
+    def registry(text: str) -> di.Registry:
+        reg = di.Registry()
+        reg.register(Name, lambda: Name(text))
+        reg.register(Greeting, Greeting)
+        reg.register(Conn, Conn, scope="request")
+        return reg
+
+    one, two = di.Container(registry("one")), di.Container(registry("two"))
+    for _ in range(4):  # interpreted first, generated from the second resolve on
+        assert one.resolve(Greeting).name.text == "one"
+        assert two.resolve(Greeting).name.text == "two"
+    for c in (one, two):
+        with pytest.raises(di.NoActiveScopeError):
+            c.resolve(Conn)
+        with c.scope("request") as request:
+            assert c.resolve(Conn) is request.resolve(Conn) is c.resolve(Conn)
+    with one.scope("request") as request_one, two.scope("request") as request_two:
+        assert one.resolve(Conn) is request_one.resolve(Conn)
+        assert two.resolve(Conn) is request_two.resolve(Conn)
+        assert one.resolve(Conn) is not two.resolve(Conn)
