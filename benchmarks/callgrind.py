@@ -156,7 +156,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     cmp_ = sub.add_parser("compare", help="instructions per op of libraries vs manual")
     cmp_.add_argument("-n", type=int, default=20_000, help="counted iterations (default 20000)")
     cmp_.add_argument("--libs", nargs="+", choices=list(ADAPTERS), default=["di"])
-    cmp_.add_argument("--scenarios", nargs="+", choices=SCENARIOS, default=["singleton", "request"])
+    cmp_.add_argument("--scenarios", nargs="+", choices=SCENARIOS, default=list(SCENARIOS))
     args = parser.parse_args(argv)
     if args.command == "run":
         run_iterations(args.scenario, args.lib, args.n)
