@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextvars
 import logging
+import threading
 import time
 from collections.abc import Coroutine, Iterator, Mapping
 from contextlib import contextmanager
@@ -83,7 +84,9 @@ class Container:
         "__weakref__",
         "_aplans",
         "_base",
+        "_closes",
         "_compiler",
+        "_count_lock",
         "_graph",
         "_level_index",
         "_levels",
@@ -131,6 +134,8 @@ class Container:
         # some scoped creation was ever contended.
         self._waiters = self._compiler.waiters
         self._refs = 0
+        self._closes = 0  # how many times it closed: overrides check it
+        self._count_lock = threading.Lock()
         self._open = False
         self._lifecycle_lock = aiologic.Lock()
         self._fill_values()
@@ -292,13 +297,22 @@ class Container:
             provider = make_provider(value_or_factory, provides=key)
         else:
             provider = Provider(key, value_or_factory, Kind.VALUE, self._levels[0], (), "override")
-        self._overrides.append((key, provider))
+        entry = (key, provider)
+        self._overrides.append(entry)
         saved = self._rebuild(key)
+        closes = self._closes
         try:
             yield
         finally:
-            self._overrides.remove((key, provider))
-            self._rebuild(key, restore=saved)
+            # By identity: list.remove() compares with ==, and two overriding
+            # values may be equal (or compare into an array).
+            for i in range(len(self._overrides) - 1, -1, -1):
+                if self._overrides[i] is entry:
+                    del self._overrides[i]
+                    break
+            # Singletons set aside are put back only if the container did not
+            # close meanwhile: a close tore them down with the rest.
+            self._rebuild(key, restore=saved if self._closes == closes else {})
 
     def _rebuild(self, key: Any, restore: dict[Any, Any] | None = None) -> dict[Any, Any]:
         providers = dict(self._base)
@@ -341,17 +355,37 @@ class Container:
     def _push_entered(self) -> None:
         _entered.set((self, _entered.get()))
 
-    def __enter__(self) -> Container:
-        with self._lifecycle_lock:
+    # Enters count under the lifecycle lock, so an enter that arrives while
+    # the container closes waits for the close to finish. Exits drop their
+    # reference first, under a plain threading lock, and only then wait for
+    # the lifecycle lock to close: a cancelled async exit cannot keep its
+    # reference (RefCounted does the same).
+
+    def _count_in(self) -> None:
+        with self._count_lock:
             self._refs += 1
             self._open = True
+
+    def _release(self) -> bool:
+        """Drop a reference; True when it was the last."""
+        with self._count_lock:
+            if self._refs <= 0:
+                raise RuntimeError(
+                    "container exit without a matching enter (ref_count is already 0); each "
+                    "exit must pair with one `with container` / `async with container`"
+                )
+            self._refs -= 1
+            return self._refs == 0
+
+    def __enter__(self) -> Container:
+        with self._lifecycle_lock:
+            self._count_in()
         self._push_entered()
         return self
 
     async def __aenter__(self) -> Container:
         async with self._lifecycle_lock:
-            self._refs += 1
-            self._open = True
+            self._count_in()
         self._push_entered()
         return self
 
@@ -367,11 +401,10 @@ class Container:
         tb: TracebackType | None,
     ) -> None:
         self._pop_entered()
-        with self._lifecycle_lock:
-            self._refs -= 1
-            last = self._refs == 0
-            if last:
-                self._close_now()
+        if self._release():
+            with self._lifecycle_lock:
+                if self._refs == 0:  # nobody entered while we waited
+                    self._close_now()
 
     async def __aexit__(
         self,
@@ -380,10 +413,21 @@ class Container:
         tb: TracebackType | None,
     ) -> None:
         self._pop_entered()
-        async with self._lifecycle_lock:
-            self._refs -= 1
-            if self._refs == 0:
+        if not self._release():
+            return
+        lock = self._lifecycle_lock
+        # A free lock is taken without a checkpoint: under trio, a block that
+        # ends by cancellation still closes the container (its async
+        # teardowns see the cancellation, as under AsyncExitStack). Only an
+        # exit cancelled while another close or enter holds the lock leaves
+        # the container open, unreferenced, until the next exit or close().
+        if not await lock.async_acquire(blocking=False):
+            await lock.async_acquire()
+        try:
+            if self._refs == 0:  # nobody entered while we waited
                 await self._aclose_now()
+        finally:
+            lock.async_release()
 
     def close(self, force: bool = False) -> None:
         """Close every singleton (LIFO) now; while ``with`` blocks still hold
@@ -486,6 +530,7 @@ class Container:
         self._plans.clear()
         self._aplans.clear()
         self._open = False
+        self._closes += 1
         self._root._async = False
         self._fill_values()
 

@@ -458,6 +458,15 @@ class Registry:
         """Declare a value supplied at scope entry:
         ``container.scope("request", context={Request: request})``."""
         level = self._level(False, scope)
+        if level == self.levels[0]:
+            # The container level is never entered with container.scope(), so
+            # nothing could ever supply the value.
+            raise ScopeError(
+                f"context {describe_key(key)} cannot live at {level!r}, the container itself: "
+                f"context values are passed to container.scope(level, context=...); declare it "
+                f"at one of {', '.join(map(repr, self.levels[1:]))}, or register the value as a "
+                f"singleton (registry.value({describe_key(key)}, instance))"
+            )
         made = Provider(normalize_key(key), None, Kind.CONTEXT, level, (), _caller_location())
         return self.add(made, override=override)
 

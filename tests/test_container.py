@@ -6,6 +6,7 @@ import threading
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
+import trio
 
 import di
 
@@ -683,3 +684,130 @@ def test_containers_sharing_keys_each_resolve_their_own_graph() -> None:
         assert one.resolve(Conn) is request_one.resolve(Conn)
         assert two.resolve(Conn) is request_two.resolve(Conn)
         assert one.resolve(Conn) is not two.resolve(Conn)
+
+
+def _logged_singleton() -> tuple[di.Registry, list[str]]:
+    reg = di.Registry()
+    log: list[str] = []
+
+    @reg.provider(singleton=True)
+    def settings() -> Iterator[Settings]:
+        log.append("open")
+        yield Settings()
+        log.append("close")
+
+    return reg, log
+
+
+def test_trio_block_ending_by_cancellation_still_closes_the_container() -> None:
+    """Under trio even a free lock is a checkpoint; the last exit of a
+    cancelled block must still give its reference back and close."""
+    reg, log = _logged_singleton()
+    c = di.Container(reg)
+
+    async def main() -> None:
+        with trio.move_on_after(0.01):
+            async with c:
+                c.resolve(Settings)
+                await trio.sleep(5)
+        assert (c.ref_count, c.is_open, log) == (0, False, ["open", "close"])
+        async with c:
+            c.resolve(Settings)
+        assert (c.ref_count, log) == (0, ["open", "close", "open", "close"])
+
+    trio.run(main)
+
+
+def test_async_exit_cancelled_while_waiting_for_a_close_gives_its_reference_back() -> None:
+    reg = di.Registry()
+    log: list[str] = []
+
+    @reg.provider(singleton=True)
+    async def settings() -> AsyncIterator[Settings]:
+        log.append("open")
+        yield Settings()
+        await asyncio.sleep(0.2)  # a slow teardown holds the lifecycle lock
+        log.append("close")
+
+    c = di.Container(reg)
+
+    async def main() -> None:
+        async with c:
+            await c.aresolve(Settings)
+
+            async def inner() -> None:
+                async with c:
+                    await asyncio.sleep(0.05)  # exits while the forced close runs
+
+            task = asyncio.create_task(inner())
+            await asyncio.sleep(0.01)
+            closer = asyncio.create_task(c.aclose(force=True))
+            await asyncio.sleep(0.1)
+            task.cancel()  # if its exit still waits for the lock, it is cancelled there
+            await asyncio.gather(task, return_exceptions=True)
+            await closer
+            await c.aresolve(Settings)  # reopened inside the outer block
+            assert c.ref_count == 1
+        assert (c.ref_count, c.is_open) == (0, False)
+        assert log == ["open", "close", "open", "close"]
+
+    asyncio.run(main())
+
+
+def test_exit_without_enter_is_refused() -> None:
+    c = di.Container(di.Registry())
+    with pytest.raises(RuntimeError, match="without a matching enter"):
+        c.__exit__(None, None, None)
+    with c:
+        assert c.ref_count == 1
+    assert (c.ref_count, c.is_open) == (0, False)
+
+    async def main() -> None:
+        with pytest.raises(RuntimeError, match="without a matching enter"):
+            await c.__aexit__(None, None, None)
+
+    asyncio.run(main())
+
+
+def test_override_never_restores_a_singleton_the_container_closed_meanwhile() -> None:
+    class Pool:
+        def __init__(self, settings: Settings) -> None:
+            self.closed = False
+
+    reg, _ = _logged_singleton()
+
+    @reg.provider(singleton=True)
+    def pool(settings: Settings) -> Iterator[Pool]:
+        p = Pool(settings)
+        yield p
+        p.closed = True
+
+    c = di.Container(reg)
+    first = c.resolve(Pool)
+    with c.override(Settings, Settings()):
+        assert c.resolve(Pool) is not first
+        c.close(force=True)
+    assert first.closed
+    fresh = c.resolve(Pool)
+    assert fresh is not first and not fresh.closed
+    c.close()
+    assert fresh.closed
+
+
+def test_nested_overrides_with_equal_values_restore_by_identity() -> None:
+    class Mailer:
+        def __eq__(self, other: object) -> bool:
+            return isinstance(other, Mailer)
+
+        __hash__ = object.__hash__
+
+    reg = di.Registry()
+    reg.register(Mailer, Mailer)
+    c = di.Container(reg)
+    outer, inner = Mailer(), Mailer()
+    with c.override(Mailer, outer):
+        with c.override(Mailer, inner):
+            assert c.resolve(Mailer) is inner
+        assert c.resolve(Mailer) is outer
+    after = c.resolve(Mailer)
+    assert after is not outer and after is not inner

@@ -896,3 +896,15 @@ def test_init_parameter_without_hint_is_an_error_naming_it() -> None:
         TypeError, match=r"parameter 'thing' of .*Loose.__init__.* has no type hint"
     ):
         reg.provider(Loose)
+
+
+def test_context_at_the_container_level_is_refused() -> None:
+    """Nothing could supply it: container.scope() never enters the first level."""
+
+    class Tenant:
+        pass
+
+    reg = di.Registry()
+    with pytest.raises(di.ScopeError, match=r"cannot live at 'app'.*one of 'session'"):
+        reg.context(Tenant, scope="app")
+    assert Tenant not in reg
