@@ -498,15 +498,22 @@ class Container:
                 "the container holds async teardown (async generator or async context manager "
                 "providers); close it with `async with container` or `await container.aclose()`"
             )
-        try:
-            for cp in doomed:
-                cp._teardown(None)
-        finally:
-            exits, root._exits = root._exits, []
+        failure: BaseException | None = None
+        for cp in doomed:  # all of them, as ExitStack runs every exit
             try:
-                unwind(exits or [], None)
-            finally:
-                self._reset_root()
+                cp._teardown(None)
+            except BaseException as exc:
+                failure = failure or exc
+        exits, root._exits = root._exits, []
+        try:
+            unwind(exits or [], None)
+        except BaseException as exc:
+            _chain(exc, failure)
+            raise
+        finally:
+            self._reset_root()
+        if failure is not None:
+            raise failure
 
     async def _aclose_now(self) -> None:
         deadline = time.monotonic() + self.shutdown_timeout
@@ -514,15 +521,22 @@ class Container:
             await aiologic.lowlevel.async_sleep(0.005)
         self._warn_forced(left)
         root = self._root
-        try:
-            for cp in self._to_tear_down(left):
-                await cp._ateardown(None)
-        finally:
-            exits, root._exits = root._exits, []
+        failure: BaseException | None = None
+        for cp in self._to_tear_down(left):
             try:
-                await aunwind(exits or [], None)
-            finally:
-                self._reset_root()
+                await cp._ateardown(None)
+            except BaseException as exc:
+                failure = failure or exc
+        exits, root._exits = root._exits, []
+        try:
+            await aunwind(exits or [], None)
+        except BaseException as exc:
+            _chain(exc, failure)
+            raise
+        finally:
+            self._reset_root()
+        if failure is not None:
+            raise failure
 
     def _reset_root(self) -> None:
         dict.clear(self._root)
@@ -536,3 +550,14 @@ class Container:
 
 
 _ABSENT: Final = object()
+
+
+def _chain(exc: BaseException, earlier: BaseException | None) -> None:
+    """Make an earlier teardown error the context of a later one, as a
+    later exit of an ExitStack would see it."""
+    if earlier is not None and earlier is not exc:
+        ctx = exc
+        while ctx.__context__ is not None and ctx.__context__ is not earlier:
+            ctx = ctx.__context__
+        if ctx.__context__ is None:
+            ctx.__context__ = earlier

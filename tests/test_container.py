@@ -811,3 +811,55 @@ def test_nested_overrides_with_equal_values_restore_by_identity() -> None:
         assert c.resolve(Mailer) is outer
     after = c.resolve(Mailer)
     assert after is not outer and after is not inner
+
+
+def test_forced_shutdown_tears_down_every_held_checkpoint_when_one_teardown_fails(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Like ExitStack: every teardown runs, the singletons close last, and the
+    first error propagates."""
+    reg, log = _logged_singleton()
+    made: list[int] = []
+
+    @reg.provider(scope="request")
+    def conn(settings: Settings) -> Iterator[Conn]:
+        made.append(len(made) + 1)
+        i = len(made)
+        try:
+            yield Conn()
+        finally:
+            log.append(f"request {i} closed")
+            if i == 1:
+                raise RuntimeError("teardown 1 failed")
+
+    c = di.Container(reg, shutdown_timeout=0.05)
+    ready = threading.Barrier(3, timeout=10)
+    release = threading.Event()
+    first_made = threading.Event()
+
+    def worker(first: bool) -> None:
+        if not first:
+            first_made.wait(10)
+        with c.scope("request") as scope:
+            scope.resolve(Conn)
+            first_made.set()
+            with scope.hold():
+                ready.wait()
+                release.wait(10)
+
+    threads = [threading.Thread(target=worker, args=(i == 0,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    ready.wait()
+    with (
+        caplog.at_level(logging.WARNING, logger="di"),
+        pytest.raises(RuntimeError, match="teardown 1 failed"),
+        c,
+    ):
+        pass  # the last exit closes while both requests are held
+    assert log == ["open", "request 1 closed", "request 2 closed", "close"]
+    assert c.lingering_checkpoints() == 0
+    release.set()
+    for t in threads:
+        t.join(10)
+    assert log == ["open", "request 1 closed", "request 2 closed", "close"]
