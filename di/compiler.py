@@ -236,17 +236,31 @@ class Compiler:
             # RefCounted or ClientContext it returns may need `async with`.
             return self._async_singleton_plan(key)
         if not graph.is_async[key]:
-            sync = self.container._plan(key)
-
-            async def run_sync(cp: Any) -> Any:
-                return sync(cp)
-
-            return run_sync
+            return self._run_sync(key)
         if kind is Kind.CONTEXT:
             return self._context_plan(key, is_async=True)
         if level is None:
             return self._transient_plan(key, is_async=True)
         return self._scoped_plan(key, is_async=True)
+
+    def _run_sync(self, key: Any) -> APlan:
+        """``aresolve`` of a key whose subtree is all sync: its sync plan,
+        after creating on the async path any singleton it needs that does not
+        exist yet (a RefCounted or ClientContext a plain ``def`` returns is
+        entered with ``async with`` there, whatever the resolve order)."""
+        container = self.container
+        plans, plan_for, root = container._plans, container._plan, container._root
+        singletons = container._graph.singletons_below(key)
+
+        async def run_sync(cp: Any) -> Any:
+            for s in singletons:
+                if s not in root:  # dict.__contains__: checkpoints define no other
+                    await root.aresolve(s)
+            # Read each time: the sync plan is replaced once generated.
+            plan = plans.get(key) or plan_for(key)
+            return plan(cp)
+
+        return run_sync
 
     # -- shared namespace ----------------------------------------------------
     def _namespace(self) -> dict[str, Any]:
@@ -311,7 +325,8 @@ class Compiler:
             holder = "_root"
         else:
             holder = self._owner(fn, cp, level, key, pad)
-        if is_async and graph.is_async[key]:
+        # Under aresolve a singleton not made yet takes the async path too.
+        if is_async and (graph.is_async[key] or level == 0):
             v = fn.tmp()
             fn.lines += [
                 f"{pad}{v} = _dget({holder}, {k}, _M)",
@@ -534,7 +549,16 @@ class Compiler:
                     f"{describe_key(key)} needed itself while being created: its factory "
                     f"resolves it (directly or through another factory) from the container"
                 )
-            with lock:
+            try:
+                lock.green_acquire()
+            except RuntimeError:  # aiologic: a task of this thread holds it
+                raise CircularDependencyError(
+                    f"{describe_key(key)} is being created by `aresolve` in a task of this "
+                    f"thread: its own factory resolves it (a cycle), or another task's sync "
+                    f"resolve would block the thread that must finish it; use `await "
+                    f"container.aresolve({describe_key(key)})` there"
+                ) from None
+            try:
                 value = dict.get(root, key, _M)
                 if value is not _M:
                     return value
@@ -552,6 +576,8 @@ class Compiler:
                 root_exits.extend(exits)
                 dict.__setitem__(root, key, value)
                 return value
+            finally:
+                lock.green_release()
 
         return plan
 

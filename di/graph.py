@@ -10,7 +10,7 @@ providers that some path needs.
 from __future__ import annotations
 
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 from di.errors import GraphError, describe_key, describe_path
@@ -68,6 +68,28 @@ class Graph:
                     seen.add(k)
                     todo.append(k)
         return seen
+
+    def singletons_below(self, key: Any) -> tuple[Any, ...]:
+        """The created-once keys (first level, not plain values) that ``key``
+        needs, transitively, dependencies before their dependents. Iterative:
+        chains may be deeper than the recursion limit."""
+        providers, level = self.providers, self.level
+        found: list[Any] = []
+        seen = {key}
+        stack: list[tuple[Any, Iterator[Any]]] = [(key, iter(providers[key].dependencies))]
+        while stack:
+            k, deps = stack[-1]
+            for dep in deps:
+                d = dep.key
+                if d not in seen and d in providers:
+                    seen.add(d)
+                    stack.append((d, iter(providers[d].dependencies)))
+                    break
+            else:
+                stack.pop()
+                if k is not key and level[k] == 0 and providers[k].kind is not Kind.VALUE:
+                    found.append(k)
+        return tuple(found)
 
     # -- the walks ------------------------------------------------------------
     def _check(self) -> bool:

@@ -4,6 +4,7 @@ import asyncio
 import logging
 import threading
 from collections.abc import AsyncIterator, Iterator
+from typing import Any
 
 import pytest
 import trio
@@ -863,3 +864,34 @@ def test_forced_shutdown_tears_down_every_held_checkpoint_when_one_teardown_fail
     for t in threads:
         t.join(10)
     assert log == ["open", "request 1 closed", "request 2 closed", "close"]
+
+
+def test_aresolve_of_a_sync_transient_generates_its_plan_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """aresolve runs the sync plan of an all-sync subtree: interpreted once,
+    generated once, then reused by resolve and aresolve alike."""
+    from di.compiler import Compiler
+
+    generated: list[str] = []
+    compile_plan = Compiler._compile
+
+    def counting(self: Compiler, fn: Any, name: str) -> Any:
+        generated.append(name)
+        return compile_plan(self, fn, name)
+
+    monkeypatch.setattr(Compiler, "_compile", counting)
+    reg = di.Registry()
+    reg.register(Engine, Engine)
+    reg.register(Service, Service)
+    c = di.Container(reg)
+
+    async def main() -> None:
+        made = [await c.aresolve(Service) for _ in range(3)]
+        for _ in range(3):
+            made += [c.resolve(Service), await c.aresolve(Service)]
+        assert len({id(s) for s in made}) == len(made)
+        assert len({id(s.engine) for s in made}) == len(made)
+
+    asyncio.run(main())
+    assert generated == ["plan"]

@@ -1080,3 +1080,36 @@ async def test_reentered_container_builds_a_fresh_client(anyio_backend: str) -> 
     assert state == (True, True, 1, False, True)
     assert (first.closes, second.closes) == (1, 1)
     assert journal.events == ["api create", "api open", "api close"] * 2
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("shape", ["transient", "singleton"])
+@pytest.mark.parametrize("dependent_first", [True, False])
+async def test_aresolve_enters_an_async_refcounted_reached_as_a_dependency(
+    anyio_backend: str, shape: str, dependent_first: bool
+) -> None:
+    """A plain `def` returning a RefCounted with an async open: under
+    aresolve it is entered with `async with` whichever key is resolved first,
+    by the interpreted first resolve and by the generated plans alike."""
+    journal = Journal()
+    rc = async_rc(journal)
+    reg = di.Registry()
+
+    @reg.provider(singleton=True)
+    def conn() -> di.RefCounted[Conn]:
+        return rc
+
+    class Handler:
+        def __init__(self, conn: di.RefCounted[Conn]) -> None:
+            self.conn = conn
+
+    reg.register(Handler, Handler, singleton=shape == "singleton")
+    c = di.Container(reg)
+    with anyio.fail_after(TIMEOUT):
+        async with c:
+            if not dependent_first:
+                assert await c.aresolve(di.RefCounted[Conn]) is rc
+            handlers = [await c.aresolve(Handler) for _ in range(3)]
+            assert all(h.conn is rc for h in handlers)
+            assert (rc.is_open, rc.ref_count) == (True, 1)
+    assert journal.events == ["conn open", "conn close"]

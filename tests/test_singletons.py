@@ -683,3 +683,24 @@ async def test_waiters_retry_after_a_failed_scoped_creation() -> None:
     assert len(failures) == 1, results
     assert len(made) == 4 and len({id(m) for m in made}) == 1
     assert calls == 2
+
+
+def test_sync_factory_resolving_its_own_key_under_aresolve_raises_circular() -> None:
+    """The async path holds the key's lock in a task; the factory's sync
+    resolve must name the cycle, not surface aiologic's RuntimeError."""
+    reg = di.Registry()
+    box: dict[str, di.Container] = {}
+
+    @reg.provider(singleton=True)
+    def shared() -> Shared:
+        return box["c"].resolve(Shared)  # type: ignore[no-any-return]
+
+    c = di.Container(reg)
+    box["c"] = c
+
+    async def main() -> None:
+        for _ in range(3):
+            with pytest.raises(di.CircularDependencyError, match=r"Shared.*aresolve"):
+                await c.aresolve(Shared)
+
+    asyncio.run(main())
