@@ -189,10 +189,11 @@ class Compiler:
             _, factory, kind, _, deps, _ = providers[key]
             args: list[Any] = []
             kwargs: dict[str, Any] | None = None
-            for dname, dkey, keyword_only, _ in deps:
+            for dname, dkey, keyword_only, default in deps:
                 dprovider = providers.get(dkey)
-                if dprovider is None:  # a kept default: later arguments go by name
-                    kwargs = {} if kwargs is None else kwargs
+                if dprovider is None:  # a kept default: as in _emit_creation
+                    if kwargs is None and not keyword_only:
+                        args.append(default)
                     continue
                 level = levels[dkey]
                 if level is None:
@@ -347,7 +348,11 @@ class Compiler:
         keyword = False
         for dep in provider.dependencies:
             if not graph.used(dep) or dep.key not in graph.providers:
-                keyword = True  # a kept default: later arguments go by name
+                # A kept default: left to Python when later arguments can go by
+                # name; passed as itself where they cannot (positional-only).
+                if keyword or dep.keyword_only:
+                    continue
+                parts.append(("", fn.const(dep.default, "V")))
                 continue
             before = len(fn.lines)
             if graph.level[dep.key] is None:  # a transient: straight in, one frame per level

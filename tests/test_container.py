@@ -895,3 +895,34 @@ def test_aresolve_of_a_sync_transient_generates_its_plan_once(
 
     asyncio.run(main())
     assert generated == ["plan"]
+
+
+def test_kept_default_before_an_injected_positional_only_parameter() -> None:
+    """A default kept for an unregistered type cannot make later arguments go
+    by name when they are positional-only: it is passed as itself."""
+    marker = Tmp()
+
+    def make(clock: Tmp = marker, engine: Engine = None, /) -> Service:  # type: ignore[assignment]
+        assert clock is marker
+        return Service(engine)
+
+    class Clocked:
+        def __init__(
+            self,
+            tick: Tmp = marker,
+            engine: Engine = None,  # type: ignore[assignment]
+            /,
+            *,
+            tock: Tmp = marker,
+        ) -> None:
+            assert tick is marker and tock is marker
+            self.engine = engine
+
+    reg = di.Registry()
+    reg.register(Engine, Engine)
+    reg.register(Service, make)
+    reg.register(Clocked, Clocked)
+    c = di.Container(reg)
+    for _ in range(3):  # interpreted, then generated
+        assert isinstance(c.resolve(Service).engine, Engine)
+        assert isinstance(c.resolve(Clocked).engine, Engine)
