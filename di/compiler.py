@@ -165,6 +165,8 @@ class Compiler:
                 cp = self.container._storage.get(None)
                 if cp is None:
                     cp = root
+            if cp._exits is None and self._needs_exits(key):
+                raise self._closed(cp, key)  # before any factory runs, as the plan does
             try:
                 return self._interpret(key, cp)
             except RecursionError as exc:
@@ -436,7 +438,8 @@ class Compiler:
         if self._needs_cp(key):
             fn.lines.append(f"{pad}if cp is _root: cp = _sget(_root)")
         if self._needs_exits(key):
-            fn.lines += [f"{pad}ex = cp._exits", f"{pad}if ex is None: raise _closed(cp)"]
+            k = fn.const(key, "K")
+            fn.lines += [f"{pad}ex = cp._exits", f"{pad}if ex is None: raise _closed(cp, {k})"]
         expr = self._emit_creation(fn, key, "cp", "ex", is_async, pad)
         fn.lines.append(f"{pad}return {expr}")
         return self._compile(fn, "plan")  # type: ignore[no-any-return]

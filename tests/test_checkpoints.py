@@ -14,6 +14,7 @@ monotonic sequence numbers.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import gc
 import itertools
@@ -1568,3 +1569,48 @@ def test_200_requests_each_spawning_3_background_tasks() -> None:
             assert len(instances[key]) == 1, f"{key}: several instances in one request"
             assert close_at[key] > max(uses[i]), f"{key} closed before its last use"
         assert min(uses[i]) > exit_at[i], f"request {i}: background use before the block exited"
+
+
+class Part:
+    pass
+
+
+class ClosedConn:
+    pass
+
+
+class Whole:
+    def __init__(self, part: Part, conn: ClosedConn) -> None:
+        pass
+
+
+def test_a_torn_down_checkpoint_refuses_a_transient_with_teardown_before_any_factory_runs() -> None:
+    """The interpreted first resolve and the generated plans behave alike:
+    no factory runs, and the error names the key."""
+    calls: list[str] = []
+    reg = di.Registry()
+
+    @reg.provider()
+    def part() -> Part:
+        calls.append("part")
+        return Part()
+
+    @reg.provider(cm=True)
+    def conn() -> contextlib.AbstractContextManager[ClosedConn]:
+        calls.append("conn")
+        return contextlib.nullcontext(ClosedConn())
+
+    reg.register(Whole, Whole)
+    c = di.Container(reg)
+    with c.scope("request") as request:
+        pass
+
+    async def aresolve() -> None:
+        await request.aresolve(Whole)
+
+    for _ in range(3):
+        with pytest.raises(di.CheckpointClosedError, match="cannot create Whole in"):
+            request.resolve(Whole)
+        with pytest.raises(di.CheckpointClosedError, match="cannot create Whole in"):
+            asyncio.run(aresolve())
+    assert calls == []
