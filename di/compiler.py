@@ -462,6 +462,8 @@ class Compiler:
             f"    while c._level > {level}: c = c._parent",
             f"    if c._level != {level}: raise _noscope({k}, cp)",
             f"    if c is not cp: return c[{k}]",
+            # Torn down: its values were dropped with it, supplied or not.
+            f"    if cp._exits is None: raise _closed(cp, {k})",
             f"    raise _noscope({k}, cp, supplied=False)",
         ]
         return self._compile(fn, "plan")  # type: ignore[no-any-return]

@@ -1614,3 +1614,19 @@ def test_a_torn_down_checkpoint_refuses_a_transient_with_teardown_before_any_fac
         with pytest.raises(di.CheckpointClosedError, match="cannot create Whole in"):
             asyncio.run(aresolve())
     assert calls == []
+
+
+class Tenant:
+    pass
+
+
+def test_a_context_value_read_from_a_torn_down_checkpoint_says_it_is_closed() -> None:
+    reg = di.Registry()
+    reg.context(Tenant, scope="request")
+    c = di.Container(reg)
+    tenant = Tenant()
+    with c.scope("request", context={Tenant: tenant}) as request:
+        assert request.resolve(Tenant) is tenant
+    for _ in range(3):
+        with pytest.raises(di.CheckpointClosedError, match="cannot create Tenant in"):
+            request.resolve(Tenant)
