@@ -253,12 +253,17 @@ class Compiler:
         entered with ``async with`` there, whatever the resolve order)."""
         container = self.container
         plans, plan_for, root = container._plans, container._plan, container._root
-        singletons = container._graph.singletons_below(key)
+        pending = container._graph.singletons_below(key)
 
         async def run_sync(cp: Any) -> Any:
-            for s in singletons:
-                if s not in root:  # dict.__contains__: checkpoints define no other
-                    await root.aresolve(s)
+            nonlocal pending
+            if pending:
+                for s in pending:
+                    if s not in root:  # dict.__contains__: checkpoints define no other
+                        await root.aresolve(s)
+                # Made now, and kept until a close or an override, both of
+                # which drop this plan: later calls need not look again.
+                pending = ()
             # Read each time: the sync plan is replaced once generated.
             plan = plans.get(key) or plan_for(key)
             return plan(cp)

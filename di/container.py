@@ -306,10 +306,7 @@ class Container:
         finally:
             # By identity: list.remove() compares with ==, and two overriding
             # values may be equal (or compare into an array).
-            for i in range(len(self._overrides) - 1, -1, -1):
-                if self._overrides[i] is entry:
-                    del self._overrides[i]
-                    break
+            self._overrides = [e for e in self._overrides if e is not entry]
             # Singletons set aside are put back only if the container did not
             # close meanwhile: a close tore them down with the rest.
             self._rebuild(key, restore=saved if self._closes == closes else {})
