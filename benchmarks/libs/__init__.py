@@ -5,9 +5,11 @@ from __future__ import annotations
 import importlib
 from types import ModuleType
 
-# Column order of the results table; manual first (the baseline), di last.
+# Column order of the results table; manual first (the baseline), then its contextlib
+# variant (a reference row), the peers, di last.
 ADAPTERS: dict[str, str] = {
     "manual": "benchmarks.libs.manual",
+    "manual-contextlib": "benchmarks.libs.manual_contextlib",
     "dependency-injector": "benchmarks.libs.dependency_injector_",
     "dishka": "benchmarks.libs.dishka_",
     "diwire": "benchmarks.libs.diwire_",
