@@ -18,7 +18,7 @@ from benchmarks.libs.base import Bench, Case, Unsupported
 from benchmarks.libs.manual import get_s
 from benchmarks.model import R, T, r_agen, r_gen
 
-NAME = "manual (contextlib)"
+NAME = "manual-contextlib"
 DIST = None
 
 _cm = contextlib.contextmanager(r_gen)
