@@ -374,8 +374,30 @@ class Container:
             self._refs -= 1
             return self._refs == 0
 
+    @contextmanager
+    def _green_lock(self, what: str) -> Iterator[None]:
+        lock = self._lifecycle_lock
+        try:
+            lock.green_acquire()
+        except RuntimeError as exc:
+            # A thread cannot block on a lock that a task of its own event
+            # loop holds: that task could never run to release it. The only
+            # such holder is an async close (async enters and non-closing exits
+            # never yield while holding it). aiologic refuses with a bare
+            # RuntimeError; say what happened and what to do instead.
+            raise ScopeError(
+                f"{what} cannot wait here: an async close of this container (aclose(), or "
+                f"the last `async with container` exit) is in progress in this thread's "
+                f"event loop, and waiting for it would block that loop for ever; use the "
+                f"async form (`async with container`, `await container.aclose()`) in async code"
+            ) from exc
+        try:
+            yield
+        finally:
+            lock.green_release()
+
     def __enter__(self) -> Container:
-        with self._lifecycle_lock:
+        with self._green_lock("`with container`"):
             self._count_in()
         self._push_entered()
         return self
@@ -399,9 +421,21 @@ class Container:
     ) -> None:
         self._pop_entered()
         if self._release():
-            with self._lifecycle_lock:
+            lock = self._lifecycle_lock
+            try:
+                lock.green_acquire()
+            except RuntimeError:
+                # A task of this thread's event loop holds the lock, and the
+                # only holder that can be seen from here is a close in
+                # progress (enters and non-closing exits never yield while
+                # holding it): it leaves the container closed, which is what
+                # this exit wanted. Waiting for it would deadlock the loop.
+                return
+            try:
                 if self._refs == 0:  # nobody entered while we waited
                     self._close_now()
+            finally:
+                lock.green_release()
 
     async def __aexit__(
         self,
@@ -429,7 +463,7 @@ class Container:
     def close(self, force: bool = False) -> None:
         """Close every singleton (LIFO) now; while ``with`` blocks still hold
         the container, warn and defer to the last exit unless ``force``."""
-        with self._lifecycle_lock:
+        with self._green_lock("close()"):
             if self._deferred(force):
                 return
             self._close_now()

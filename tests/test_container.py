@@ -926,3 +926,51 @@ def test_kept_default_before_an_injected_positional_only_parameter() -> None:
     for _ in range(3):  # interpreted, then generated
         assert isinstance(c.resolve(Service).engine, Engine)
         assert isinstance(c.resolve(Clocked).engine, Engine)
+
+
+def test_sync_lifecycle_calls_during_an_async_close_in_the_same_loop() -> None:
+    """A thread cannot wait for a close that a task of its own event loop runs:
+    `with container` and close() say so (a ScopeError naming the async form),
+    and a block's last sync exit leaves the closing to the close in progress."""
+
+    class Pool:
+        closes = 0
+
+    reg = di.Registry()
+
+    @reg.provider(singleton=True)
+    async def pool() -> AsyncIterator[Pool]:
+        p = Pool()
+        yield p
+        await asyncio.sleep(0.02)  # the close is in progress meanwhile
+        p.closes += 1
+
+    c = di.Container(reg)
+    seen: list[str] = []
+
+    async def during_close() -> None:
+        await asyncio.sleep(0.005)
+        with pytest.raises(di.ScopeError, match=r"async close .* `async with container`"):
+            c.__enter__()
+        with pytest.raises(di.ScopeError, match=r"close\(\) cannot wait here"):
+            c.close()
+        seen.append("refused")
+
+    async def main() -> None:
+        p = await c.aresolve(Pool)
+        task = asyncio.create_task(during_close())
+        await c.aclose()
+        await task
+        assert seen == ["refused"] and p.closes == 1 and not c.is_open
+        # A sync block that a forced async close overtakes exits quietly.
+        p = await c.aresolve(Pool)
+        c.__enter__()
+        closer = asyncio.create_task(c.aclose(force=True))
+        await asyncio.sleep(0.005)
+        c.__exit__(None, None, None)  # last exit, while the close runs
+        await closer
+        assert (p.closes, c.ref_count, c.is_open) == (1, 0, False)
+        with c:  # and the container is usable again
+            assert c.ref_count == 1
+
+    asyncio.run(main())
