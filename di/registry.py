@@ -196,7 +196,8 @@ def _parameters(fn: Any, hints: dict[str, Any], skip_first: bool) -> tuple[Depen
 def class_provider(
     cls: type, key: Any, kind: Kind, scope: str | None, source: str | None
 ) -> Provider:
-    """The provider of a class, autowired from its ``__init__``.
+    """The provider of a class, autowired from its ``__init__`` (or, when
+    that is ``object.__init__``, from a Python ``__new__``: `_from_new`).
 
     Positional parameters only: a cold start registers every class through
     here. The common ``__init__`` -- positional parameters, each annotated
@@ -205,6 +206,11 @@ def class_provider(
     everything else."""
     init = cls.__init__  # type: ignore[misc]
     if type(init) is not FunctionType:  # object.__init__ or a C-level __init__
+        if init is object.__init__:
+            new = cls.__new__
+            if type(new) is FunctionType:  # a Python __new__ (NamedTuple...) takes the arguments
+                read, origin = _from_new(cls, new, source)
+                return _new_provider(Provider, (key, cls, kind, scope, read, origin))
         return _new_provider(Provider, (key, cls, kind, scope, (), source or _caller_location()))
     code = init.__code__
     deps: Any = None
@@ -219,6 +225,25 @@ def class_provider(
             deps.append(_new_dependency(Dependency, (name, hint, False, NO_DEFAULT)))
     deps = tuple(deps) if deps is not None else _parameters(init, _hints(init), skip_first=True)
     return _new_provider(Provider, (key, cls, kind, scope, deps, source or code))
+
+
+def _from_new(cls: type, new: Any, source: str | None) -> tuple[tuple[Dependency, ...], Any]:
+    """The dependencies and origin of a class whose ``__init__`` is
+    ``object.__init__``, read from its Python ``__new__`` (``cls`` skipped) by
+    the same rules as an ``__init__``.
+
+    ``collections.namedtuple`` (so ``typing.NamedTuple`` too) makes ``__new__``
+    with ``eval`` in a throwaway namespace (no module, no builtins) and keeps
+    string annotations as ``ForwardRef``: those resolve in the module of the
+    class that defines ``__new__``, and the registration is its own origin."""
+    if new.__module__ in sys.modules:  # written in a module, like any __init__
+        return _parameters(new, _hints(new), skip_first=True), source or new.__code__
+    hints = new.__annotations__
+    if any(type(hint) is str or type(hint) is typing.ForwardRef for hint in hints.values()):
+        owner = next(k for k in cls.__mro__ if "__new__" in vars(k))
+        module = sys.modules.get(owner.__module__)
+        hints = typing.get_type_hints(new, getattr(module, "__dict__", None), include_extras=True)
+    return _parameters(new, hints, skip_first=True), source or _caller_location()
 
 
 # Build these NamedTuples without their generated Python __new__ (hot at cold start).
@@ -440,7 +465,7 @@ class Registry:
         override: bool = False,
     ) -> Provider:
         """Provide ``interface`` with ``implementation``: a class (autowired
-        from its ``__init__`` hints) or a factory function."""
+        from its ``__init__``, or ``__new__``, hints) or a factory function."""
         level = self._level(singleton, scope)
         made = make_provider(
             implementation, provides=interface, scope=level, cm=cm, source=_caller_location()

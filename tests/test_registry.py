@@ -6,10 +6,11 @@ the test, so nothing leaks into ``di.default_registry`` that another test
 could trip over.
 """
 
+import collections
 import contextlib
 import sys
 from collections.abc import AsyncIterator, Iterator
-from typing import Annotated
+from typing import Annotated, NamedTuple
 
 import pytest
 
@@ -838,6 +839,42 @@ class InheritsInit(Plain):
     pass
 
 
+# No __init__ of their own (object.__init__): the arguments go to __new__.
+
+
+class TupleFields(NamedTuple):
+    url: Url
+    engine: "Engine"  # NamedTuple keeps a string annotation as a ForwardRef
+    label: str = "x"
+
+    @property
+    def args(self) -> tuple[object, ...]:
+        return tuple(self)
+
+
+class TupleSub(TupleFields):  # inherits the generated __new__
+    pass
+
+
+class NewOnly:
+    args: tuple[object, ...]
+
+    def __new__(cls, url: Annotated[Url, di.Named("alt")], /, *, engine: "Engine") -> "NewOnly":
+        made = super().__new__(cls)
+        made.args = (url, engine)
+        return made
+
+
+class NewAndInit:
+    """Python passes the arguments to both; __init__ is the one read."""
+
+    def __new__(cls, engine: Engine, *rest: object) -> "NewAndInit":
+        return super().__new__(cls)
+
+    def __init__(self, url: Url) -> None:
+        self.args = (url,)
+
+
 SHAPES = [
     Plain,
     Forward,
@@ -848,6 +885,10 @@ SHAPES = [
     NoInit,
     InheritsInit,
     WithMeta,
+    TupleFields,
+    TupleSub,
+    NewOnly,
+    NewAndInit,
 ]
 
 
@@ -875,6 +916,10 @@ def test_init_shapes_are_wired_alike(cls: type, how: str) -> None:
         NoInit: (),
         InheritsInit: (url, engine),
         WithMeta: (url,),
+        TupleFields: (url, engine, "x"),  # str is not a registered key: default kept
+        TupleSub: (url, engine, "x"),
+        NewOnly: (alt, engine),
+        NewAndInit: (url,),
     }[cls]
     c = di.Container(reg)
     with c, c.scope("request") as scope:
@@ -896,6 +941,81 @@ def test_init_parameter_without_hint_is_an_error_naming_it() -> None:
         TypeError, match=r"parameter 'thing' of .*Loose.__init__.* has no type hint"
     ):
         reg.provider(Loose)
+
+
+def test_named_tuple_gets_its_fields_injected_and_keeps_defaults() -> None:
+    class Settings:
+        pass
+
+    class Config(NamedTuple):
+        settings: Settings
+        retries: int = 3
+
+    reg = di.Registry()
+    reg.provider(singleton=True)(Settings)
+    line = here() + 1
+    reg.provider(Config)
+    provider = reg.get(Config)
+    assert provider is not None
+    assert [(d.name, d.key, d.has_default) for d in provider.dependencies] == [
+        ("settings", Settings, False),
+        ("retries", int, True),
+    ]
+    # the generated __new__ has no file of its own: the registration is the place
+    assert provider.source.endswith(f"test_registry.py:{line}"), provider.source
+    c = di.Container(reg)
+    with c:
+        config = c.resolve(Config)
+        assert config == (c.resolve(Settings), 3)
+        assert c.resolve(Config) is not config  # transient
+
+
+def test_class_with_only_a_custom_new_is_autowired_from_it() -> None:
+    class Token:
+        def __new__(cls, engine: Engine, ttl: int = 60, *, url: Url):  # type: ignore[no-untyped-def]
+            made = super().__new__(cls)
+            made.parts = (engine, ttl, url)  # type: ignore[attr-defined]
+            return made
+
+    reg = di.Registry()
+    engine, url = Engine("e://"), Url()
+    reg.value(Engine, engine)
+    reg.value(Url, url)
+    reg.provider(Token)
+    provider = reg.get(Token)
+    assert provider is not None
+    assert [(d.name, d.keyword_only) for d in provider.dependencies] == [
+        ("engine", False),
+        ("ttl", False),
+        ("url", True),
+    ]
+    # like an __init__, a written __new__ is its own place
+    assert "test_registry.py:" in provider.source
+    c = di.Container(reg)
+    with c:
+        assert c.resolve(Token).parts == (engine, 60, url)  # type: ignore[attr-defined]
+
+
+def test_new_parameter_without_hint_is_an_error_naming_it() -> None:
+    class Loose:
+        def __new__(cls, url: Url, thing):  # type: ignore[no-untyped-def]
+            return super().__new__(cls)
+
+    reg = di.Registry()
+    with pytest.raises(TypeError, match=r"parameter 'thing' of .*Loose.__new__.* has no type hint"):
+        reg.provider(Loose)
+    point = collections.namedtuple("point", ["x", "y"])
+    with pytest.raises(TypeError, match=r"parameter 'x' of 'point.__new__' has no type hint"):
+        reg.provider(point)
+    assert Loose not in reg and point not in reg
+
+
+def test_class_with_init_and_new_is_read_from_init() -> None:
+    reg = di.Registry()
+    reg.provider(NewAndInit)
+    provider = reg.get(NewAndInit)
+    assert provider is not None
+    assert [(d.name, d.key) for d in provider.dependencies] == [("url", Url)]
 
 
 def test_context_at_the_container_level_is_refused() -> None:
