@@ -974,3 +974,28 @@ def test_sync_lifecycle_calls_during_an_async_close_in_the_same_loop() -> None:
             assert c.ref_count == 1
 
     asyncio.run(main())
+
+
+def test_override_mid_request_applies_to_what_the_request_has_not_created_yet() -> None:
+    class Db:
+        pass
+
+    class Repo:
+        def __init__(self, db: Db) -> None:
+            self.db = db
+
+    reg = di.Registry()
+    reg.provider(Db, scope="request")
+    reg.provider(Repo, scope="request")
+    c = di.Container(reg)
+    fake = Db()
+    with c.scope("request") as scope:
+        db = scope.resolve(Db)
+        with c.override(Db, fake):
+            assert scope.resolve(Db) is db  # already held by this request: stays
+            assert scope.resolve(Repo).db is fake  # made after the override: sees it
+        assert scope.resolve(Repo).db is fake  # cached for the rest of the request
+    with c.scope("request") as scope, c.override(Db, fake):
+        assert scope.resolve(Db) is fake
+    with c.scope("request") as scope:
+        assert scope.resolve(Db) is not fake
