@@ -8,6 +8,8 @@ from collections.abc import Callable, Coroutine, Mapping
 from types import TracebackType
 from typing import Any, Generic, TypeVar, overload
 
+from aiologic.lowlevel import shield
+
 from di.lifecycle import RefCounted, describe_callable
 
 __all__ = ["CANONICAL_CONN_KEYS", "ClientContext"]
@@ -178,18 +180,32 @@ class ClientContext(Generic[C]):
         if callable(initialize):
             try:
                 await _maybe_await(initialize())
-            except BaseException:
+            except BaseException as exc:
                 # Nothing gets cached, so nobody else would ever close it.
                 # The original error (or cancellation) is what the caller must
                 # see; a failure of this best-effort cleanup is only logged.
+                #
+                # Shielded: after a cancellation the enclosing trio/anyio
+                # scope is still cancelled, so an unshielded aclose() would be
+                # cancelled at its first checkpoint and the client leaked (as
+                # would an asyncio task cancelled again during the cleanup).
+                # The shield lets the close finish; a cancellation that arrived
+                # meanwhile is then re-raised (asyncio) or left pending for the
+                # next checkpoint (trio).
                 try:
-                    await self._close_client(client)
-                except BaseException as cleanup_exc:
-                    if isinstance(cleanup_exc, Exception):
-                        logger.warning(
-                            "closing a client whose initialize() failed also failed",
-                            exc_info=True,
-                        )
+                    await shield(self._close_client(client))
+                except Exception:
+                    logger.warning(
+                        "closing a client whose initialize() failed also failed",
+                        exc_info=True,
+                    )
+                except BaseException:
+                    # A cancellation or KeyboardInterrupt that arrived during
+                    # the cleanup outranks a plain initialize() error, which
+                    # stays visible as its __context__; otherwise the original
+                    # cancellation (or interrupt) goes on unchanged.
+                    if isinstance(exc, Exception):
+                        raise
                 raise
         return client
 

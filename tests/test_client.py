@@ -513,6 +513,191 @@ def test_cancelled_initialize_leaves_nothing_cached() -> None:
     assert log == ["initialize", "close"]  # cleaned up, not left half-open
 
 
+@pytest.mark.timeout(20)
+def test_cancelled_initialize_under_trio_still_closes_the_client() -> None:
+    # The cleanup runs while the cancel scope is still cancelled: unshielded,
+    # the checkpoint in aclose() would raise Cancelled again and leak it.
+    clients: list[Any] = []
+
+    class HangingInit:
+        def __init__(self) -> None:
+            self.closes = 0
+            self.hang = True
+
+        async def initialize(self) -> None:
+            if self.hang:
+                await trio.sleep_forever()
+
+        async def aclose(self) -> None:
+            await trio.sleep(0)
+            self.closes += 1
+
+    def factory(conn: dict[str, Any], verify_ssl: bool) -> HangingInit:
+        client = HangingInit()
+        client.hang = not clients  # only the first one hangs
+        clients.append(client)
+        return client
+
+    ctx = di.ClientContext(factory)
+
+    async def main() -> None:
+        with trio.fail_after(TIMEOUT):
+            with trio.CancelScope() as scope:
+                async with trio.open_nursery() as nursery:
+
+                    async def cancel_once_initializing() -> None:
+                        while not clients:
+                            await trio.sleep(0)
+                        await trio.sleep(0)  # let it reach sleep_forever()
+                        scope.cancel()
+
+                    nursery.start_soon(cancel_once_initializing)
+                    async with ctx:
+                        raise AssertionError("must not get here")  # pragma: no cover
+            assert scope.cancelled_caught  # the cancellation propagated
+            assert [c.closes for c in clients] == [1]
+            assert (ctx.ref_count, ctx.is_open) == (0, False)
+            async with ctx as client:  # nothing cached: a fresh client
+                assert client is clients[1] and ctx.ref_count == 1
+            assert [c.closes for c in clients] == [1, 1]
+
+    trio.run(main)
+
+
+@pytest.mark.timeout(20)
+def test_cancelled_initialize_under_trio_move_on_after() -> None:
+    closes = 0
+
+    class HangingInit:
+        async def initialize(self) -> None:
+            await trio.sleep_forever()
+
+        async def aclose(self) -> None:
+            nonlocal closes
+            await trio.sleep(0)
+            closes += 1
+
+    ctx = di.ClientContext(lambda conn, verify: HangingInit())
+
+    async def main() -> None:
+        with trio.fail_after(TIMEOUT):
+            with trio.move_on_after(0.005) as scope:
+                await ctx.get_client()
+            assert scope.cancelled_caught
+            assert closes == 1
+            assert (ctx.ref_count, ctx.is_open) == (0, False)
+
+    trio.run(main)
+
+
+@pytest.mark.timeout(20)
+def test_task_cancelled_again_during_initialize_cleanup_still_closes() -> None:
+    # asyncio: the first cancel() is consumed by the CancelledError out of
+    # initialize(); a second one arriving during the cleanup must neither
+    # abort aclose() nor swallow the cancellation.
+    log: list[str] = []
+    initializing = asyncio.Event()
+    closing = asyncio.Event()
+    finish_close = asyncio.Event()
+    attempts = 0
+
+    class SlowClose:
+        async def initialize(self) -> None:
+            nonlocal attempts
+            attempts += 1
+            if attempts == 1:
+                initializing.set()
+                await asyncio.Event().wait()  # hangs until cancelled
+            log.append("initialize")
+
+        async def aclose(self) -> None:
+            closing.set()
+            await finish_close.wait()
+            await asyncio.sleep(0)
+            log.append("close")
+
+    ctx = di.ClientContext(lambda conn, verify: SlowClose())
+
+    async def main() -> None:
+        task = asyncio.create_task(ctx.get_client())
+        await initializing.wait()
+        task.cancel()
+        await closing.wait()
+        task.cancel()  # cancelled again while the cleanup runs
+        await asyncio.sleep(0)
+        finish_close.set()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert log == ["close"]
+        assert (ctx.ref_count, ctx.is_open) == (0, False)
+        async with ctx as client:
+            assert isinstance(client, SlowClose) and ctx.ref_count == 1
+        assert log == ["close", "initialize", "close"]
+
+    arun(main())
+
+
+@pytest.mark.timeout(20)
+def test_cancelled_during_cleanup_of_a_failed_initialize_propagates() -> None:
+    # initialize() fails with an error, and the task is cancelled while the
+    # client is being closed: the close still finishes and the cancellation,
+    # not the ResourceOpenError, is what the caller sees.
+    log: list[str] = []
+    closing = asyncio.Event()
+    finish_close = asyncio.Event()
+
+    class FailsThenSlowClose:
+        async def initialize(self) -> None:
+            raise ConnectionError("server unreachable")
+
+        async def aclose(self) -> None:
+            closing.set()
+            await finish_close.wait()
+            await asyncio.sleep(0)
+            log.append("close")
+
+    ctx = di.ClientContext(lambda conn, verify: FailsThenSlowClose())
+
+    async def main() -> None:
+        task = asyncio.create_task(ctx.get_client())
+        await closing.wait()
+        task.cancel()
+        await asyncio.sleep(0)
+        finish_close.set()
+        with pytest.raises(asyncio.CancelledError) as info:
+            await task
+        assert log == ["close"]
+        assert isinstance(info.value.__context__, ConnectionError)
+        assert (ctx.ref_count, ctx.is_open) == (0, False)
+
+    arun(main())
+
+
+def test_failing_cleanup_of_a_failed_initialize_is_logged(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    class FailsTwice:
+        async def initialize(self) -> None:
+            raise ConnectionError("server unreachable")
+
+        async def aclose(self) -> None:
+            raise OSError("socket already gone")
+
+    ctx = di.ClientContext(lambda conn, verify: FailsTwice())
+
+    async def main() -> None:
+        with pytest.raises(ResourceOpenError, match="server unreachable") as info:
+            await ctx.get_client()
+        assert isinstance(info.value.__cause__, ConnectionError)
+        assert (ctx.ref_count, ctx.is_open) == (0, False)
+
+    with caplog.at_level(logging.WARNING, logger="di"):
+        arun(main())
+    records = [r for r in caplog.records if r.name == "di"]
+    assert len(records) == 1 and "initialize() failed also failed" in records[0].getMessage()
+    assert records[0].exc_info is not None and isinstance(records[0].exc_info[1], OSError)
+
+
 # -- close ---------------------------------------------------------------------------
 
 
