@@ -90,8 +90,10 @@ class RefCounted(Generic[T]):
     directly and never yield while holding the transition lock, so sync and
     async users can share the resource even inside one event-loop thread
     (an ``async with`` that finds another thread opening it waits for that
-    sync open like any sync call would). A last ``async with`` exit that is
-    cancelled while waiting to close leaves the resource open, unreferenced,
+    sync open like any sync call would). A last ``async with`` exit of a
+    cancelled block still closes the resource (an async ``close`` sees the
+    cancellation at its first checkpoint); only one cancelled while waiting
+    for another task's open or close leaves the resource open, unreferenced,
     until the next exit or ``close()``.
     """
 
@@ -353,12 +355,22 @@ class RefCounted(Generic[T]):
         if self._sync:
             self._close_now_sync(force)
             return
-        async with self._transition:
+        lock = self._transition
+        # A free lock is taken without a checkpoint: under trio, a last exit
+        # of a block that ends by cancellation still closes the resource (an
+        # async close sees the cancellation at its own first checkpoint, as
+        # under AsyncExitStack). Only an exit cancelled while another task
+        # holds the lock leaves it open, unreferenced.
+        if not await lock.async_acquire(blocking=False):
+            await lock.async_acquire()
+        try:
             held = self._detach(force)
             if held is not None:
                 result = self._close(held[0])
                 if self._close_awaits or inspect.iscoroutine(result):
                     await result
+        finally:
+            lock.async_release()
 
     async def __aenter__(self) -> T:
         return await self._enter_async()

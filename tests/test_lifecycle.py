@@ -523,6 +523,30 @@ def test_cancelled_open_trio_leaves_state_unchanged() -> None:
     t.assert_balanced()
 
 
+def test_last_exit_of_a_cancelled_trio_block_still_closes() -> None:
+    """The last exit takes a free transition lock without a checkpoint, so a
+    block that ends by cancellation closes the resource (before, the lock's
+    checkpoint was cancelled and the resource stayed open, unreferenced)."""
+    t = Tracker()
+
+    async def close(res: Res) -> None:  # no checkpoint before it counts the close
+        t.close(res)
+
+    rc = di.RefCounted(t.aopen, close)
+
+    async def main() -> None:
+        with trio.fail_after(TIMEOUT):
+            with trio.CancelScope() as scope:
+                async with rc:
+                    scope.cancel()
+                    await trio.sleep(0)
+            assert scope.cancelled_caught
+            assert (rc.ref_count, rc.is_open, t.closes) == (0, False, 1)
+
+    trio.run(main)
+    t.assert_balanced()
+
+
 # -- failing close -------------------------------------------------------------
 
 
