@@ -38,7 +38,6 @@ import aiologic.lowlevel
 
 from di.errors import (
     AsyncProviderError,
-    CheckpointClosedError,
     CircularDependencyError,
     GraphError,
     NoActiveScopeError,
@@ -676,12 +675,8 @@ class Compiler:
             f"({where}); resolve it inside `with container.scope({name!r}):`"
         )
 
-    def _closed(self, cp: Checkpoint, key: Any = None) -> CheckpointClosedError:
-        what = f" {describe_key(key)}" if key is not None else ""
-        return CheckpointClosedError(
-            f"cannot create{what} in {cp!r}: it has been torn down; use hold() or spawn() "
-            f"to keep a checkpoint alive for work that outlives its block"
-        )
+    def _closed(self, cp: Checkpoint, key: Any = None) -> ScopeError:
+        return cp._unusable(key)
 
     def _check_cycle(self, cp: Checkpoint, marker_key: _MarkerKey) -> None:
         if _creating_below(dict.get(cp, marker_key)):

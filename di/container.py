@@ -203,7 +203,7 @@ class Container:
         cp = Checkpoint()
         cp._container = self
         cp._level = index
-        cp._exits = []
+        cp._exits = None  # a list once entered: nothing is resolved before
         cp._async = False
         cp._token = None
         if context:

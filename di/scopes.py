@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 import aiologic
 
-from di.errors import AsyncProviderError, CheckpointClosedError, ScopeError
+from di.errors import AsyncProviderError, CheckpointClosedError, ScopeError, describe_key
 from di.levels import DEFAULT_ORDER, Scope
 from di.teardown import (
     adidnt_stop,
@@ -185,6 +185,8 @@ class Checkpoint(dict[Any, Any]):
     __hash__ = object.__hash__  # type: ignore[assignment]
 
     def __missing__(self, key: Any) -> Any:
+        if self._exits is None:  # not entered yet, or torn down: owns nothing
+            raise self._unusable(key)
         try:
             plan = self._container._plans[key]
         except KeyError:
@@ -199,6 +201,8 @@ class Checkpoint(dict[Any, Any]):
         value = _dget(self, key, _MISSING)
         if value is not _MISSING:
             return _ready(value)
+        if self._exits is None:
+            raise self._unusable(key)
         container = self._container
         plan = container._aplans.get(key) or container._aplan(key)
         return plan(self)  # type: ignore[no-any-return]
@@ -217,7 +221,20 @@ class Checkpoint(dict[Any, Any]):
     @property
     def closed(self) -> bool:
         """True once teardown has run (or started)."""
-        return self._exits is None
+        return self._exits is None and self._token is not None
+
+    def _unusable(self, key: Any = None) -> ScopeError:
+        """Why nothing can be resolved or held here: never entered, or torn down."""
+        what = f"resolve {describe_key(key)}" if key is not None else "use it"
+        if self._token is None:
+            return ScopeError(
+                f"cannot {what} in {self!r}: it has not been entered; enter it first "
+                f"(`with container.scope(...) as scope:` or `async with`)"
+            )
+        return CheckpointClosedError(
+            f"cannot {what} in {self!r}: it has been torn down; use hold() or spawn() "
+            f"to keep a checkpoint alive for work that outlives its block"
+        )
 
     @property
     def holds(self) -> int:
@@ -250,7 +267,7 @@ class Checkpoint(dict[Any, Any]):
         return ", ".join(who) or "nobody"
 
     def __repr__(self) -> str:
-        state = "closed" if self._exits is None else "open"
+        state = "open" if self._exits is not None else "closed" if self._token else "new"
         return f"<di.Checkpoint {self.level!r} {state} at {id(self):#x}>"
 
     # -- entering and leaving
@@ -263,6 +280,7 @@ class Checkpoint(dict[Any, Any]):
         if parent._level >= self._level or self._token is not None:
             raise self._cannot_enter(parent)
         self._parent = parent
+        self._exits = []
         self._token = storage.set(self)
         return self
 
@@ -285,7 +303,10 @@ class Checkpoint(dict[Any, Any]):
         storage = self._container._storage
         if storage.get(None) is not self:
             return self._exit_elsewhere(exc)
-        storage.reset(self._token)
+        try:
+            storage.reset(self._token)
+        except ValueError:  # current here only because this task inherited it
+            return self._exit_elsewhere(exc, inherited=True)
         self._token = _EXITED
         if _setdefault(self, _HOLD, _CLOSING) is not _CLOSING:
             return self._release(exc, None)  # somebody holds it: maybe not last
@@ -325,6 +346,7 @@ class Checkpoint(dict[Any, Any]):
         if parent._level >= self._level or self._token is not None:
             raise self._cannot_enter(parent)
         self._parent = parent
+        self._exits = []
         self._token = storage.set(self)
         return self
 
@@ -337,7 +359,10 @@ class Checkpoint(dict[Any, Any]):
         storage = self._container._storage
         if storage.get(None) is not self:
             return await self._aexit_elsewhere(exc)
-        storage.reset(self._token)
+        try:
+            storage.reset(self._token)
+        except ValueError:
+            return await self._aexit_elsewhere(exc, inherited=True)
         self._token = _EXITED
         if _setdefault(self, _HOLD, _CLOSING) is not _CLOSING:
             return await self._arelease(exc, None)
@@ -391,31 +416,42 @@ class Checkpoint(dict[Any, Any]):
     # is not in the chain at all, this task or thread never entered it (the
     # block began in another): its block ends all the same, so it is released
     # or torn down as usual -- nothing is left open -- and then refused, since
-    # the task that entered it still has it current.
-    def _foreign_exit(self) -> ScopeError:
-        current = self._container._storage.get(None)
-        cp = current
-        while cp is not None:
-            if cp is self:
-                raise self._out_of_order()
-            cp = cp._parent
+    # the task that entered it still has it current. A task that inherited
+    # the checkpoint with its context (asyncio.create_task copies it) sees it
+    # current but holds no token for it: the same foreign exit, and this
+    # task's own copy of the storage goes back to the parent.
+    def _foreign_exit(self, inherited: bool) -> ScopeError:
+        storage = self._container._storage
+        current = storage.get(None)
+        if inherited:
+            parent = self._parent
+            storage.set(None if parent is self._container._root else parent)
+        else:
+            cp = current
+            while cp is not None:
+                if cp is self:
+                    raise self._out_of_order()
+                cp = cp._parent
         self._token = _EXITED
+        here = "it inherited it" if inherited else f"here {current!r} is current"
         return ScopeError(
-            f"{self!r} was exited in a task or thread that did not enter it (here "
-            f"{current!r} is current); its teardown has run. Enter and leave a scope in the "
-            f"same task or thread, and share it with hold() or spawn()"
+            f"{self!r} was exited in a task or thread that did not enter it ({here}); its "
+            f"teardown has run. Enter and leave a scope in the same task or thread, and "
+            f"share it with hold() or spawn()"
         )
 
-    def _exit_elsewhere(self, exc: BaseException | None) -> bool | None:
-        error = self._foreign_exit()
+    def _exit_elsewhere(self, exc: BaseException | None, inherited: bool = False) -> bool | None:
+        error = self._foreign_exit(inherited)
         if _setdefault(self, _HOLD, _CLOSING) is not _CLOSING:
             self._release(exc, None)
         else:
             self._teardown(exc)
         raise error
 
-    async def _aexit_elsewhere(self, exc: BaseException | None) -> bool | None:
-        error = self._foreign_exit()
+    async def _aexit_elsewhere(
+        self, exc: BaseException | None, inherited: bool = False
+    ) -> bool | None:
+        error = self._foreign_exit(inherited)
         if _setdefault(self, _HOLD, _CLOSING) is not _CLOSING:
             await self._arelease(exc, None)
         else:
@@ -496,6 +532,8 @@ class Checkpoint(dict[Any, Any]):
                 self._container._live[self] = None
                 self._hold_parent()
         if not isinstance(state, _Holds) or self._exits is None:
+            if self._token is None:
+                raise self._unusable()
             raise CheckpointClosedError(
                 f"{self!r} has been torn down and cannot be held; hold it while its block is "
                 f"still running (e.g. call hold()/spawn() inside the `with` block)"

@@ -1609,9 +1609,9 @@ def test_a_torn_down_checkpoint_refuses_a_transient_with_teardown_before_any_fac
         await request.aresolve(Whole)
 
     for _ in range(3):
-        with pytest.raises(di.CheckpointClosedError, match="cannot create Whole in"):
+        with pytest.raises(di.CheckpointClosedError, match="cannot resolve Whole in"):
             request.resolve(Whole)
-        with pytest.raises(di.CheckpointClosedError, match="cannot create Whole in"):
+        with pytest.raises(di.CheckpointClosedError, match="cannot resolve Whole in"):
             asyncio.run(aresolve())
     assert calls == []
 
@@ -1628,5 +1628,77 @@ def test_a_context_value_read_from_a_torn_down_checkpoint_says_it_is_closed() ->
     with c.scope("request", context={Tenant: tenant}) as request:
         assert request.resolve(Tenant) is tenant
     for _ in range(3):
-        with pytest.raises(di.CheckpointClosedError, match="cannot create Tenant in"):
+        with pytest.raises(di.CheckpointClosedError, match="cannot resolve Tenant in"):
             request.resolve(Tenant)
+
+
+class Settings:
+    pass
+
+
+class Plain:
+    pass
+
+
+class Scoped:
+    pass
+
+
+class NeedsScoped:
+    def __init__(self, scoped: Scoped) -> None:
+        self.scoped = scoped
+
+
+def _levels_registry(log: list[str]) -> di.Registry:
+    reg = di.Registry()
+    reg.register(Settings, Settings, singleton=True)
+    reg.register(Plain, Plain)  # transient, no teardown
+    reg.register(Scoped, Scoped, scope="session")
+    reg.register(NeedsScoped, NeedsScoped, scope="request")
+
+    @reg.provider(scope="request")
+    def session() -> Iterator[Session]:
+        log.append("open")
+        yield Session(Engine())
+        log.append("close")
+
+    return reg
+
+
+KEYS = [Settings, Plain, Scoped, NeedsScoped, Session]
+
+
+@pytest.mark.parametrize("key", KEYS, ids=lambda k: k.__name__)
+def test_a_checkpoint_never_entered_resolves_nothing(key: type) -> None:
+    log: list[str] = []
+    c = di.Container(_levels_registry(log))
+    scope = c.scope("request")  # made, never entered
+    assert not scope.closed and "new" in repr(scope)
+    with pytest.raises(di.ScopeError, match="has not been entered; enter it first"):
+        scope.resolve(key)
+
+    async def aresolve() -> None:
+        await scope.aresolve(key)
+
+    with pytest.raises(di.ScopeError, match="has not been entered"):
+        asyncio.run(aresolve())
+    with pytest.raises(di.ScopeError, match="has not been entered"), scope.hold():
+        pass
+    assert log == []  # no generator started that nothing would finish
+    with c.scope("session"), scope:  # entering it later works as usual
+        assert isinstance(scope.resolve(key), key)
+    assert log == (["open", "close"] if key is Session else [])
+
+
+@pytest.mark.parametrize("key", KEYS, ids=lambda k: k.__name__)
+def test_a_torn_down_checkpoint_resolves_nothing_not_even_what_its_parents_own(
+    key: type,
+) -> None:
+    log: list[str] = []
+    c = di.Container(_levels_registry(log))
+    with c.scope("session"):
+        with c.scope("request") as request:
+            request.resolve(key)
+        assert request.closed
+        with pytest.raises(di.CheckpointClosedError, match="it has been torn down"):
+            request.resolve(key)

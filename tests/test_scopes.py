@@ -440,6 +440,38 @@ async def test_exiting_in_a_task_that_did_not_enter_tears_down_and_raises(
     assert log == ["open conn", "close conn"]
 
 
+@pytest.mark.parametrize("how", ["async", "sync"])
+def test_exiting_in_a_child_task_that_inherited_the_scope_tears_down_and_raises(
+    how: str,
+) -> None:
+    """A child task sees its parent's scope current (create_task copies the
+    context) but holds no token for it: its exit is foreign too, not a raw
+    ValueError from ContextVar.reset that leaves the scope open."""
+    reg, _, log = basic_registry()
+    c = di.Container(reg)
+
+    async def main() -> None:
+        async with c:
+            scope = c.scope("request")
+            await scope.__aenter__()
+            scope.resolve(Conn)
+
+            async def leave() -> None:
+                with pytest.raises(di.ScopeError, match="it inherited it"):
+                    if how == "async":
+                        await scope.__aexit__(None, None, None)
+                    else:
+                        scope.__exit__(None, None, None)
+                assert c.current_scope is None  # this task's copy is back at the parent
+
+            await asyncio.create_task(leave())
+            assert scope.closed and log == ["open conn", "close conn"]
+            assert c.current_scope is scope  # the entering task still has it current
+        assert log == ["open conn", "close conn"]
+
+    asyncio.run(main())
+
+
 def test_exiting_in_a_thread_that_did_not_enter_tears_down_and_raises() -> None:
     reg, _, log = basic_registry()
     c = di.Container(reg, storage="thread")
