@@ -349,8 +349,14 @@ class Container:
         """True from the first enter until the container closes."""
         return self._open
 
-    def _push_entered(self) -> None:
-        _entered.set((self, _entered.get()))
+    def _push_entered(self) -> contextvars.Token[tuple[Container, Any] | None]:
+        # Also what Checkpoint.hold() does, so `inject` finds the container
+        # in a thread or task that holds a checkpoint without entering it.
+        return _entered.set((self, _entered.get()))
+
+    @staticmethod
+    def _reset_entered(token: contextvars.Token[tuple[Container, Any] | None]) -> None:
+        _entered.reset(token)
 
     # Enters count under the lifecycle lock, so an enter that arrives while
     # the container closes waits for the close to finish. Exits drop their

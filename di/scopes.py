@@ -634,15 +634,29 @@ class Checkpoint(dict[Any, Any]):
 class Hold:
     """The context manager `Checkpoint.hold()` returns."""
 
-    __slots__ = ("_cp", "_token")
+    __slots__ = ("_cp", "_entered", "_token")
 
     def __init__(self, checkpoint: Checkpoint) -> None:
         self._cp = checkpoint
 
+    # Inside the block the checkpoint is current and its container counts as
+    # entered here (for `inject` and `active_container()`), without taking a
+    # reference on the container: the hold keeps the checkpoint, and so its
+    # parents, alive, which is all a resolve needs.
+    def _make_current(self, cp: Checkpoint) -> None:
+        container = cp._container
+        self._token = container._storage.set(cp)
+        self._entered = container._push_entered()
+
+    def _restore(self, cp: Checkpoint) -> None:
+        container = cp._container
+        container._reset_entered(self._entered)
+        container._storage.reset(self._token)
+
     def __enter__(self) -> Checkpoint:
         cp = self._cp
         cp._acquire(self, _who())
-        self._token = cp._container._storage.set(cp)
+        self._make_current(cp)
         return cp
 
     def __exit__(
@@ -652,13 +666,13 @@ class Hold:
         tb: TracebackType | None,
     ) -> bool | None:
         cp = self._cp
-        cp._container._storage.reset(self._token)
+        self._restore(cp)
         return cp._release(exc, self)
 
     async def __aenter__(self) -> Checkpoint:
         cp = self._cp
         await cp._aacquire(self, _who())
-        self._token = cp._container._storage.set(cp)
+        self._make_current(cp)
         return cp
 
     async def __aexit__(
@@ -668,7 +682,7 @@ class Hold:
         tb: TracebackType | None,
     ) -> bool | None:
         cp = self._cp
-        cp._container._storage.reset(self._token)
+        self._restore(cp)
         return await cp._arelease(exc, self)
 
 

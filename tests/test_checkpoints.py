@@ -1702,3 +1702,31 @@ def test_a_torn_down_checkpoint_resolves_nothing_not_even_what_its_parents_own(
         assert request.closed
         with pytest.raises(di.CheckpointClosedError, match="it has been torn down"):
             request.resolve(key)
+
+
+def test_inject_sees_a_checkpoint_held_in_a_thread() -> None:
+    """hold() makes the checkpoint current in the holding thread, and its container
+    the active one there, so injected functions resolve in it."""
+    reg = di.Registry()
+    reg.register(Scoped, Scoped, scope="request")
+    c = di.Container(reg)
+
+    @di.inject
+    def work(scoped: di.Injected[Scoped]) -> Scoped:
+        return scoped
+
+    seen: dict[str, Any] = {}
+
+    def thread(scope: di.Checkpoint) -> None:
+        seen["before"] = di.container.active_container()
+        with scope.hold():
+            seen["inside"] = di.container.active_container()
+            seen["value"] = work()
+        seen["after"] = di.container.active_container()
+
+    with c, c.scope("request") as scope:
+        worker = threading.Thread(target=thread, args=(scope,))
+        worker.start()
+        worker.join(10)
+        mine = scope.resolve(Scoped)
+    assert seen == {"before": None, "inside": c, "value": mine, "after": None}
