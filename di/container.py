@@ -208,13 +208,20 @@ class Container:
         cp._token = None
         if context:
             self._check_context(context, level, index)
+            # An overridden context key keeps its override (a test swaps the
+            # request while the app under test still passes the real one).
+            skip = {k for k, _ in self._overrides} if self._overrides else ()
             for key, value in context.items():
-                dict.__setitem__(cp, normalize_key(key), value)
+                key = normalize_key(key)
+                if key not in skip:
+                    dict.__setitem__(cp, key, value)
         return cp
 
     def _check_context(self, context: Mapping[Any, Any], level: str, index: int) -> None:
         for key in context:
-            provider = self._graph.providers.get(normalize_key(key))
+            # The registry's declarations, not the current graph: an override
+            # may have replaced the key with a plain value.
+            provider = self._base.get(normalize_key(key))
             if provider is None or provider.kind is not Kind.CONTEXT:
                 raise ScopeError(
                     f"{describe_key(key)} is not declared as a context value; declare it with "

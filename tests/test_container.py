@@ -999,3 +999,27 @@ def test_override_mid_request_applies_to_what_the_request_has_not_created_yet() 
         assert scope.resolve(Db) is fake
     with c.scope("request") as scope:
         assert scope.resolve(Db) is not fake
+
+
+def test_an_overridden_context_key_is_still_accepted_and_the_override_wins() -> None:
+    class Request:
+        pass
+
+    class Handler:
+        def __init__(self, request: Request) -> None:
+            self.request = request
+
+    reg = di.Registry()
+    reg.context(Request, scope="request")
+    reg.register(Handler, Handler, scope="request")
+    c = di.Container(reg)
+    fake, real = Request(), Request()
+    with c.override(Request, fake):
+        # the app under test still passes the real request in
+        with c.scope("request", context={Request: real}) as scope:
+            assert scope.resolve(Request) is fake
+            assert scope.resolve(Handler).request is fake
+        with pytest.raises(di.ScopeError, match="not 'session'"):
+            c.scope("session", context={Request: real})
+    with c.scope("request", context={Request: real}) as scope:
+        assert scope.resolve(Handler).request is real
