@@ -547,7 +547,8 @@ class Container:
             try:
                 cp._teardown(None)
             except BaseException as exc:
-                failure = failure or exc
+                _chain(exc, failure)  # every error stays visible, the latest raised
+                failure = exc
         exits, root._exits = root._exits, []
         try:
             unwind(exits or [], None)
@@ -570,7 +571,8 @@ class Container:
             try:
                 await cp._ateardown(None)
             except BaseException as exc:
-                failure = failure or exc
+                _chain(exc, failure)
+                failure = exc
         exits, root._exits = root._exits, []
         try:
             await aunwind(exits or [], None)
@@ -598,7 +600,9 @@ _ABSENT: Final = object()
 
 def _chain(exc: BaseException, earlier: BaseException | None) -> None:
     """Make an earlier teardown error the context of a later one, as a
-    later exit of an ExitStack would see it."""
+    later exit of an ExitStack would see it. Each checkpoint (and the root)
+    is still torn down with no exception thrown in: one request's failed
+    finalizer is not delivered into another's, nor into the singletons'."""
     if earlier is not None and earlier is not exc:
         ctx = exc
         while ctx.__context__ is not None and ctx.__context__ is not earlier:

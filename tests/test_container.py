@@ -818,7 +818,7 @@ def test_forced_shutdown_tears_down_every_held_checkpoint_when_one_teardown_fail
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     """Like ExitStack: every teardown runs, the singletons close last, and the
-    first error propagates."""
+    error propagates."""
     reg, log = _logged_singleton()
     made: list[int] = []
 
@@ -1023,3 +1023,58 @@ def test_an_overridden_context_key_is_still_accepted_and_the_override_wins() -> 
             c.scope("session", context={Request: real})
     with c.scope("request", context={Request: real}) as scope:
         assert scope.resolve(Handler).request is real
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_forced_shutdown_keeps_every_teardown_error_chained(mode: str) -> None:
+    """Two held requests and a singleton whose teardowns all fail: the latest
+    error is raised, each earlier one is the context of the next (as errors of
+    successive ExitStack exits are), none is lost."""
+    reg = di.Registry()
+
+    @reg.provider(singleton=True)
+    def settings() -> Iterator[Settings]:
+        yield Settings()
+        raise RuntimeError("singleton")
+
+    names = iter(["request 1", "request 2"])
+
+    @reg.provider(scope="request")
+    def conn(settings: Settings) -> Iterator[Conn]:
+        name = next(names)
+        yield Conn()
+        raise RuntimeError(name)
+
+    c = di.Container(reg, shutdown_timeout=0.05)
+    started, release = threading.Event(), threading.Event()
+
+    def holder(scope: di.Checkpoint) -> None:
+        with scope.hold():
+            started.set()
+            release.wait(10)
+
+    threads = []
+    c.__enter__()
+    for _ in range(2):
+        with c.scope("request") as scope:
+            scope.resolve(Conn)
+            threads.append(threading.Thread(target=holder, args=(scope,)))
+            threads[-1].start()
+            started.wait(10)
+            started.clear()
+    try:
+        with pytest.raises(RuntimeError) as info:
+            if mode == "sync":
+                c.__exit__(None, None, None)
+            else:
+                asyncio.run(c.__aexit__(None, None, None))
+    finally:
+        release.set()
+        for t in threads:
+            t.join(10)
+    chain, error = [], info.value
+    while error is not None:
+        chain.append(str(error))
+        error = error.__context__  # type: ignore[assignment]
+    assert chain == ["singleton", "request 2", "request 1"]
+    assert not c.is_open and c.lingering_checkpoints() == 0
