@@ -117,7 +117,7 @@ class Container:
         self._levels: tuple[str, ...] = registry.levels
         self._level_index = {name: i for i, name in enumerate(self._levels)}
         self._base: dict[Any, Provider] = dict(registry._providers)
-        self._overrides: list[tuple[Any, Provider]] = []
+        self._overrides: list[_Override] = []
         self._sync = sync
         self._graph = Graph(self._base, self._levels, sync=sync)  # read only: no copy
         self.shutdown_timeout = shutdown_timeout
@@ -210,7 +210,7 @@ class Container:
             self._check_context(context, level, index)
             # An overridden context key keeps its override (a test swaps the
             # request while the app under test still passes the real one).
-            skip = {k for k, _ in self._overrides} if self._overrides else ()
+            skip = {e.key for e in self._overrides} if self._overrides else ()
             for key, value in context.items():
                 key = normalize_key(key)
                 if key not in skip:
@@ -304,46 +304,64 @@ class Container:
             provider = make_provider(value_or_factory, provides=key)
         else:
             provider = Provider(key, value_or_factory, Kind.VALUE, self._levels[0], (), "override")
-        entry = (key, provider)
+        entry = _Override(key, provider)
         self._overrides.append(entry)
-        saved = self._rebuild(key)
-        closes = self._closes
+        try:
+            _, entry.saved = self._rebuild(key)
+        except BaseException:
+            self._overrides.pop()
+            raise
+        entry.closes = self._closes
         try:
             yield
         finally:
-            # By identity: list.remove() compares with ==, and two overriding
-            # values may be equal (or compare into an array).
-            self._overrides = [e for e in self._overrides if e is not entry]
-            # Singletons set aside are put back only if the container did not
-            # close meanwhile: a close tore them down with the rest.
-            self._rebuild(key, restore=saved if self._closes == closes else {})
+            self._remove_override(entry)
 
-    def _rebuild(self, key: Any, restore: dict[Any, Any] | None = None) -> dict[Any, Any]:
+    def _remove_override(self, entry: _Override) -> None:
+        # By identity: list.remove() compares with ==, and two overriding
+        # values may be equal (or compare into an array).
+        index = next(i for i, e in enumerate(self._overrides) if e is entry)
+        above = self._overrides[index + 1 :]
+        del self._overrides[index]
+        # What is cached now on entry's key was built under it: it steps
+        # aside for good (its teardown stays registered).
+        affected, _ = self._rebuild(entry.key)
+        # Overrides entered after this one set aside values built under it:
+        # stale now. (Empty unless overrides are left out of order.)
+        for later in above:
+            for k in affected:
+                later.saved.pop(k, None)
+        # This entry's set-aside values predate it. Each goes back now, unless
+        # a later override still active covers its key: then that one puts it
+        # back when it ends. A close since the entry tore them all down.
+        if self._closes != entry.closes:
+            return
+        covers = [{e.key} | self._graph.dependents(e.key) for e in above]
+        for k, value in entry.saved.items():
+            owner = next((e for e, keys in zip(above, covers, strict=True) if k in keys), None)
+            if owner is None:
+                dict.__setitem__(self._root, k, value)
+            else:
+                owner.saved[k] = value
+
+    def _rebuild(self, key: Any) -> tuple[set[Any], dict[Any, Any]]:
+        """Recompile for the current overrides; pop and return the cached
+        singletons that ``key``'s swap affects."""
         providers = dict(self._base)
-        for k, p in self._overrides:
-            providers[k] = p
-        try:
-            graph = Graph(providers, self._levels, sync=self._sync)
-        except BaseException:
-            if restore is None:
-                self._overrides.pop()
-            raise
+        for entry in self._overrides:
+            providers[entry.key] = entry.provider
+        graph = Graph(providers, self._levels, sync=self._sync)
         affected = {key} | graph.dependents(key) | self._graph.dependents(key)
         self._graph = graph
         self._plans.clear()
         self._aplans.clear()
-        # Cached singletons built on the swapped key step aside (their
-        # teardown stays registered); the originals come back on restore.
-        saved: dict[Any, Any] = {}
+        popped: dict[Any, Any] = {}
         for k in affected:
             value = dict.pop(self._root, k, _ABSENT)
             if value is not _ABSENT:
-                saved[k] = value
-        if restore:
-            for k, value in restore.items():
-                dict.__setitem__(self._root, k, value)
+                popped[k] = value
         self._fill_values()
-        return saved
+        return affected, popped
 
     # -- lifecycle ----------------------------------------------------------------
     @property
@@ -596,6 +614,19 @@ class Container:
 
 
 _ABSENT: Final = object()
+
+
+class _Override:
+    """One active ``override()``: the swapped provider, the cached singletons
+    it set aside (to put back when it ends) and the close count then."""
+
+    __slots__ = ("closes", "key", "provider", "saved")
+
+    def __init__(self, key: Any, provider: Provider) -> None:
+        self.key = key
+        self.provider = provider
+        self.saved: dict[Any, Any] = {}
+        self.closes = 0
 
 
 def _chain(exc: BaseException, earlier: BaseException | None) -> None:

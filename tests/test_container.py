@@ -1078,3 +1078,48 @@ def test_forced_shutdown_keeps_every_teardown_error_chained(mode: str) -> None:
         error = error.__context__  # type: ignore[assignment]
     assert chain == ["singleton", "request 2", "request 1"]
     assert not c.is_open and c.lingering_checkpoints() == 0
+
+
+@pytest.mark.parametrize(
+    "order", [(2, 1, 0), (0, 1, 2), (0, 2, 1), (1, 0, 2), (2, 0, 1), (1, 2, 0)]
+)
+def test_overrides_left_in_any_order_end_where_they_started(order: tuple[int, ...]) -> None:
+    """Overrides of two tasks can overlap and end out of order: whatever is
+    active is served, values built under an ended override never come back,
+    and once all end the original singletons are back, by identity."""
+
+    class Mailer:
+        pass
+
+    class Service:
+        def __init__(self, mailer: Mailer) -> None:
+            self.mailer = mailer
+
+    class Clock:
+        pass
+
+    reg = di.Registry()
+    reg.register(Mailer, Mailer, singleton=True)
+    reg.register(Service, Service, singleton=True)
+    reg.register(Clock, Clock, singleton=True)
+    c = di.Container(reg)
+    original, clock = c.resolve(Service), c.resolve(Clock)
+    values = [Mailer(), Mailer(), Clock()]
+    overrides = [
+        c.override(Mailer, values[0]),
+        c.override(Mailer, values[1]),
+        c.override(Clock, values[2]),
+    ]
+    for o in overrides:
+        o.__enter__()
+        c.resolve(Service)  # cache what each one sees
+    active = [0, 1, 2]
+    for i in order:
+        overrides[i].__exit__(None, None, None)
+        active.remove(i)
+        mailers = [values[j] for j in active if j < 2]
+        expected_mailer = mailers[-1] if mailers else original.mailer
+        assert c.resolve(Mailer) is expected_mailer
+        assert c.resolve(Service).mailer is expected_mailer
+        assert c.resolve(Clock) is (values[2] if 2 in active else clock)
+    assert c.resolve(Service) is original and c.resolve(Clock) is clock
