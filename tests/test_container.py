@@ -1053,25 +1053,34 @@ def test_forced_shutdown_keeps_every_teardown_error_chained(mode: str) -> None:
             started.set()
             release.wait(10)
 
-    threads = []
-    c.__enter__()
-    for _ in range(2):
-        with c.scope("request") as scope:
-            scope.resolve(Conn)
-            threads.append(threading.Thread(target=holder, args=(scope,)))
-            threads[-1].start()
-            started.wait(10)
-            started.clear()
+    threads: list[threading.Thread] = []
+
+    def two_held_requests() -> None:
+        for _ in range(2):
+            with c.scope("request") as scope:
+                scope.resolve(Conn)
+                threads.append(threading.Thread(target=holder, args=(scope,)))
+                threads[-1].start()
+                started.wait(10)
+                started.clear()
+
+    async def async_cycle() -> None:  # enter and exit in one context
+        await c.__aenter__()
+        two_held_requests()
+        await c.__aexit__(None, None, None)
+
     try:
         with pytest.raises(RuntimeError) as info:
             if mode == "sync":
-                c.__exit__(None, None, None)
+                with c:
+                    two_held_requests()
             else:
-                asyncio.run(c.__aexit__(None, None, None))
+                asyncio.run(async_cycle())
     finally:
         release.set()
         for t in threads:
             t.join(10)
+    assert di.container.active_container() is None
     chain, error = [], info.value
     while error is not None:
         chain.append(str(error))
