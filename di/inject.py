@@ -5,6 +5,12 @@ parameters that were not passed explicitly are resolved from the container
 entered in this task or thread, in its current checkpoint. Resources the call
 opens for itself (transient generator providers) are closed when it returns,
 exactly like nested ``with`` blocks around the call.
+
+A generator or async generator function is wrapped by one of the same kind:
+its dependencies are resolved when it starts (its first iteration, where its
+own body would start to run), and its resources stay open while it runs and
+are closed when it finishes, raises or is closed, like ``with`` blocks around
+its body.
 """
 
 from __future__ import annotations
@@ -12,7 +18,7 @@ from __future__ import annotations
 import functools
 import inspect
 import typing
-from collections.abc import Callable
+from collections.abc import AsyncGenerator, Callable, Generator
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 from di.container import active_container
@@ -37,6 +43,9 @@ F = TypeVar("F", bound=Callable[..., Any])
 Injected: TypeAlias = Annotated[T, INJECT_MARKER]
 """``repo: di.Injected[Repo]`` marks a parameter for `inject` to fill."""
 
+_NOT_INJECTED: Any = object()
+_EMPTY = inspect.Parameter.empty
+
 
 class _Depends:
     __slots__ = ("key",)
@@ -54,23 +63,37 @@ def Depends(key: TypeForm[T], /) -> T:
     return _Depends(normalize_key(key))  # type: ignore[return-value]
 
 
-def _targets(fn: Callable[..., Any]) -> list[tuple[str, int | None, Any]]:
-    """(name, position or None, key) of every parameter to inject."""
+def _targets(
+    fn: Callable[..., Any],
+) -> tuple[list[tuple[str, int | None, Any]], list[tuple[Any, Any]]]:
+    """What to inject: ``(name, position or None, key)`` of every marked
+    parameter that can be passed by keyword, and ``(key or _NOT_INJECTED,
+    default)`` of each positional-only parameter up to the last marked one
+    (those are passed positionally, with the defaults of the unmarked ones
+    between them)."""
     hints = typing.get_type_hints(fn, include_extras=True)
-    found = []
+    keyword = []
+    positional = []
+    last = 0
     for index, param in enumerate(inspect.signature(fn).parameters.values()):
-        position = (
-            index if param.kind in (param.POSITIONAL_ONLY, param.POSITIONAL_OR_KEYWORD) else None
-        )
         if isinstance(param.default, _Depends):
-            found.append((param.name, position, param.default.key))
-            continue
-        hint = hints.get(param.name)
-        if typing.get_origin(hint) is Annotated and INJECT_MARKER in getattr(
-            hint, "__metadata__", ()
-        ):
-            found.append((param.name, position, normalize_key(hint)))
-    return found
+            key = param.default.key
+        else:
+            hint = hints.get(param.name)
+            if typing.get_origin(hint) is Annotated and INJECT_MARKER in getattr(
+                hint, "__metadata__", ()
+            ):
+                key = normalize_key(hint)
+            else:
+                key = _NOT_INJECTED
+        if param.kind is param.POSITIONAL_ONLY:
+            positional.append((key, param.default))
+            if key is not _NOT_INJECTED:
+                last = index + 1
+        elif key is not _NOT_INJECTED:
+            position = index if param.kind is param.POSITIONAL_OR_KEYWORD else None
+            keyword.append((param.name, position, key))
+    return keyword, positional[:last]
 
 
 def _frame(container: Container) -> Checkpoint:
@@ -105,15 +128,56 @@ def inject(fn: F) -> F:
     ...     return f"{greeting}, {name}"
 
     Explicitly passed arguments win and their providers are not called.
+    Positional-only parameters are injected positionally. A coroutine,
+    generator or async generator function stays one; a generator's
+    dependencies are resolved at its first iteration and the resources it
+    opened are closed when it finishes, raises or is closed.
     """
-    targets = _targets(fn)
+    keyword, positional = _targets(fn)
 
-    def missing(args: tuple[Any, ...], kwargs: dict[str, Any]) -> list[tuple[str, Any]]:
-        return [
-            (name, key)
-            for name, position, key in targets
-            if name not in kwargs and (position is None or position >= len(args))
-        ]
+    # A call's todo is a list of (name, key): name is the keyword to pass the
+    # resolved value by, or, for a positional-only parameter, its index (an int
+    # key in kwargs, which `place` then moves into args). Functions without
+    # positional-only targets never build or look for those.
+    place: Callable[[tuple[Any, ...], dict[Any, Any]], tuple[Any, ...]] | None = None
+
+    if not positional:
+
+        def missing(args: tuple[Any, ...], kwargs: dict[str, Any]) -> list[tuple[Any, Any]]:
+            return [
+                (name, key)
+                for name, position, key in keyword
+                if name not in kwargs and (position is None or position >= len(args))
+            ]
+
+    else:
+
+        def missing(args: tuple[Any, ...], kwargs: dict[str, Any]) -> list[tuple[Any, Any]]:
+            todo: list[tuple[Any, Any]] = []
+            for index in range(len(args), len(positional)):
+                key, default = positional[index]
+                if key is not _NOT_INJECTED:
+                    todo.append((index, key))
+                elif default is _EMPTY:
+                    break  # a required argument is missing: the call will say so
+            todo.extend(
+                (name, key)
+                for name, position, key in keyword
+                if name not in kwargs and (position is None or position >= len(args))
+            )
+            return todo
+
+        def place(args: tuple[Any, ...], kwargs: dict[Any, Any]) -> tuple[Any, ...]:
+            extra = []
+            for index in range(len(args), len(positional)):
+                if index in kwargs:
+                    extra.append(kwargs.pop(index))
+                    continue
+                default = positional[index][1]
+                if default is _EMPTY:
+                    break
+                extra.append(default)
+            return (*args, *extra)
 
     if inspect.iscoroutinefunction(fn):
 
@@ -128,6 +192,8 @@ def inject(fn: F) -> F:
             try:
                 for name, key in todo:
                     kwargs[name] = await frame.aresolve(key)
+                if place is not None:
+                    args = place(args, kwargs)
                 result = await fn(*args, **kwargs)
             except BaseException as exc:
                 if not await aunwind(exits, exc):
@@ -137,6 +203,79 @@ def inject(fn: F) -> F:
             return result
 
         return async_wrapper  # type: ignore[return-value]
+
+    if inspect.isgeneratorfunction(fn):
+
+        @functools.wraps(fn)
+        def generator_wrapper(*args: Any, **kwargs: Any) -> Generator[Any, Any, Any]:
+            todo = missing(args, kwargs)
+            if not todo:
+                return (yield from fn(*args, **kwargs))
+            frame = _frame(_container(fn))
+            exits = frame._exits
+            assert exits is not None
+            try:
+                for name, key in todo:
+                    kwargs[name] = frame[key]
+                if place is not None:
+                    args = place(args, kwargs)
+                result = yield from fn(*args, **kwargs)
+            except BaseException as exc:  # GeneratorExit included: closed early
+                if not unwind(exits, exc):
+                    raise
+                return None
+            unwind(exits, None)
+            return result
+
+        return generator_wrapper  # type: ignore[return-value]
+
+    if inspect.isasyncgenfunction(fn):
+
+        @functools.wraps(fn)
+        async def async_generator_wrapper(*args: Any, **kwargs: Any) -> AsyncGenerator[Any, Any]:
+            todo = missing(args, kwargs)
+            exits = None
+            if todo:
+                frame = _frame(_container(fn))
+                exits = frame._exits
+                assert exits is not None
+            try:
+                for name, key in todo:
+                    kwargs[name] = await frame.aresolve(key)
+                if place is not None and todo:
+                    args = place(args, kwargs)
+                # `yield from` for async generators: every item out, every
+                # asend/athrow/aclose in, until the body stops.
+                body: AsyncGenerator[Any, Any] = fn(*args, **kwargs)
+                try:
+                    item = await body.asend(None)
+                    while True:
+                        try:
+                            sent = yield item
+                        except GeneratorExit:
+                            await body.aclose()
+                            raise
+                        except BaseException as exc:
+                            thrown = exc
+                        else:
+                            item = await body.asend(sent)
+                            continue
+                        try:
+                            # outside the except block, as `yield from` throws:
+                            # what the body raises later is not chained to it
+                            item = await body.athrow(thrown)
+                        finally:
+                            del thrown
+                except StopAsyncIteration:
+                    pass  # the body finished (raised inside it, it is a RuntimeError)
+            except BaseException as exc:
+                if exits is None or not await aunwind(exits, exc):
+                    raise
+                return
+            if exits is not None:
+                await aunwind(exits, None)
+
+        return async_generator_wrapper  # type: ignore[return-value]
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -149,6 +288,8 @@ def inject(fn: F) -> F:
         try:
             for name, key in todo:
                 kwargs[name] = frame[key]
+            if place is not None:
+                args = place(args, kwargs)
             result = fn(*args, **kwargs)
         except BaseException as exc:
             if not unwind(exits, exc):

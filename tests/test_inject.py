@@ -1,13 +1,17 @@
 """di/inject.py: di.inject, di.Injected[T], di.Depends(T)."""
 
+import gc
 import inspect
 import typing
 from collections.abc import AsyncIterator, Iterator
 from typing import Annotated, Any
 
+import anyio
 import pytest
 
 import di
+
+pytestmark = pytest.mark.timeout(30)
 
 
 @pytest.fixture(params=["asyncio", "trio"])
@@ -384,3 +388,365 @@ def test_overrides_apply_to_injection() -> None:
             assert handler() is fake
         assert handler() is not fake
     assert calls["repo"] == 1
+
+
+# -- positional-only parameters -------------------------------------------------
+
+
+def test_positional_only_parameter_is_injected_positionally() -> None:
+    reg, calls, _ = make_registry()
+    c = di.Container(reg)
+
+    @di.inject
+    def f(repo: di.Injected[Repo], /, x: int = 1) -> tuple[Repo, int]:
+        return repo, x
+
+    @di.inject
+    def gap(
+        a: int = 5,
+        settings: Settings = di.Depends(Settings),  # noqa: B008
+        /,
+        *,
+        repo: di.Injected[Repo],
+    ) -> tuple[int, Settings, Repo]:
+        return a, settings, repo
+
+    mine = Repo()
+    with c:
+        repo, x = f()
+        assert isinstance(repo, Repo) and x == 1
+        assert f(x=2)[1] == 2
+        assert f(mine) == (mine, 1)  # passed positionally: wins
+        a, settings, repo = gap()  # the unmarked default before it is passed too
+        assert a == 5 and settings is c.resolve(Settings) and isinstance(repo, Repo)
+        assert gap(7)[:2] == (7, c.resolve(Settings))
+        assert gap(7, my := Settings())[1] is my
+    assert calls["repo"] == 5  # f twice, gap three times
+
+
+def test_positional_only_name_in_var_keyword_does_not_count_as_passed() -> None:
+    reg, calls, _ = make_registry()
+    c = di.Container(reg)
+
+    @di.inject
+    def f(repo: di.Injected[Repo], /, **extra: Any) -> tuple[Repo, dict[str, Any]]:
+        return repo, extra
+
+    with c:
+        repo, extra = f(repo="not the parameter")  # as Python binds it: into **extra
+    assert isinstance(repo, Repo) and extra == {"repo": "not the parameter"}
+    assert calls["repo"] == 1
+
+
+def test_positional_only_required_argument_missing_is_the_call_error() -> None:
+    reg, calls, _ = make_registry()
+    c = di.Container(reg)
+
+    @di.inject
+    def f(a: int, repo: di.Injected[Repo], /) -> tuple[int, Repo]:
+        return a, repo
+
+    with c:
+        with pytest.raises(TypeError, match="'a'"):
+            f()
+        assert calls["repo"] == 0
+        a, repo = f(1)
+    assert a == 1 and isinstance(repo, Repo)
+
+
+@pytest.mark.anyio
+async def test_async_positional_only_parameter() -> None:
+    reg, _, log = make_registry()
+    c = di.Container(reg)
+
+    @di.inject
+    async def f(thing: di.Injected[AsyncThing], /, x: int = 1) -> tuple[AsyncThing, int]:
+        log.append("body")
+        return thing, x
+
+    async with c:
+        thing, x = await f(x=3)
+    assert isinstance(thing, AsyncThing) and x == 3
+    assert log == ["open async", "body", ("close async", None)]
+
+
+# -- generator functions ----------------------------------------------------------
+
+
+def test_generator_keeps_its_resources_open_while_it_runs() -> None:
+    reg, calls, log = make_registry()
+    c = di.Container(reg)
+
+    @di.inject
+    def numbers(n: int, tmp: di.Injected[Tmp]) -> Iterator[tuple[int, Tmp]]:
+        log.append("body")
+        for i in range(n):
+            yield i, tmp
+            log.append(i)
+
+    assert inspect.isgeneratorfunction(numbers)
+    with c, c.scope("request"):
+        gen = numbers(2)
+        assert log == []  # nothing resolved before the first iteration
+        items = list(gen)
+    assert [i for i, _ in items] == [0, 1]
+    assert items[0][1] is items[1][1]  # one resolve for the whole run
+    assert log == ["open tmp", "body", 0, 1, ("close tmp", None)]
+    assert calls["tmp"] == 1
+
+
+def test_generator_send_and_return_value_pass_through() -> None:
+    reg, _, log = make_registry()
+    c = di.Container(reg)
+
+    @di.inject
+    def echo(tmp: di.Injected[Tmp]) -> typing.Generator[str, str, str]:
+        got = yield "ready"
+        got = yield f"got {got}"
+        return f"done {got}"
+
+    def outer() -> typing.Generator[str, str, str]:
+        return (yield from echo())
+
+    with c:
+        gen = outer()
+        assert next(gen) == "ready"
+        assert log == ["open tmp"]
+        assert gen.send("a") == "got a"
+        with pytest.raises(StopIteration) as ei:
+            gen.send("b")
+    assert ei.value.value == "done b"
+    assert log == ["open tmp", ("close tmp", None)]
+
+
+@pytest.mark.parametrize("how", ["close", "break"])
+def test_generator_closed_early_unwinds_once(how: str) -> None:
+    reg, _, log = make_registry()
+    c = di.Container(reg)
+
+    @di.inject
+    def numbers(tmp: di.Injected[Tmp]) -> Iterator[int]:
+        try:
+            yield 1
+            yield 2
+        finally:
+            log.append("body finally")
+
+    with c:
+        if how == "close":
+            gen = numbers()
+            assert next(gen) == 1
+            gen.close()
+            gen.close()  # a second close is a no-op
+        else:
+            for _ in numbers():
+                break  # the generator is dropped, and closed, here
+    assert log == ["open tmp", "body finally", ("close tmp", "GeneratorExit")]
+
+
+def test_generator_never_started_resolves_nothing() -> None:
+    reg, calls, log = make_registry()
+    c = di.Container(reg)
+
+    @di.inject
+    def numbers(tmp: di.Injected[Tmp]) -> Iterator[int]:
+        yield 1
+
+    with c:
+        numbers().close()
+    assert log == []
+    assert calls["tmp"] == 0
+
+
+def test_exception_thrown_into_generator_reaches_body_and_unwinds() -> None:
+    reg, _, log = make_registry()
+    c = di.Container(reg)
+
+    @di.inject
+    def numbers(tmp: di.Injected[Tmp]) -> Iterator[int]:
+        try:
+            yield 1
+        except Boom as exc:
+            log.append(("body saw", str(exc)))
+            yield 2  # handled: still running, its resources still open
+            raise
+        log.append("not reached")
+
+    with c:
+        gen = numbers()
+        assert next(gen) == 1
+        assert gen.throw(Boom("first")) == 2
+        assert log == ["open tmp", ("body saw", "first")]
+        with pytest.raises(Boom, match="first"):
+            next(gen)
+    assert log == ["open tmp", ("body saw", "first"), ("close tmp", "Boom")]
+
+
+def test_generator_body_raising_unwinds_with_its_exception() -> None:
+    reg, _, log = make_registry()
+    c = di.Container(reg)
+
+    @di.inject
+    def numbers(tmp: di.Injected[Tmp]) -> Iterator[int]:
+        yield 1
+        raise Boom("body failed")
+
+    with c:
+        gen = numbers()
+        next(gen)
+        with pytest.raises(Boom):
+            next(gen)
+    assert log == ["open tmp", ("close tmp", "Boom")]
+
+
+def test_generator_injection_errors_come_at_the_first_iteration() -> None:
+    reg, calls, _ = make_registry()
+    c = di.Container(reg)
+
+    @di.inject
+    def numbers(repo: di.Injected[Repo]) -> Iterator[Repo]:
+        yield repo
+
+    @di.inject
+    def things(thing: di.Injected[AsyncThing]) -> Iterator[AsyncThing]:
+        yield thing
+
+    gen = numbers()  # the call itself needs no container
+    with pytest.raises(di.NoActiveScopeError):
+        next(gen)
+    mine = Repo()
+    assert list(numbers(mine)) == [mine]  # all explicit: no container needed
+    with c:
+        with pytest.raises(di.AsyncProviderError):
+            next(things())
+        assert isinstance(next(numbers()), Repo)
+    assert calls["repo"] == 1
+    assert calls["async"] == 0
+
+
+# -- async generator functions ----------------------------------------------------
+
+
+@pytest.mark.anyio
+async def test_async_generator_resolves_async_providers_and_keeps_them_open() -> None:
+    reg, _, log = make_registry()
+    c = di.Container(reg)
+
+    @di.inject
+    async def stream(n: int, thing: di.Injected[AsyncThing]) -> AsyncIterator[int]:
+        log.append("body")
+        for i in range(n):
+            yield i
+            log.append(i)
+
+    assert inspect.isasyncgenfunction(stream)
+    with anyio.fail_after(10):
+        async with c:
+            agen = stream(2)
+            assert log == []
+            assert [i async for i in agen] == [0, 1]
+    assert log == ["open async", "body", 0, 1, ("close async", None)]
+
+
+@pytest.mark.anyio
+async def test_async_generator_aclose_and_break_unwind_once() -> None:
+    reg, calls, log = make_registry()
+    c = di.Container(reg)
+
+    @di.inject
+    async def stream(thing: di.Injected[AsyncThing], tmp: di.Injected[Tmp]) -> AsyncIterator[int]:
+        try:
+            yield 1
+            yield 2
+        finally:
+            log.append("body finally")
+
+    with anyio.fail_after(10):
+        async with c:
+            agen = stream()
+            async for item in agen:
+                assert item == 1
+                break
+            assert log[2:] == []  # still suspended, its resources open
+            await agen.aclose()
+            await agen.aclose()  # a second aclose is a no-op
+    assert sorted(log[:2], key=str) == ["open async", "open tmp"]
+    assert log[2:] == [
+        "body finally",
+        (log[1].replace("open", "close"), "GeneratorExit"),
+        (log[0].replace("open", "close"), "GeneratorExit"),
+    ]
+    assert calls["async"] == calls["tmp"] == 1
+
+
+@pytest.mark.anyio
+async def test_async_generator_garbage_collected_unwinds_once() -> None:
+    reg, _, log = make_registry()
+    c = di.Container(reg)
+
+    @di.inject
+    async def stream(thing: di.Injected[AsyncThing]) -> AsyncIterator[int]:
+        yield 1
+        yield 2
+
+    with anyio.fail_after(10):
+        async with c:
+            agen = stream()
+            assert await agen.__anext__() == 1
+            del agen
+            gc.collect()
+            while len(log) < 2:  # the event loop's finalizer acloses it
+                await anyio.sleep(0.001)
+    assert log == ["open async", ("close async", "GeneratorExit")]
+
+
+@pytest.mark.anyio
+async def test_async_generator_athrow_and_asend() -> None:
+    reg, _, log = make_registry()
+    c = di.Container(reg)
+
+    @di.inject
+    async def stream(thing: di.Injected[AsyncThing]) -> typing.AsyncGenerator[str, str]:
+        got = yield "ready"
+        try:
+            yield f"got {got}"
+        except Boom as exc:
+            log.append(("body saw", str(exc)))
+            yield "handled"
+            raise
+
+    with anyio.fail_after(10):
+        async with c:
+            agen = stream()
+            assert await agen.asend(None) == "ready"  # type: ignore[arg-type]
+            assert await agen.asend("a") == "got a"
+            assert await agen.athrow(Boom("thrown")) == "handled"
+            assert log == ["open async", ("body saw", "thrown")]
+            with pytest.raises(Boom, match="thrown"):
+                await agen.__anext__()
+    assert log == ["open async", ("body saw", "thrown"), ("close async", "Boom")]
+
+
+@pytest.mark.anyio
+async def test_async_generator_body_raising_and_explicit_arguments() -> None:
+    reg, calls, log = make_registry()
+    c = di.Container(reg)
+
+    @di.inject
+    async def stream(thing: di.Injected[AsyncThing]) -> AsyncIterator[AsyncThing]:
+        yield thing
+        raise Boom()
+
+    mine = AsyncThing()
+    with anyio.fail_after(10):
+        got = []
+        with pytest.raises(Boom):
+            async for item in stream(mine):  # all explicit: no container needed
+                got.append(item)
+        assert got == [mine] and log == []
+        async with c:
+            with pytest.raises(Boom):
+                async for item in stream():
+                    got.append(item)
+    assert log == ["open async", ("close async", "Boom")]
+    assert calls["async"] == 1
