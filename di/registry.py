@@ -15,7 +15,7 @@ import sys
 import typing
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from types import FunctionType
+from types import FunctionType, MethodType, SimpleNamespace
 from typing import Annotated, Any, Final, NamedTuple, TypeVar, overload
 
 from di.errors import DuplicateProviderError, ScopeError, describe_key
@@ -168,9 +168,8 @@ def _unwrap(hint: Any, origins: tuple[Any, ...]) -> Any:
 
 
 def _parameters(fn: Any, hints: dict[str, Any], skip_first: bool) -> tuple[Dependency, ...]:
-    code = getattr(fn, "__code__", None)
-    if code is None:
-        return _parameters_from_signature(fn, hints)
+    # A Python function (`_read`): its code object says what it takes.
+    code = fn.__code__
     argcount = code.co_argcount
     names = code.co_varnames[: argcount + code.co_kwonlyargcount]
     defaults = fn.__defaults__ or ()
@@ -223,7 +222,12 @@ def class_provider(
                 deps = None
                 break
             deps.append(_new_dependency(Dependency, (name, hint, False, NO_DEFAULT)))
-    deps = tuple(deps) if deps is not None else _parameters(init, _hints(init), skip_first=True)
+    if deps is None or (not deps and getattr(init, "__wrapped__", None) is not None):
+        # Every other shape; or a decorator's wrapper, whose own (*args,
+        # **kwargs) the loop read as nothing: `_read` reads what it wraps.
+        _, deps, code = _read(init, skip_first=True)
+    else:
+        deps = tuple(deps)
     return _new_provider(Provider, (key, cls, kind, scope, deps, source or code))
 
 
@@ -237,7 +241,8 @@ def _from_new(cls: type, new: Any, source: str | None) -> tuple[tuple[Dependency
     string annotations as ``ForwardRef``: those resolve in the module of the
     class that defines ``__new__``, and the registration is its own origin."""
     if new.__module__ in sys.modules:  # written in a module, like any __init__
-        return _parameters(new, _hints(new), skip_first=True), source or new.__code__
+        _, deps, code = _read(new, skip_first=True)
+        return deps, source or code
     hints = new.__annotations__
     if any(type(hint) is str or type(hint) is typing.ForwardRef for hint in hints.values()):
         owner = next(k for k in cls.__mro__ if "__new__" in vars(k))
@@ -251,15 +256,52 @@ _new_dependency = tuple.__new__
 _new_provider = tuple.__new__
 
 
-def _parameters_from_signature(fn: Any, hints: dict[str, Any]) -> tuple[Dependency, ...]:
-    hints = dict(hints)  # never write into a function's own __annotations__
-    deps = []
-    for p in inspect.signature(fn).parameters.values():
-        if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
-            continue
-        hints.setdefault(p.name, p.annotation)
-        deps.append(_dependency(fn, p.name, hints, p.kind is p.KEYWORD_ONLY, p.default))
-    return tuple(deps)
+def _read(fn: Any, skip_first: bool) -> tuple[dict[str, Any], tuple[Dependency, ...], Any]:
+    """The hints, dependencies and code object of a Python function.
+
+    A decorator's wrapper (``__wrapped__``: ``functools.wraps``,
+    ``contextlib.contextmanager``) is read through to the function it wraps,
+    since the wrapper's own ``(*args, **kwargs)`` says nothing; the wrapper is
+    still what the provider calls. One that sets ``__signature__`` is read as
+    `inspect.signature` reads it."""
+    if getattr(fn, "__wrapped__", None) is None:  # a plain function: the common case
+        hints = _hints(fn)
+        return hints, _parameters(fn, hints, skip_first), fn.__code__
+    # Stop where inspect.signature stops: at an explicit __signature__, or at
+    # a bound method (its bound first argument is not a parameter).
+    inner = inspect.unwrap(fn, stop=_ends_unwrapping)
+    if type(inner) is FunctionType and getattr(inner, "__signature__", None) is None:
+        hints = _hints(inner)
+        return hints, _parameters(inner, hints, skip_first), inner.__code__
+    hints, deps = _from_signature(fn, skip_first)
+    return hints, deps, getattr(inspect.unwrap(fn), "__code__", fn.__code__)
+
+
+def _ends_unwrapping(fn: Any) -> bool:
+    return hasattr(fn, "__signature__") or type(fn) is MethodType
+
+
+def _from_signature(fn: Any, skip_first: bool) -> tuple[dict[str, Any], tuple[Dependency, ...]]:
+    """The hints and dependencies `inspect.signature` gives: for a wrapper
+    with an explicit ``__signature__``, and for callables with no code object
+    of their own (callable instances, ``functools.partial``, builtins)."""
+    sig = inspect.signature(fn, eval_str=True)
+    params = list(sig.parameters.values())[1 if skip_first else 0 :]
+    hints = {p.name: p.annotation for p in params if p.annotation is not p.empty}
+    if sig.return_annotation is not sig.empty:
+        hints["return"] = sig.return_annotation
+    if any(type(hint) is str for hint in hints.values()):
+        # An explicit __signature__ is taken as it is: evaluate its strings
+        # where the innermost function was written.
+        globalns = getattr(inspect.unwrap(fn), "__globals__", None)
+        carrier = SimpleNamespace(__annotations__=hints)
+        hints = typing.get_type_hints(carrier, globalns, include_extras=True)
+    deps = [
+        _dependency(fn, p.name, hints, p.kind is p.KEYWORD_ONLY, p.default)
+        for p in params
+        if p.kind is not p.VAR_POSITIONAL and p.kind is not p.VAR_KEYWORD
+    ]
+    return hints, tuple(deps)
 
 
 def _dependency(fn: Any, name: str, hints: dict[str, Any], kw: bool, default: Any) -> Dependency:
@@ -272,12 +314,6 @@ def _dependency(fn: Any, name: str, hints: dict[str, Any], kw: bool, default: An
             f"so di cannot tell what to inject; annotate it or give it a default"
         )
     return Dependency(name, normalize_key(hint), kw, default)
-
-
-def _location(obj: Any) -> Any:
-    # The code object itself: rendering "file:line" waits until an error needs it.
-    code = getattr(obj, "__code__", None)
-    return code if code is not None else _caller_location()
 
 
 def _caller_location() -> str:
@@ -307,8 +343,15 @@ def make_provider(
         return class_provider(factory, key, kind, scope, source)
     if not callable(factory):
         raise TypeError(f"{factory!r} is not callable: a provider must be a function or a class")
-    hints = _hints(factory)
-    deps = _parameters(factory, hints, skip_first=False)
+    if type(factory) is FunctionType:  # def, async def, lambda: the common case
+        hints, deps, code = _read(factory, skip_first=False)
+    elif type(factory) is MethodType and type(factory.__func__) is FunctionType:
+        # A bound method, or a classmethod read off its class: the instance or
+        # the class is bound, so the function's first parameter is no dependency.
+        hints, deps, code = _read(factory.__func__, skip_first=True)
+    else:  # a callable instance, functools.partial, a builtin...
+        hints, deps = _from_signature(factory, skip_first=False)
+        code = None
     ret = hints.get("return", inspect.Parameter.empty)
     if cm:
         origin = typing.get_origin(ret) or ret
@@ -335,7 +378,9 @@ def make_provider(
             f"{getattr(factory, '__qualname__', factory)!r} has no return annotation, so di "
             f"cannot tell what it provides; annotate its return type or pass provides=..."
         )
-    return Provider(normalize_key(key), factory, kind, scope, deps, source or _location(factory))
+    # The code object itself: rendering "file:line" waits until an error needs it.
+    origin = source or (code if code is not None else _caller_location())
+    return Provider(normalize_key(key), factory, kind, scope, deps, origin)
 
 
 # -- the registry --------------------------------------------------------------
@@ -497,14 +542,24 @@ class Registry:
 
     def include(self, other: Registry, *, override: bool = False) -> None:
         """Add every provider of ``other`` (modules compose); a key both
-        registries provide is an error unless ``override=True``."""
+        registries provide is an error unless ``override=True``, or unless both
+        hold the same registration (a registry included by two paths)."""
         if other.levels != self.levels:
             raise ScopeError(
                 f"cannot include a registry with levels {other.levels!r} into one with "
                 f"{self.levels!r}"
             )
         for provider in other:
+            old = self._providers.get(provider.provides)
+            if old is not None and _same(old, provider):
+                continue  # one registration reached twice (both included a third registry)
             self.add(provider, override=override)
+
+
+def _same(a: Provider, b: Provider) -> bool:
+    """The same registration: one Provider, or an equal one (the same factory,
+    compared by identity, never by a user's ``__eq__``)."""
+    return a is b or (a.factory is b.factory and a[2:] == b[2:])
 
 
 default_registry: Final = Registry()

@@ -8,9 +8,11 @@ could trip over.
 
 import collections
 import contextlib
+import functools
+import inspect
 import sys
-from collections.abc import AsyncIterator, Iterator
-from typing import Annotated, NamedTuple
+from collections.abc import AsyncIterator, Callable, Iterator
+from typing import Annotated, Any, NamedTuple
 
 import pytest
 
@@ -602,6 +604,69 @@ def test_include_duplicate_is_an_error() -> None:
     assert "Engine" in str(ei.value)
 
 
+def test_include_of_one_registration_by_two_paths() -> None:
+    """``app`` includes ``a`` and ``b``, which both included ``common``: the very
+    same registration arriving twice is one, not a duplicate."""
+
+    class A:
+        pass
+
+    class B:
+        pass
+
+    common = di.Registry()
+    common.register(Engine, Engine, singleton=True)
+
+    @common.provider()
+    def repo(engine: Engine) -> Repo:
+        return Repo(engine)
+
+    a = di.Registry()
+    a.include(common)
+    a.register(A, A)
+    b = di.Registry()
+    b.include(common)
+    b.register(B, B)
+    app = di.Registry()
+    app.include(a)
+    app.include(b)
+    assert len(app) == 4
+    assert app.get(Engine) is common.get(Engine)
+    # an equal Provider (one function registered in two registries) is one too
+    other = di.Registry()
+    other.provider()(repo)
+    app.include(other)
+    c = di.Container(app)
+    with c:
+        assert c.resolve(Repo).engine is c.resolve(Engine)
+
+
+def test_include_of_two_registrations_of_one_key_by_two_paths_is_an_error() -> None:
+    a = di.Registry()
+    a.register(Engine, Engine, singleton=True)
+    b = di.Registry()
+    b.register(Engine, Engine, singleton=True)  # the same wiring, another registration
+
+    @a.provider()
+    def repo_a(engine: Engine) -> Repo:
+        return Repo(engine)
+
+    @b.provider()
+    def repo_b(engine: Engine) -> Repo:
+        return Repo(engine)
+
+    app = di.Registry()
+    app.include(a)
+    with pytest.raises(di.DuplicateProviderError, match="Engine is registered twice"):
+        app.include(b)
+    app = di.Registry()
+    app.include(a)
+    b2 = di.Registry()
+    b2.provider()(repo_b)
+    with pytest.raises(di.DuplicateProviderError, match="Repo is registered twice"):
+        app.include(b2)
+
+
 # --------------------------------------------------------- register_provider
 
 
@@ -778,6 +843,193 @@ def test_keys_are_types_never_function_names() -> None:
 
 def test_provider_record_is_public() -> None:
     assert isinstance(di.Provider, type)
+
+
+# ------------------------------------------------- decorated factories, methods
+#
+# A decorator's wrapper takes (*args, **kwargs): what a provider needs is read
+# from the function it wraps (``__wrapped__``), unless the wrapper sets its own
+# ``__signature__``; the wrapper is still what is called.
+
+
+def logged(fn: Callable[..., Any]) -> Callable[..., Any]:
+    calls: list[object] = []
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        calls.append(args)
+        return fn(*args, **kwargs)
+
+    wrapper.calls = calls  # type: ignore[attr-defined]
+    return wrapper
+
+
+def test_cm_true_over_contextmanager_gets_its_dependencies() -> None:
+    reg = di.Registry()
+    reg.register(Engine, Engine, singleton=True)
+    log: list[str] = []
+
+    @reg.provider(scope="request", cm=True)
+    @contextlib.contextmanager
+    def repo(engine: Engine) -> Iterator[Repo]:
+        log.append("enter")
+        yield Repo(engine)
+        log.append("exit")
+
+    @reg.provider(scope="request", cm=True)
+    @contextlib.asynccontextmanager
+    async def conn(engine: Engine) -> AsyncIterator[Conn]:
+        yield Conn()
+
+    provider = reg.get(Repo)
+    assert provider is not None
+    assert not provider.is_async
+    assert provider.factory is repo  # the decorated object is what is called
+    assert [(d.name, d.key) for d in provider.dependencies] == [("engine", Engine)]
+    assert "test_registry.py:" in provider.source  # the function, not contextlib
+    aprovider = reg.get(Conn)
+    assert aprovider is not None and aprovider.is_async
+    assert [(d.name, d.key) for d in aprovider.dependencies] == [("engine", Engine)]
+    assert Iterator[Repo] not in reg and AsyncIterator[Conn] not in reg
+    c = di.Container(reg)
+    with c:
+        with c.scope("request") as s:
+            assert s.resolve(Repo).engine is c.resolve(Engine)
+            assert log == ["enter"]
+        assert log == ["enter", "exit"]
+
+
+def test_functools_wraps_provider_gets_its_dependencies() -> None:
+    reg = di.Registry()
+    reg.register(Engine, Engine, singleton=True)
+
+    @reg.provider
+    @logged
+    def repo(engine: Engine, label: str = "x") -> Repo:
+        return Repo(engine)
+
+    provider = reg.get(Repo)
+    assert provider is not None
+    assert [(d.name, d.key, d.has_default) for d in provider.dependencies] == [
+        ("engine", Engine, False),
+        ("label", str, True),
+    ]
+    c = di.Container(reg)
+    with c:
+        assert c.resolve(Repo).engine is c.resolve(Engine)
+    assert len(repo.calls) == 1  # type: ignore[attr-defined]  # the wrapper ran
+
+
+def test_bound_method_provider() -> None:
+    class Module:
+        def __init__(self, url: str) -> None:
+            self.url = url
+
+        def engine(self) -> Engine:
+            return Engine(self.url)
+
+        @logged
+        def repo(self, engine: Engine) -> Repo:
+            return Repo(engine)
+
+    module = Module("m://")
+    reg = di.Registry()
+    reg.provider(singleton=True)(module.engine)
+    reg.provider(module.repo)
+    provider = reg.get(Repo)
+    assert provider is not None
+    assert [d.name for d in provider.dependencies] == ["engine"]
+    c = di.Container(reg)
+    with c:
+        assert c.resolve(Repo).engine is c.resolve(Engine)
+        assert c.resolve(Engine).url == "m://"
+
+
+def test_classmethod_provider() -> None:
+    class Factory:
+        prefix = "cls://"
+
+        @classmethod
+        def engine(cls) -> Engine:
+            return Engine(cls.prefix)
+
+        @classmethod
+        def repo(cls, engine: Engine) -> Repo:
+            return Repo(engine)
+
+    reg = di.Registry()
+    reg.provider(singleton=True)(Factory.engine)
+    reg.register(Repo, Factory.repo)
+    provider = reg.get(Repo)
+    assert provider is not None
+    assert [d.name for d in provider.dependencies] == ["engine"]
+    c = di.Container(reg)
+    with c:
+        assert c.resolve(Repo).engine is c.resolve(Engine)
+        assert c.resolve(Engine).url == "cls://"
+
+
+def test_class_with_a_decorated_init_is_autowired_from_the_wrapped_one() -> None:
+    class Service:
+        @logged
+        def __init__(self, repo: Repo) -> None:
+            self.repo = repo
+
+    class Tuned:
+        @logged
+        def __init__(self, engine: Engine, *, retries: int = 3) -> None:
+            self.engine, self.retries = engine, retries
+
+    reg = di.Registry()
+    reg.register(Engine, Engine, singleton=True)
+    reg.provider(Repo)
+    reg.provider(Service)
+    reg.register(Tuned, Tuned)
+    for cls, names in [(Service, ["repo"]), (Tuned, ["engine", "retries"])]:
+        provider = reg.get(cls)
+        assert provider is not None and provider.factory is cls
+        assert [d.name for d in provider.dependencies] == names
+    c = di.Container(reg)
+    with c:
+        assert c.resolve(Service).repo.engine is c.resolve(Engine)
+        assert c.resolve(Tuned).retries == 3
+
+
+def test_a_wrapper_that_sets_its_signature_is_read_by_it() -> None:
+    """A decorator that supplies one argument itself says so with
+    ``__signature__``; that signature wins over the wrapped function's."""
+
+    def with_engine(fn: Callable[..., Any]) -> Callable[..., Any]:
+        own = Engine("own://")
+
+        @functools.wraps(fn)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            return fn(own, *args, **kwargs)
+
+        signature = inspect.signature(fn)
+        wrapper.__signature__ = signature.replace(  # type: ignore[attr-defined]
+            parameters=list(signature.parameters.values())[1:]
+        )
+        return wrapper
+
+    reg = di.Registry()
+    reg.value(Conn, Conn())
+
+    @reg.provider
+    @with_engine
+    def repo(engine: Engine, conn: "Conn") -> Repo:  # a string in the signature too
+        made = Repo(engine)
+        made.conn = conn  # type: ignore[attr-defined]
+        return made
+
+    provider = reg.get(Repo)
+    assert provider is not None
+    assert [(d.name, d.key) for d in provider.dependencies] == [("conn", Conn)]
+    c = di.Container(reg)
+    with c:
+        made = c.resolve(Repo)
+        assert made.engine.url == "own://"
+        assert made.conn is c.resolve(Conn)  # type: ignore[attr-defined]
 
 
 # ----------------------------------------------------- __init__ shapes
