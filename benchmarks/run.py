@@ -328,7 +328,7 @@ def report(run: Run, command: str) -> str:
         "",
         f"- machine: {m['platform']}; CPU: {m['cpu']}; {m['cores']} cores",
         f"- {m['python']}; "
-        + "; ".join(f"{lib.name} {lib.version}" for lib in run.libs if lib.name != BASELINE),
+        + "; ".join(f"{lib.name} {lib.version}" for lib in run.libs if lib.version != "-"),
         "",
         "Each cell is the median over rounds of (library time per operation / manual time "
         f"per operation in the same round): {TIMES}1.00 is hand-written speed, lower is better. "
