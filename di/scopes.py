@@ -129,7 +129,11 @@ class _Holds:
     __slots__ = ("block", "holders", "lock")
 
     def __init__(self) -> None:
-        self.lock = aiologic.Lock()
+        # It guards a few lines of bookkeeping and is never held across an
+        # await, so a plain lock serves threads and tasks alike; an aiologic
+        # lock would be a trio checkpoint even when free, and a holder leaving
+        # a cancelled scope would be cancelled there before it let go.
+        self.lock = threading.Lock()
         self.block = True  # the block that entered the checkpoint is still inside
         self.holders: dict[object, str] = {}
 
@@ -566,7 +570,7 @@ class Checkpoint(dict[Any, Any]):
 
     async def _aacquire(self, holder: object, who: str) -> None:
         state = self._state()
-        async with state.lock:
+        with state.lock:
             self._add(state, holder, who)
 
     def _release(self, exc: BaseException | None, holder: object | None) -> bool:
@@ -581,7 +585,7 @@ class Checkpoint(dict[Any, Any]):
         state = dict.get(self, _HOLD)
         if not isinstance(state, _Holds):
             return False
-        async with state.lock:
+        with state.lock:
             last = state.release(holder)
         return await self._ateardown(exc) if last else False
 

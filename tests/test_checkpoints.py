@@ -1730,3 +1730,86 @@ def test_inject_sees_a_checkpoint_held_in_a_thread() -> None:
         worker.join(10)
         mine = scope.resolve(Scoped)
     assert seen == {"before": None, "inside": c, "value": mine, "after": None}
+
+
+def _closing_registry(log: list[str]) -> di.Registry:
+    reg = di.Registry()
+
+    @reg.provider(scope="request")
+    def session() -> Iterator[Session]:
+        try:
+            yield Session(Engine())
+        finally:
+            log.append("closed")
+
+    return reg
+
+
+def test_trio_a_hold_left_by_cancellation_releases_the_checkpoint() -> None:
+    """Releasing takes no trio checkpoint, so a holder whose task is cancelled
+    still lets go, and the teardown that was due runs then and there."""
+    log: list[str] = []
+    c = di.Container(_closing_registry(log), shutdown_timeout=0.1)
+
+    async def main() -> None:
+        with trio.fail_after(10):
+            await run()
+
+    async def run() -> None:
+        async with c:
+            async with trio.open_nursery() as nursery:
+                async with c.scope("request") as scope:
+                    scope.resolve(Session)
+
+                    async def background(task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+                        async with scope.hold():
+                            task_status.started()
+                            await trio.sleep_forever()
+
+                    await nursery.start(background)
+                assert not scope.closed and log == []  # the hold keeps it open
+                nursery.cancel_scope.cancel()
+            assert scope.closed and log == ["closed"]
+            assert c.held_checkpoints() == 0
+
+    trio.run(main)
+
+
+def test_trio_a_scope_block_left_by_cancellation_releases_its_share() -> None:
+    log: list[str] = []
+    c = di.Container(_closing_registry(log), shutdown_timeout=0.1)
+    seen: dict[str, Any] = {}
+
+    async def main() -> None:
+        with trio.fail_after(10):
+            await run()
+
+    async def run() -> None:
+        async with c:
+            held, done = trio.Event(), trio.Event()
+
+            async def background(scope: di.Checkpoint) -> None:
+                async with scope.hold():
+                    held.set()
+                    await done.wait()
+
+            async with trio.open_nursery() as nursery:
+
+                async def request() -> None:
+                    with trio.CancelScope() as cancel:
+                        seen["cancel"] = cancel
+                        async with c.scope("request") as scope:
+                            seen["scope"] = scope
+                            scope.resolve(Session)
+                            nursery.start_soon(background, scope)
+                            await trio.sleep_forever()
+
+                nursery.start_soon(request)
+                await held.wait()
+                seen["cancel"].cancel()
+                await trio.sleep(0.01)
+                assert not seen["scope"].closed  # the hold still has it
+                done.set()
+            assert seen["scope"].closed and log == ["closed"]
+
+    trio.run(main)
