@@ -492,7 +492,15 @@ class Checkpoint(dict[Any, Any]):
                 "spawn() needs the contextvar scope storage (the task must see its checkpoint); "
                 "this container uses thread-local storage"
             )
-        loop = asyncio.get_running_loop()
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # trio, or no event loop at all
+            coro.close()
+            raise ScopeError(
+                "spawn() starts an asyncio task, and no asyncio event loop is running here; "
+                "under trio or anyio, hold the checkpoint from a nursery task instead: "
+                "`async with scope.hold(): ...`"
+            ) from None
         who = f"task spawned to run {getattr(coro, '__qualname__', coro)!r}"
         try:
             self._acquire(coro, who)

@@ -1813,3 +1813,32 @@ def test_trio_a_scope_block_left_by_cancellation_releases_its_share() -> None:
             assert seen["scope"].closed and log == ["closed"]
 
     trio.run(main)
+
+
+@pytest.mark.parametrize("where", ["trio", "no event loop"])
+def test_spawn_without_a_running_asyncio_loop_says_to_hold_and_closes_the_coroutine(
+    where: str,
+) -> None:
+    c = di.Container(_closing_registry([]))
+    ran: list[str] = []
+
+    async def work() -> None:
+        ran.append("ran")  # pragma: no cover - must never run
+
+    def attempt() -> None:
+        with c.scope("request") as scope:
+            coro = work()
+            with pytest.raises(di.ScopeError, match=r"async with scope.hold\(\)"):
+                scope.spawn(coro)
+            assert coro.cr_frame is None  # closed: no 'never awaited' warning
+            assert scope.holds == 0
+
+    if where == "trio":
+
+        async def main() -> None:
+            attempt()
+
+        trio.run(main)
+    else:
+        attempt()
+    assert ran == []
