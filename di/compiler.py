@@ -237,10 +237,12 @@ class Compiler:
             # Even a sync factory's singleton is made on the async path here: a
             # RefCounted or ClientContext it returns may need `async with`.
             return self._async_singleton_plan(key)
-        if not graph.is_async[key]:
+        # The sync plan serves what cannot wait on another creator: no scoped
+        # key in the subtree. A scoped one may find another thread's creation
+        # in progress, and under aresolve that wait must be awaited, never
+        # block the event loop: the async plan.
+        if kind is Kind.CONTEXT or not (graph.is_async[key] or graph.needs_level[key]):
             return self._run_sync(key)
-        if kind is Kind.CONTEXT:
-            return self._context_plan(key, is_async=True)
         if level is None:
             return self._transient_plan(key, is_async=True)
         return self._scoped_plan(key, is_async=True)
@@ -286,6 +288,8 @@ class Compiler:
             "_wake": self._wake,
             "_noscope": self._noscope,
             "_closed": self._closed,
+            "_late": self._late,
+            "_alate": self._alate,
             "_AsyncExit": AsyncExit,
             "_enter_cm": _enter_cm,
         }
@@ -332,8 +336,10 @@ class Compiler:
             holder = "_root"
         else:
             holder = self._owner(fn, cp, level, key, pad)
-        # Under aresolve a singleton not made yet takes the async path too.
-        if is_async and (graph.is_async[key] or level == 0):
+        # Under aresolve everything not made yet takes the async path: a
+        # singleton may need `async with`, a scoped key may have to await
+        # another's creation. A context value is never made: a plain lookup.
+        if is_async and provider.kind is not Kind.CONTEXT:
             v = fn.tmp()
             fn.lines += [
                 f"{pad}{v} = _dget({holder}, {k}, _M)",
@@ -441,11 +447,20 @@ class Compiler:
         pad = "    "
         if self._needs_cp(key):
             fn.lines.append(f"{pad}if cp is _root: cp = _sget(_root)")
-        if self._needs_exits(key):
+        exits = self._needs_exits(key)
+        if exits:
             k = fn.const(key, "K")
             fn.lines += [f"{pad}ex = cp._exits", f"{pad}if ex is None: raise _closed(cp, {k})"]
         expr = self._emit_creation(fn, key, "cp", "ex", is_async, pad)
-        fn.lines.append(f"{pad}return {expr}")
+        if exits:
+            late = "await _alate" if is_async else "_late"
+            fn.lines += [
+                f"{pad}v = {expr}",
+                f"{pad}if cp._exits is not ex: {late}(cp, ex, {k})",
+                f"{pad}return v",
+            ]
+        else:
+            fn.lines.append(f"{pad}return {expr}")
         return self._compile(fn, "plan")  # type: ignore[no-any-return]
 
     def _sync_transient(self, key: Any) -> Plan:
@@ -519,8 +534,12 @@ class Compiler:
         # The marker stays once the value is stored (a hit never looks at it,
         # and the checkpoint drops both at teardown); only a failed creation
         # takes it back, so that the next caller creates afresh.
+        late = "await _alate" if is_async else "_late"
         fn.lines += [
             f"{pad}v = {expr}",
+            # Torn down meanwhile (a forced shutdown while a holder was
+            # creating): what was made must not outlive it, nor be served.
+            f"{pad}if c._exits is not ex: {late}(c, ex, {k})",
             f"{pad}c[{k}] = v",
             "    except BaseException:",
             f"        _pop(c, {pk}, None)",
@@ -678,6 +697,25 @@ class Compiler:
     def _closed(self, cp: Checkpoint, key: Any = None) -> ScopeError:
         return cp._unusable(key)
 
+    # ``cp`` was torn down while ``key`` was being made into ``exits`` (only a
+    # forced shutdown does that to a checkpoint in use): unwind what is left
+    # on that list, which nobody else will, and refuse.
+    def _late(self, cp: Checkpoint, exits: list[Any], key: Any) -> None:
+        error = self._closed(cp, key)
+        try:
+            unwind(exits, None)
+        except BaseException as exc:
+            raise error from exc
+        raise error
+
+    async def _alate(self, cp: Checkpoint, exits: list[Any], key: Any) -> None:
+        error = self._closed(cp, key)
+        try:
+            await aunwind(exits, None)
+        except BaseException as exc:
+            raise error from exc
+        raise error
+
     def _check_cycle(self, cp: Checkpoint, marker_key: _MarkerKey) -> None:
         if _creating_below(dict.get(cp, marker_key)):
             raise CircularDependencyError(
@@ -699,9 +737,12 @@ class Compiler:
 
     def forget(self, cp: Checkpoint) -> None:
         """Drop the waiter lists of a torn-down checkpoint (they would keep
-        it alive); called only when some creation was ever contended."""
+        it alive), waking whoever still waits there: a creation cut short by
+        a forced teardown would never wake them, and they find the checkpoint
+        closed. Called only when some creation was ever contended."""
         for entry in [k for k in list(self.waiters) if k[0] is cp]:
-            self.waiters.pop(entry, None)
+            for event in self.waiters.pop(entry, ()):
+                event.set()
 
     def _wait(self, cp: Checkpoint, key: Any, marker_key: _MarkerKey) -> Any:
         self._check_cycle(cp, marker_key)

@@ -9,6 +9,7 @@ hanging."""
 import asyncio
 import threading
 import time
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -702,5 +703,102 @@ def test_sync_factory_resolving_its_own_key_under_aresolve_raises_circular() -> 
         for _ in range(3):
             with pytest.raises(di.CircularDependencyError, match=r"Shared.*aresolve"):
                 await c.aresolve(Shared)
+
+    asyncio.run(main())
+
+
+class Made:
+    pass
+
+
+class UsesMade:
+    def __init__(self, made: Made) -> None:
+        self.made = made
+
+
+@pytest.mark.parametrize("key", [Made, UsesMade], ids=["scoped", "transient over scoped"])
+def test_aresolve_waiting_for_a_thread_keeps_the_event_loop_running(key: type) -> None:
+    """A thread is creating the request's Made (a sync factory); aresolve of
+    Made, or of a transient that needs it, waits for that creation by
+    awaiting, so the loop goes on running, and gets the thread's instance."""
+    started, release = threading.Event(), threading.Event()
+    released_in_time: list[bool] = []
+    reg = di.Registry()
+
+    @reg.provider(scope="request")
+    def made() -> Made:
+        started.set()
+        # Set by a task of the event loop: only if that loop is not blocked.
+        released_in_time.append(release.wait(5))
+        return Made()
+
+    reg.register(UsesMade, UsesMade)
+    c = di.Container(reg)
+
+    async def main() -> None:
+        async with c, c.scope("request") as scope:
+
+            def in_thread() -> Made:
+                with scope.hold():
+                    return scope.resolve(Made)
+
+            thread = asyncio.ensure_future(asyncio.to_thread(in_thread))
+            await asyncio.to_thread(started.wait, 5)
+            waiter = asyncio.ensure_future(scope.aresolve(key))
+            for _ in range(3):
+                await asyncio.sleep(0)  # the waiter is now waiting, by awaiting
+            release.set()
+            from_thread, got = await asyncio.gather(thread, waiter)
+            assert (got if key is Made else got.made) is from_thread
+
+    asyncio.run(main())
+    assert released_in_time == [True]
+
+
+def test_a_creation_cut_short_by_a_forced_teardown_is_unwound_and_its_waiters_woken() -> None:
+    """A forced shutdown tears a held checkpoint down while a holder is still
+    making a scoped instance: the instance is unwound as soon as it is made,
+    never stored, and a second holder waiting for it wakes to
+    CheckpointClosedError instead of hanging."""
+    log: list[str] = []
+    reg = di.Registry()
+
+    @reg.provider(scope="request")
+    async def made() -> AsyncIterator[Made]:
+        await release.wait()
+        try:
+            yield Made()
+        finally:
+            log.append("closed")
+
+    release: asyncio.Event
+    c = di.Container(reg, shutdown_timeout=0.05)
+
+    async def main() -> None:
+        nonlocal release
+        release = asyncio.Event()
+        results: list[Any] = []
+
+        async def holder() -> None:
+            async with scope.hold():
+                try:
+                    results.append(await scope.aresolve(Made))
+                except di.DIError as exc:
+                    results.append(exc)
+
+        async with c, c.scope("request") as scope:
+            creator = asyncio.create_task(holder())
+            await asyncio.sleep(0.01)
+            waiter = asyncio.create_task(holder())
+            await asyncio.sleep(0.01)
+        # The last exit waited shutdown_timeout, then tore the scope down.
+        assert scope.closed
+        release.set()
+        await asyncio.wait_for(asyncio.gather(creator, waiter), 5)
+        assert len(results) == 2
+        assert all(isinstance(r, di.CheckpointClosedError) for r in results)
+        assert log == ["closed"]
+        with pytest.raises(di.CheckpointClosedError):
+            scope.resolve(Made)
 
     asyncio.run(main())
