@@ -7,8 +7,11 @@ on its own behalf; errors raised *by your providers* pass through unchanged.
 
 from __future__ import annotations
 
+import collections.abc as cabc
+import typing
 from collections.abc import Iterable, Sequence
-from typing import Any
+from types import NoneType, UnionType
+from typing import Annotated, Any
 
 __all__ = [
     "AsyncProviderError",
@@ -26,10 +29,62 @@ __all__ = [
 
 def describe_key(key: Any) -> str:
     """Render a provider key the way a user wrote it: ``Settings``,
-    ``Annotated[Engine, Named('replica')]``, ``list[int]``."""
+    ``Annotated[Engine, Named('replica')]``, ``list[int]``.
+
+    Classes go by their short (qualified) name wherever they appear, inside
+    ``Annotated`` and generic aliases too (``Repo[Engine]``, not
+    ``app.db.Repo[app.db.Engine]``)."""
     if isinstance(key, type):
         return key.__qualname__
-    return repr(key).replace("typing.", "").replace("typing_extensions.", "")
+    return _describe_hint(key)
+
+
+def _strip(text: str) -> str:
+    return text.replace("typing_extensions.", "").replace("typing.", "")
+
+
+def _describe_hint(hint: Any) -> str:
+    if hint is None or hint is NoneType:
+        return "None"
+    if hint is Ellipsis:
+        return "..."
+    if isinstance(hint, type):
+        return hint.__qualname__
+    if isinstance(hint, list):  # the parameters of a Callable
+        return f"[{', '.join(_describe_hint(h) for h in hint)}]"
+    origin = typing.get_origin(hint)
+    if origin is Annotated:
+        meta = ", ".join(repr(m) for m in hint.__metadata__)
+        return f"Annotated[{_describe_hint(hint.__origin__)}, {meta}]"
+    args = getattr(hint, "__args__", None)
+    if origin is None or type(args) is not tuple:  # a TypeVar, a ForwardRef, anything else
+        return _strip(repr(hint))
+    if origin is UnionType:
+        return " | ".join(_describe_hint(a) for a in args)
+    if origin is typing.Union:
+        others = [a for a in args if a is not NoneType]
+        if len(args) == 2 and len(others) == 1:
+            return f"Optional[{_describe_hint(others[0])}]"
+        return f"Union[{', '.join(_describe_hint(a) for a in args)}]"
+    if origin is typing.Literal:
+        return f"Literal[{', '.join(repr(a) for a in args)}]"
+    name = getattr(hint, "_name", None)  # List, Dict, Callable... of typing
+    if not isinstance(name, str):
+        name = origin.__qualname__ if isinstance(origin, type) else _strip(repr(hint)).split("[")[0]
+    if not args:
+        return f"{name}[()]"
+    if origin is cabc.Callable:
+        params = args[:-1]
+        if len(params) == 1 and (
+            params[0] is Ellipsis
+            or isinstance(params[0], typing.ParamSpec)
+            or getattr(params[0], "__origin__", None) is typing.Concatenate
+        ):
+            head = _describe_hint(params[0])
+        else:
+            head = _describe_hint(list(params))
+        return f"{name}[{head}, {_describe_hint(args[-1])}]"
+    return f"{name}[{', '.join(_describe_hint(a) for a in args)}]"
 
 
 def describe_path(keys: Iterable[Any]) -> str:

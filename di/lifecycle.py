@@ -25,6 +25,7 @@ from typing import Any, Generic, TypeVar, overload
 import aiologic
 
 from di.errors import AsyncProviderError, DIError
+from di.registry import call_target
 
 __all__ = ["RefCounted", "ResourceOpenError"]
 
@@ -40,10 +41,8 @@ class ResourceOpenError(DIError, RuntimeError):
 
 def _is_async_callable(fn: object) -> bool:
     # A callable object with an ``async def __call__`` is as async as a
-    # coroutine function, and inspect only sees through it when asked.
-    return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(
-        getattr(fn, "__call__", None)  # noqa: B004 - we want the method, not callable()
-    )
+    # coroutine function: `call_target` finds the method that decides.
+    return inspect.iscoroutinefunction(call_target(fn))
 
 
 def describe_callable(fn: object) -> str:

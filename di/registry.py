@@ -10,6 +10,7 @@ from __future__ import annotations
 import collections.abc as cabc
 import contextlib
 import enum
+import functools
 import inspect
 import sys
 import typing
@@ -37,12 +38,15 @@ F = TypeVar("F", bound=Callable[..., Any])
 NO_DEFAULT: Final[Any] = inspect.Parameter.empty
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class Named:
     """A qualifier: ``Annotated[Engine, di.Named("replica")]`` is a key of its
     own, distinct from plain ``Engine``."""
 
     name: str
+
+    def __repr__(self) -> str:  # as written: Named('replica'), for messages
+        return f"Named({self.name!r})"
 
 
 class _InjectMarker:
@@ -326,6 +330,24 @@ def _caller_location() -> str:
     return f"{frame.f_code.co_filename}:{frame.f_lineno}"
 
 
+def call_target(fn: Any) -> Any:
+    """What decides how calling ``fn`` behaves (returns, is awaited, yields):
+    a function, method or class is itself; ``functools.partial`` and bound
+    methods are seen through; any other callable (an instance) is its class's
+    ``__call__``. ``inspect.iscoroutinefunction`` and its siblings read the
+    answer, which on the callable itself would miss an ``async def __call__``."""
+    while True:
+        if isinstance(fn, functools.partial):
+            fn = fn.func
+        elif type(fn) is MethodType:
+            fn = fn.__func__
+        else:
+            break
+    if type(fn) is FunctionType or isinstance(fn, type):
+        return fn
+    return getattr(type(fn), "__call__", None)  # noqa: B004 - the method, not callable()
+
+
 def make_provider(
     factory: Any,
     *,
@@ -343,6 +365,7 @@ def make_provider(
         return class_provider(factory, key, kind, scope, source)
     if not callable(factory):
         raise TypeError(f"{factory!r} is not callable: a provider must be a function or a class")
+    target = factory  # what says the kind: see `call_target`
     if type(factory) is FunctionType:  # def, async def, lambda: the common case
         hints, deps, code = _read(factory, skip_first=False)
     elif type(factory) is MethodType and type(factory.__func__) is FunctionType:
@@ -352,6 +375,7 @@ def make_provider(
     else:  # a callable instance, functools.partial, a builtin...
         hints, deps = _from_signature(factory, skip_first=False)
         code = None
+        target = call_target(factory)
     ret = hints.get("return", inspect.Parameter.empty)
     if cm:
         origin = typing.get_origin(ret) or ret
@@ -364,11 +388,11 @@ def make_provider(
         ret = _unwrap(
             ret, _ASYNC_ITERATOR_ORIGINS + _ITERATOR_ORIGINS + _CM_ORIGINS + _ASYNC_CM_ORIGINS
         )
-    elif inspect.isasyncgenfunction(factory):
+    elif inspect.isasyncgenfunction(target):
         kind, ret = Kind.ASYNC_GENERATOR, _unwrap(ret, _ASYNC_ITERATOR_ORIGINS)
-    elif inspect.isgeneratorfunction(factory):
+    elif inspect.isgeneratorfunction(target):
         kind, ret = Kind.GENERATOR, _unwrap(ret, _ITERATOR_ORIGINS)
-    elif inspect.iscoroutinefunction(factory):
+    elif inspect.iscoroutinefunction(target):
         kind = Kind.COROUTINE
     else:
         kind = Kind.CALL

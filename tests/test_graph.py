@@ -5,11 +5,13 @@ import random
 import re
 import sys
 from collections.abc import AsyncIterator, Iterator
-from typing import Annotated, Any
+from typing import Annotated, Any, Generic, TypeVar
 
 import pytest
 
 import di
+
+T = TypeVar("T")
 
 
 class Engine:
@@ -133,6 +135,63 @@ def test_missing_named_qualifier_is_reported_with_its_name() -> None:
     problems = build_errors(reg)
     assert len(problems) == 1, problems
     assert "replica" in problems[0]
+
+
+class Box(Generic[T]):  # a user generic, for how keys render
+    pass
+
+
+def test_missing_named_key_is_rendered_as_written() -> None:
+    """Classes by their short names, `Named` as ``Named('x')``: never the
+    module path or the dataclass repr (``Named(name='x')``)."""
+    reg = di.Registry()
+
+    @reg.provider()
+    def make_repo(
+        engine: Annotated[Engine, di.Named("replica")],
+        boxes: Annotated[Box[Engine], di.Named("spare")],
+        engines: list[Engine],
+    ) -> Repo:
+        return Repo(engine)
+
+    text = "\n".join(build_errors(reg))
+    assert "no provider for Annotated[Engine, Named('replica')] (needed by " in text, text
+    assert "registry.register(Annotated[Engine, Named('replica')], Impl)" in text, text
+    assert "no provider for Annotated[Box[Engine], Named('spare')] (needed by " in text, text
+    assert "no provider for list[Engine] (needed by Repo -> list[Engine])" in text, text
+    assert __name__ not in text and "name=" not in text, text
+
+
+def test_provider_not_found_renders_a_named_key_as_written() -> None:
+    c = di.Container(di.Registry())
+    with c, pytest.raises(di.ProviderNotFoundError) as ei:
+        c.resolve(Annotated[Box[Engine], di.Named("replica")])
+    text = str(ei.value)
+    assert text.startswith("no provider for Annotated[Box[Engine], Named('replica')];"), text
+    assert "registry.value(Annotated[Box[Engine], Named('replica')], instance)" in text, text
+    assert __name__ not in text, text
+
+
+def test_describe_key_renders_keys_as_written() -> None:
+    from collections.abc import Callable
+    from typing import Optional, Union
+
+    from di.errors import describe_key
+
+    assert repr(di.Named("replica")) == "Named('replica')"
+    cases: list[tuple[Any, str]] = [
+        (Engine, "Engine"),
+        (Annotated[Engine, di.Named("replica")], "Annotated[Engine, Named('replica')]"),
+        (dict[str, list[Box[Engine]]], "dict[str, list[Box[Engine]]]"),
+        (Optional[Engine], "Optional[Engine]"),  # noqa: UP045 - how it renders is the point
+        (Union[Engine, Repo], "Union[Engine, Repo]"),  # noqa: UP007
+        (Engine | None, "Engine | None"),
+        (Callable[[Engine], Repo], "Callable[[Engine], Repo]"),
+        (Callable[..., Engine], "Callable[..., Engine]"),
+        (tuple[Engine, ...], "tuple[Engine, ...]"),
+    ]
+    for key, expected in cases:
+        assert describe_key(key) == expected, key
 
 
 def test_missing_but_defaulted_is_not_a_problem() -> None:

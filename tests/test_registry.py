@@ -969,6 +969,129 @@ def test_classmethod_provider() -> None:
         assert c.resolve(Engine).url == "cls://"
 
 
+class AsyncMakesEngine:
+    """A callable instance whose ``__call__`` is a coroutine function."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    async def __call__(self, url: str = "acall://") -> Engine:
+        self.calls += 1
+        return Engine(url)
+
+
+def test_callable_instance_with_async_call_is_refused_from_sync_code() -> None:
+    make = AsyncMakesEngine()
+    reg = di.Registry()
+    reg.provider(singleton=True)(make)
+    provider = reg.get(Engine)
+    assert provider is not None and provider.is_async
+    with pytest.raises(di.GraphError, match="Engine is provided by a coroutine function"):
+        di.Container(reg, sync=True)  # type: ignore[call-arg]
+    c = di.Container(reg)
+    with c, pytest.raises(di.AsyncProviderError):
+        c.resolve(Engine)
+    assert make.calls == 0  # never called, so no coroutine left un-awaited
+
+
+@pytest.mark.anyio
+async def test_callable_instance_with_async_call_is_awaited() -> None:
+    make = AsyncMakesEngine()
+    reg = di.Registry()
+    reg.provider(singleton=True)(make)
+    reg.provider(Repo)
+    c = di.Container(reg)
+    async with c:
+        engine = await c.aresolve(Engine)
+        repo = await c.aresolve(Repo)
+    assert isinstance(engine, Engine) and engine.url == "acall://"
+    assert repo.engine is engine
+    assert make.calls == 1
+
+
+def test_callable_instance_with_generator_call_tears_down_at_scope_exit() -> None:
+    log: list[str] = []
+
+    class OpenConn:
+        def __call__(self) -> Iterator[Conn]:
+            conn = Conn()
+            log.append("open")
+            yield conn
+            conn.closed = True
+            log.append("close")
+
+    reg = di.Registry()
+    reg.provider(scope="request")(OpenConn())
+    provider = reg.get(Conn)  # keyed by what it yields, not Iterator[Conn]
+    assert provider is not None and not provider.is_async
+    c = di.Container(reg, sync=True)  # type: ignore[call-arg]
+    with c:
+        with c.scope("request") as s:
+            got = s.resolve(Conn)
+            assert isinstance(got, Conn) and not got.closed
+            assert log == ["open"]
+        assert got.closed
+        assert log == ["open", "close"]
+
+
+@pytest.mark.anyio
+async def test_callable_instance_with_async_generator_call_tears_down() -> None:
+    import anyio
+
+    log: list[str] = []
+
+    class OpenConn:
+        async def __call__(self) -> AsyncIterator[Conn]:
+            conn = Conn()
+            await anyio.sleep(0)
+            log.append("open")
+            yield conn
+            conn.closed = True
+            log.append("close")
+
+    reg = di.Registry()
+    reg.provider(scope="request")(OpenConn())
+    provider = reg.get(Conn)
+    assert provider is not None and provider.is_async
+    c = di.Container(reg)
+    async with c:
+        async with c.scope("request") as s:
+            got = await s.aresolve(Conn)
+            assert isinstance(got, Conn) and not got.closed
+            assert log == ["open"]
+        assert got.closed
+        assert log == ["open", "close"]
+        async with c.scope("request") as s:
+            with pytest.raises(di.AsyncProviderError):
+                s.resolve(Conn)  # not created yet: sync code cannot make it
+    assert log == ["open", "close"]
+    with pytest.raises(di.GraphError, match="Conn is provided by an async generator"):
+        di.Container(reg, sync=True)  # type: ignore[call-arg]
+
+
+@pytest.mark.anyio
+async def test_partial_of_an_async_callable_is_awaited() -> None:
+    async def make_engine(url: str) -> Engine:
+        return Engine(url)
+
+    reg = di.Registry()
+    reg.provider(singleton=True)(functools.partial(make_engine, "partial://"))
+    # a partial of a callable instance is as async as the instance's __call__
+    reg.register(Repo, functools.partial(AsyncMakesEngine(), "inner://"))
+    reg.provider(provides=Handler)(functools.partial(functools.partial(AsyncMakesEngine())))
+    for key in (Engine, Repo, Handler):
+        provider = reg.get(key)
+        assert provider is not None and provider.is_async, key
+    c = di.Container(reg)
+    async with c:
+        assert (await c.aresolve(Engine)).url == "partial://"
+        inner = await c.aresolve(Repo)
+        assert isinstance(inner, Engine) and inner.url == "inner://"
+        assert isinstance(await c.aresolve(Handler), Engine)
+    with pytest.raises(di.GraphError):
+        di.Container(reg, sync=True)  # type: ignore[call-arg]
+
+
 def test_class_with_a_decorated_init_is_autowired_from_the_wrapped_one() -> None:
     class Service:
         @logged
