@@ -577,6 +577,11 @@ class Compiler:
         enter = self.container._enter_lifecycle
 
         def plan(cp: Any) -> Any:
+            # Made already: no lock. (Resolved from a scope, a singleton
+            # misses that scope's dict and lands here on every call.)
+            value = dict.get(root, key, _M)
+            if value is not _M:
+                return value
             if lock.green_owned():
                 raise CircularDependencyError(
                     f"{describe_key(key)} needed itself while being created: its factory "
@@ -621,6 +626,9 @@ class Compiler:
         aenter = self.container._aenter_lifecycle
 
         async def plan(cp: Any) -> Any:
+            value = dict.get(root, key, _M)
+            if value is not _M:
+                return value
             if lock.async_owned():
                 raise CircularDependencyError(
                     f"{describe_key(key)} needed itself while being created: its factory "

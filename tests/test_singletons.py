@@ -802,3 +802,40 @@ def test_a_creation_cut_short_by_a_forced_teardown_is_unwound_and_its_waiters_wo
             scope.resolve(Made)
 
     asyncio.run(main())
+
+
+def test_a_made_singleton_resolved_from_a_scope_takes_no_lock_under_trio() -> None:
+    """From a scope a singleton misses the scope's dict and reaches its plan;
+    once made, the plan must answer without its lock. Under trio an aresolve
+    suspended inside `async with lock` made every sync resolve in another task
+    a 'cycle' (CircularDependencyError)."""
+    trio = pytest.importorskip("trio")
+
+    class Settings:
+        pass
+
+    reg = di.Registry()
+    reg.register(Settings, Settings, singleton=True)
+    c = di.Container(reg)
+    made = c.resolve(Settings)
+    seen: list[object] = []
+
+    async def main() -> None:
+        with trio.fail_after(10), c.scope("request") as scope:
+
+            async def async_side() -> None:
+                for _ in range(200):
+                    seen.append(await scope.aresolve(Settings))
+                    await trio.sleep(0)
+
+            async def sync_side() -> None:
+                for _ in range(200):
+                    seen.append(scope.resolve(Settings))
+                    await trio.sleep(0)
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(async_side)
+                nursery.start_soon(sync_side)
+
+    trio.run(main)
+    assert len(seen) == 400 and all(s is made for s in seen)
