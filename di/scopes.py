@@ -188,6 +188,11 @@ class Checkpoint(dict[Any, Any]):
     __ne__ = object.__ne__
     __hash__ = object.__hash__  # type: ignore[assignment]
 
+    def __bool__(self) -> bool:
+        # A checkpoint is a scope, not a collection: `if container.current_scope:`
+        # must not read "no scope" while the scope holds nothing yet.
+        return True
+
     def __missing__(self, key: Any) -> Any:
         if self._exits is None:  # not entered yet, or torn down: owns nothing
             raise self._unusable(key)

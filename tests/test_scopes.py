@@ -1078,3 +1078,10 @@ async def test_async_teardown_equivalent_to_async_exitstack(
     specs: list[tuple[str, str]], block: str
 ) -> None:
     assert_equivalent(await reference_async(specs, block), await via_di_async(specs, block))
+
+
+def test_a_checkpoint_is_truthy_even_while_it_holds_nothing() -> None:
+    c = di.Container(di.Registry())
+    with c.scope("request") as scope:
+        assert len(scope) == 0
+        assert scope and c.current_scope and scope.parent  # the root, empty too
