@@ -22,6 +22,7 @@ import asyncio
 import contextvars
 import logging
 import threading
+import weakref
 from collections.abc import Coroutine
 from types import AsyncGeneratorType, GeneratorType, TracebackType
 from typing import TYPE_CHECKING, Any, Final, TypeVar
@@ -69,7 +70,7 @@ class ContextVarStorage:
     kept in an attribute is not (measured: about 20 ns per call, four calls
     per scope)."""
 
-    __slots__ = ("var",)
+    __slots__ = ("__weakref__", "var")
 
     def __init__(self, name: str = "di.current") -> None:
         self.var: contextvars.ContextVar[Checkpoint | None] = contextvars.ContextVar(
@@ -100,11 +101,22 @@ class ThreadLocalStorage(threading.local):
 Storage = contextvars.ContextVar["Checkpoint | None"] | ThreadLocalStorage
 
 
+# Storage instances handed to a container. One shared by two containers would
+# make each see the other's checkpoints as current (and nest into them); the
+# hot paths trust the storage, so sharing is refused once, here.
+_claimed: weakref.WeakSet[ContextVarStorage | ThreadLocalStorage] = weakref.WeakSet()
+
+
 def make_storage(kind: str | ContextVarStorage | ThreadLocalStorage) -> Storage:
-    if isinstance(kind, ContextVarStorage):
-        return kind.var
-    if isinstance(kind, ThreadLocalStorage):
-        return kind
+    if isinstance(kind, (ContextVarStorage, ThreadLocalStorage)):
+        if kind in _claimed:
+            raise ValueError(
+                f"{kind!r} already serves another container; give each container its own "
+                f"storage (a new ContextVarStorage() / ThreadLocalStorage(), or the names "
+                f"'contextvar' / 'thread')"
+            )
+        _claimed.add(kind)
+        return kind.var if isinstance(kind, ContextVarStorage) else kind
     if kind == "contextvar":
         return ContextVarStorage().var
     if kind == "thread":

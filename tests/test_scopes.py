@@ -1085,3 +1085,17 @@ def test_a_checkpoint_is_truthy_even_while_it_holds_nothing() -> None:
     with c.scope("request") as scope:
         assert len(scope) == 0
         assert scope and c.current_scope and scope.parent  # the root, empty too
+
+
+@pytest.mark.parametrize("kind", ["thread", "contextvar"])
+def test_a_storage_instance_serves_one_container_only(kind: str) -> None:
+    """Shared, each container would take the other's checkpoints for its own
+    (and nest its scopes into them): refused when the second container is built."""
+    from di.scopes import ContextVarStorage, ThreadLocalStorage
+
+    storage = ThreadLocalStorage() if kind == "thread" else ContextVarStorage()
+    first = di.Container(di.Registry(), storage=storage)
+    with pytest.raises(ValueError, match="already serves another container"):
+        di.Container(di.Registry(), storage=storage)
+    with first.scope("request") as scope:
+        assert first.current_scope is scope
