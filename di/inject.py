@@ -1,4 +1,12 @@
-"""Inject into functions: ``di.inject``, ``di.Injected[T]``, ``di.Depends(T)``.
+"""Inject into functions: ``di.inject``, ``di.Depends(T)``, ``di.Injected[T]``.
+
+Give a parameter the caller leaves out a ``Depends`` default:
+``repo: Repo = di.Depends(Repo)``. A type checker then sees an optional
+parameter of type ``Repo``, so ``handler(1)`` checks. ``Injected[T]`` marks a
+parameter by its annotation alone; to a type checker it is a plain, required
+``T`` (``inject`` keeps the signature as it is), so a checked call that
+leaves it out is an error: use it where the caller passes the argument or is
+not type-checked (a framework calling the function).
 
 The signature is read once, at decoration. At each call the marked
 parameters that were not passed explicitly are resolved from the container
@@ -17,12 +25,14 @@ from __future__ import annotations
 
 import functools
 import inspect
+import re
+import types
 import typing
 from collections.abc import AsyncGenerator, Callable, Generator
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 from di.container import active_container
-from di.errors import NoActiveScopeError
+from di.errors import NoActiveScopeError, describe_key
 from di.registry import INJECT_MARKER, normalize_key
 from di.scopes import new_checkpoint
 from di.teardown import aunwind, unwind
@@ -41,7 +51,11 @@ T = TypeVar("T")
 F = TypeVar("F", bound=Callable[..., Any])
 
 Injected: TypeAlias = Annotated[T, INJECT_MARKER]
-"""``repo: di.Injected[Repo]`` marks a parameter for `inject` to fill."""
+"""``repo: di.Injected[Repo]`` marks a parameter for `inject` to fill.
+
+To a type checker it is a plain ``Repo``, and the parameter is still required:
+a checked call that leaves it out is an error. For a parameter callers leave
+out, write ``repo: Repo = di.Depends(Repo)`` instead."""
 
 _NOT_INJECTED: Any = object()
 _EMPTY = inspect.Parameter.empty
@@ -59,8 +73,80 @@ class _Depends:
 
 def Depends(key: TypeForm[T], /) -> T:
     """Mark a parameter for `inject` by its default:
-    ``settings: Settings = di.Depends(Settings)``."""
+    ``settings: Settings = di.Depends(Settings)``.
+
+    Typed to return ``T``, so the parameter type-checks as an optional
+    ``Settings`` and calls that leave it out check too: the form to use for
+    parameters the caller omits. The key is the one given here, whatever the
+    annotation says."""
     return _Depends(normalize_key(key))  # type: ignore[return-value]
+
+
+def _hints(fn: Callable[..., Any]) -> tuple[dict[str, Any], dict[str, Exception]]:
+    """The evaluated annotations of `fn`, and why each one that could not be
+    evaluated failed.
+
+    All at once with `typing.get_type_hints` when that works. When it fails
+    (a name imported only under ``if TYPE_CHECKING:``, a class defined later
+    in the module), each parameter's annotation is evaluated on its own, the
+    same way and in the same globals, so one that `inject` does not need
+    cannot make the decoration fail."""
+    try:
+        return typing.get_type_hints(fn, include_extras=True), {}
+    except Exception:
+        annotations = getattr(fn, "__annotations__", None)
+        if not isinstance(annotations, dict):
+            raise
+    nsobj: Any = fn  # where get_type_hints takes the globals from
+    while hasattr(nsobj, "__wrapped__"):
+        nsobj = nsobj.__wrapped__
+    globalns = getattr(nsobj, "__globals__", {})
+    hints: dict[str, Any] = {}
+    failed: dict[str, Exception] = {}
+    for name, value in annotations.items():
+        if name == "return":
+            continue
+        holder = types.SimpleNamespace(__annotations__={name: value})
+        try:
+            hints.update(typing.get_type_hints(holder, globalns, include_extras=True))
+        except Exception as exc:
+            failed[name] = exc
+    return hints, failed
+
+
+_MARKED_TEXT = re.compile(r"\b(?:Injected|INJECT_MARKER)\b")
+
+
+def _is_marked(annotation: Any) -> bool:
+    """Whether an annotation that could not be evaluated marks its parameter
+    for injection: its text names ``Injected``, or it is an ``Annotated``
+    with the marker around a forward reference (``Injected["Later"]``)."""
+    if isinstance(annotation, str):
+        return _MARKED_TEXT.search(annotation) is not None
+    return typing.get_origin(annotation) is Annotated and INJECT_MARKER in getattr(
+        annotation, "__metadata__", ()
+    )
+
+
+def _unevaluable(fn: Callable[..., Any], name: str, annotation: Any, exc: Exception) -> Exception:
+    text = annotation if isinstance(annotation, str) else describe_key(annotation)
+    head = (
+        f"@di.inject cannot evaluate the annotation {text!r} of parameter {name!r} of "
+        f"{fn.__qualname__}"
+    )
+    fix = "or give the parameter a `= di.Depends(Key)` default, which names the key itself"
+    if isinstance(exc, NameError):
+        return NameError(
+            f"{head}: name {exc.name!r} is not defined. The parameter is marked for "
+            f"injection, so its key is needed when the function is decorated: import "
+            f"{exc.name!r} at run time (not only under `if TYPE_CHECKING:`) and define it "
+            f"before the decorated function, {fix}",
+            name=exc.name,
+        )
+    return TypeError(
+        f"{head}: {type(exc).__name__}: {exc}. The parameter is marked for injection, so "
+        f"its key is needed when the function is decorated: fix the annotation, {fix}"
+    )
 
 
 def _targets(
@@ -70,14 +156,24 @@ def _targets(
     parameter that can be passed by keyword, and ``(key or _NOT_INJECTED,
     default)`` of each positional-only parameter up to the last marked one
     (those are passed positionally, with the defaults of the unmarked ones
-    between them)."""
-    hints = typing.get_type_hints(fn, include_extras=True)
+    between them).
+
+    A parameter whose annotation cannot be evaluated is not injected, unless
+    it is marked: then the decoration fails, naming it and the missing name.
+    A ``Depends`` default gives the key itself, whatever the annotation."""
+    hints, failed = _hints(fn)
     keyword = []
     positional = []
     last = 0
     for index, param in enumerate(inspect.signature(fn).parameters.values()):
         if isinstance(param.default, _Depends):
             key = param.default.key
+        elif param.name in failed:
+            annotation = fn.__annotations__[param.name]
+            if _is_marked(annotation):
+                exc = failed[param.name]
+                raise _unevaluable(fn, param.name, annotation, exc) from exc
+            key = _NOT_INJECTED
         else:
             hint = hints.get(param.name)
             if typing.get_origin(hint) is Annotated and INJECT_MARKER in getattr(
@@ -120,18 +216,30 @@ def _container(fn: Callable[..., Any]) -> Container:
 
 
 def inject(fn: F) -> F:
-    """Fill the parameters marked with `Injected` or `Depends` at each call.
+    """Fill the parameters marked with `Depends` or `Injected` at each call.
 
     >>> import di
     >>> @di.inject
-    ... def greet(name: str, greeting: di.Injected[str]) -> str:
+    ... def greet(name: str, greeting: str = di.Depends(str)) -> str:
     ...     return f"{greeting}, {name}"
+
+    The decorated function keeps its signature for type checkers: a
+    ``Depends`` parameter has a default, so ``greet("Ada")`` checks, while an
+    ``Injected[T]`` parameter is still required and a checked call must pass
+    it. Use ``= di.Depends(T)`` for the parameters callers leave out.
 
     Explicitly passed arguments win and their providers are not called.
     Positional-only parameters are injected positionally. A coroutine,
     generator or async generator function stays one; a generator's
     dependencies are resolved at its first iteration and the resources it
     opened are closed when it finishes, raises or is closed.
+
+    Annotations are evaluated at decoration; one that cannot be (a name
+    imported only under ``if TYPE_CHECKING:``, a class defined later) is
+    skipped when its parameter is not injected. A marked parameter whose
+    annotation cannot be evaluated is an error right away (`NameError`,
+    naming the parameter and the missing name); a ``Depends`` default needs
+    no annotation.
     """
     keyword, positional = _targets(fn)
 

@@ -55,8 +55,11 @@ async def db_session() -> AsyncIterator[DBSession]:
 
 
 @di.inject
-async def write_audit(event: str, session: di.Injected[DBSession]) -> None:
-    """Runs after the response was sent; the session is the request's own."""
+async def write_audit(event: str, session: DBSession = di.Depends(DBSession)) -> None:
+    """Runs after the response was sent; the session is the request's own.
+
+    The ``di.Depends`` default lets callers, type-checked ones included, leave
+    ``session`` out: ``write_audit("...")``."""
     await asyncio.sleep(0.1)
     await session.execute(f"INSERT INTO audit VALUES ({event!r})")
 
@@ -74,10 +77,12 @@ async def main() -> None:
     container = di.Container(registry)
     async with container:
         task = await handle_request(container, "alice")
-        say(f"request checkpoints lingering after their block: {container.lingering_checkpoints('request')}")
+        lingering = container.lingering_checkpoints("request")
+        say(f"request checkpoints lingering after their block: {lingering}")
         await task
         await asyncio.sleep(0)  # let the released checkpoint finish its teardown
-        say(f"request checkpoints lingering after their block: {container.lingering_checkpoints('request')}")
+        lingering = container.lingering_checkpoints("request")
+        say(f"request checkpoints lingering after their block: {lingering}")
     # leaving the container would also have waited (up to shutdown_timeout) for the task
 
 

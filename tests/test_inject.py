@@ -1,15 +1,22 @@
 """di/inject.py: di.inject, di.Injected[T], di.Depends(T)."""
 
 import gc
+import importlib.util
 import inspect
+import sys
+import textwrap
 import typing
 from collections.abc import AsyncIterator, Iterator
-from typing import Annotated, Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
 
 import anyio
 import pytest
 
 import di
+
+if TYPE_CHECKING:
+    from decimal import Decimal  # only for the checker: "Decimal" does not evaluate
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -102,7 +109,7 @@ def test_sync_injected_and_depends() -> None:
     def handler(
         x: int,
         repo: di.Injected[Repo],
-        settings: Settings = di.Depends(Settings),  # noqa: B008
+        settings: Settings = di.Depends(Settings),
     ) -> tuple[int, Repo, Settings]:
         return x, repo, settings
 
@@ -125,7 +132,7 @@ async def test_async_injected_and_depends() -> None:
     async def handler(
         x: int,
         thing: di.Injected[AsyncThing],
-        settings: Settings = di.Depends(Settings),  # noqa: B008,
+        settings: Settings = di.Depends(Settings),
     ) -> tuple[int, AsyncThing, Settings]:
         return x, thing, settings
 
@@ -145,7 +152,7 @@ def test_explicit_arguments_win_and_provider_is_not_called() -> None:
     @di.inject
     def handler(
         repo: di.Injected[Repo],
-        settings: Settings = di.Depends(Settings),  # noqa: B008
+        settings: Settings = di.Depends(Settings),
     ) -> Any:
         return repo, settings
 
@@ -261,7 +268,7 @@ def test_all_arguments_explicit_needs_no_container() -> None:
     @di.inject
     def handler(
         repo: di.Injected[Repo],
-        settings: Settings = di.Depends(Settings),  # noqa: B008
+        settings: Settings = di.Depends(Settings),
     ) -> Any:
         return repo, settings
 
@@ -404,7 +411,7 @@ def test_positional_only_parameter_is_injected_positionally() -> None:
     @di.inject
     def gap(
         a: int = 5,
-        settings: Settings = di.Depends(Settings),  # noqa: B008
+        settings: Settings = di.Depends(Settings),
         /,
         *,
         repo: di.Injected[Repo],
@@ -750,3 +757,136 @@ async def test_async_generator_body_raising_and_explicit_arguments() -> None:
                     got.append(item)
     assert log == ["open async", ("close async", "Boom")]
     assert calls["async"] == 1
+
+
+# -- annotations that cannot be evaluated at decoration ---------------------------
+
+
+def test_annotation_imported_only_for_type_checking_is_not_needed() -> None:
+    reg, calls, _ = make_registry()
+    c = di.Container(reg)
+
+    @di.inject
+    def charge(amount: "Decimal", settings: di.Injected[Settings]) -> "Decimal":
+        return amount
+
+    @di.inject
+    def pos(amount: "Decimal", repo: di.Injected[Repo], /) -> tuple[Any, Repo]:
+        return amount, repo
+
+    @di.inject
+    def keyed(
+        amount: "Decimal",
+        settings: "Decimal" = di.Depends(Settings),  # the key comes from Depends
+    ) -> Any:
+        return amount, settings
+
+    with c:
+        assert charge(3) == 3
+        amount, repo = pos(4)
+        assert amount == 4 and isinstance(repo, Repo)
+        assert keyed(5) == (5, c.resolve(Settings))
+    assert calls["settings"] == 1 and calls["repo"] == 1
+
+
+@pytest.mark.anyio
+async def test_annotation_imported_only_for_type_checking_is_not_needed_async() -> None:
+    reg, _, log = make_registry()
+    c = di.Container(reg)
+
+    @di.inject
+    async def charge(amount: "Decimal", thing: di.Injected[AsyncThing]) -> Any:
+        return amount, thing
+
+    async with c:
+        amount, thing = await charge(3)
+    assert amount == 3 and isinstance(thing, AsyncThing)
+    assert log == ["open async", ("close async", None)]
+
+
+def test_module_with_type_checking_import_and_forward_reference(tmp_path: Path) -> None:
+    source = tmp_path / "di_test_handlers_module.py"
+    source.write_text(
+        textwrap.dedent(
+            """
+            from __future__ import annotations
+
+            from typing import TYPE_CHECKING
+
+            import di
+
+            if TYPE_CHECKING:
+                from decimal import Decimal
+
+
+            class Settings:
+                pass
+
+
+            @di.inject
+            def charge(amount: Decimal, order: Order, settings: di.Injected[Settings]) -> str:
+                return f"{amount} {order.id} {type(settings).__name__}"
+
+
+            class Order:  # defined after the function that names it
+                id = 7
+
+
+            registry = di.Registry()
+            registry.register(Settings, Settings, singleton=True)
+            """
+        )
+    )
+    spec = importlib.util.spec_from_file_location(source.stem, source)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[source.stem] = module
+    try:
+        spec.loader.exec_module(module)  # decorating raised NameError here
+        with di.Container(module.registry):
+            assert module.charge(3, module.Order()) == "3 7 Settings"
+    finally:
+        del sys.modules[source.stem]
+
+
+def test_marked_parameter_whose_annotation_cannot_be_evaluated_fails_at_decoration() -> None:
+    def as_text(x: int, repo: "di.Injected[Decimal]") -> None:
+        pass
+
+    def forward_ref(x: int, repo: di.Injected["Decimal"]) -> None:
+        pass
+
+    def not_marked(x: int, repo: "Annotated[Decimal, di.Named('x')]") -> None:
+        pass
+
+    di.inject(not_marked)  # not injected, so its annotation is not needed
+    for handler in (as_text, forward_ref):
+        with pytest.raises(NameError) as ei:
+            di.inject(handler)
+        message = str(ei.value)
+        assert f"parameter 'repo' of {handler.__qualname__}" in message
+        assert "name 'Decimal' is not defined" in message
+        assert "TYPE_CHECKING" in message and "di.Depends" in message
+        assert ei.value.name == "Decimal"
+        assert isinstance(ei.value.__cause__, NameError)
+
+
+def test_marked_parameter_with_depends_default_needs_no_annotation() -> None:
+    reg, calls, _ = make_registry()
+    c = di.Container(reg)
+
+    @di.inject
+    def handler(repo: "di.Injected[Decimal]" = di.Depends(Repo)) -> Any:
+        return repo
+
+    with c:
+        assert isinstance(handler(), Repo)
+    assert calls["repo"] == 1
+
+
+def test_marked_annotation_failing_otherwise_fails_at_decoration() -> None:
+    def handler(repo: "di.Injected[di.NoSuchName]") -> None:  # type: ignore[name-defined]
+        pass
+
+    with pytest.raises(TypeError, match=r"parameter 'repo' of .*handler.*NoSuchName"):
+        di.inject(handler)
