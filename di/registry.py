@@ -372,7 +372,10 @@ def make_provider(
         # A bound method, or a classmethod read off its class: the instance or
         # the class is bound, so the function's first parameter is no dependency.
         hints, deps, code = _read(factory.__func__, skip_first=True)
-    else:  # a callable instance, functools.partial, a builtin...
+    else:  # a callable instance, functools.partial, a builtin, a generic alias...
+        cls = typing.get_origin(factory)
+        if cls is not Annotated and isinstance(cls, type):  # Repo[int]: a generic class
+            return _generic_class_provider(factory, cls, provides, scope, cm, source)
         hints, deps = _from_signature(factory, skip_first=False)
         code = None
         target = call_target(factory)
@@ -405,6 +408,79 @@ def make_provider(
     # The code object itself: rendering "file:line" waits until an error needs it.
     origin = source or (code if code is not None else _caller_location())
     return Provider(normalize_key(key), factory, kind, scope, deps, origin)
+
+
+def _generic_class_provider(
+    alias: Any, cls: type, provides: Any, scope: str | None, cm: bool, source: str | None
+) -> Provider:
+    """The provider of a parameterised generic class, ``Repo[int]``: wired
+    from ``cls`` as `class_provider` wires it, keyed by the alias, and called
+    as the alias (which sets ``__orig_class__`` on the instance, as Python
+    does). Type variables in the hints of the class's own ``__init__`` (or
+    ``__new__``) are bound to the alias's arguments: ``item: T`` needs ``int``."""
+    kind = _CALL
+    if cm:
+        kind = Kind.ASYNC_CM if hasattr(cls, "__aenter__") else Kind.CM
+    key = alias if provides is None else normalize_key(provides)
+    made = class_provider(cls, key, kind, scope, source)
+    deps = made.dependencies
+    if any(_type_variables(dep.key) for dep in deps):
+        deps = _bind_type_variables(alias, cls, deps)
+    return made._replace(factory=alias, dependencies=deps)
+
+
+def _type_variables(hint: Any) -> tuple[Any, ...]:
+    """The type variables left free in a hint: ``T``, ``list[T]``."""
+    if type(hint) is TypeVar:
+        return (hint,)
+    if isinstance(hint, type):
+        return ()
+    return tuple(getattr(hint, "__parameters__", ()))
+
+
+def _bind_type_variables(
+    alias: Any, cls: type, deps: tuple[Dependency, ...]
+) -> tuple[Dependency, ...]:
+    """``deps`` with the type variables of ``cls`` bound to the arguments of
+    ``alias``. Only a method ``cls`` defines itself is bound: an inherited one
+    is written in terms of its own class's variables. A variable left free is
+    an error, unless the parameter has a default to keep."""
+    method = "__init__" if type(cls.__init__) is FunctionType else "__new__"  # type: ignore[misc]
+    params = tuple(getattr(cls, "__parameters__", ()))
+    args = typing.get_args(alias)
+    bound: dict[Any, Any] = {}
+    own = method in vars(cls)
+    if own and len(params) == len(args) and all(type(p) is TypeVar for p in params):
+        bound = dict(zip(params, args, strict=True))
+    wired = []
+    for dep in deps:
+        free = _type_variables(dep.key)
+        if free:
+            if type(dep.key) is TypeVar:
+                key = bound.get(dep.key, dep.key)
+            elif any(var in bound for var in free):
+                key = dep.key[tuple(bound.get(var, var) for var in free)]
+            else:
+                key = dep.key
+            left = _type_variables(key)
+            if left and not dep.has_default:
+                where = getattr(getattr(cls, method), "__qualname__", method)
+                why = ""
+                if not own:
+                    why = (
+                        f"; {cls.__qualname__} inherits {where}, and di binds the type "
+                        f"variables of a class's own {method} only"
+                    )
+                raise TypeError(
+                    f"parameter {dep.name!r} of {where!r} is annotated with "
+                    f"{describe_key(dep.key)}, which {describe_key(alias)} does not bind to a "
+                    f"type (type variable {', '.join(map(describe_key, left))} is left{why}), "
+                    f"so di cannot tell what to inject; annotate it with a concrete type or "
+                    f"give it a default"
+                )
+            dep = dep._replace(key=normalize_key(key))
+        wired.append(dep)
+    return tuple(wired)
 
 
 # -- the registry --------------------------------------------------------------
@@ -548,9 +624,19 @@ class Registry:
         )
         return self.add(made, override=override)
 
-    def context(self, key: Any, *, scope: str, override: bool = False) -> Provider:
+    def context(self, key: Any, *, scope: str | None = None, override: bool = False) -> Provider:
         """Declare a value supplied at scope entry:
-        ``container.scope("request", context={Request: request})``."""
+        ``container.scope("request", context={Request: request})``. ``scope``
+        defaults to ``"request"``; a registry without that level must name one."""
+        if scope is None:
+            if "request" not in self.levels:
+                below = ", ".join(map(repr, self.levels[1:]))
+                raise ScopeError(
+                    f"context {describe_key(key)} needs scope=...: the default, 'request', is "
+                    f"not one of this registry's levels ({' < '.join(self.levels)}); "
+                    + (f"pass one of {below}" if below else "it has no level below the container")
+                )
+            scope = "request"
         level = self._level(False, scope)
         if level == self.levels[0]:
             # The container level is never entered with container.scope(), so

@@ -12,7 +12,7 @@ import functools
 import inspect
 import sys
 from collections.abc import AsyncIterator, Callable, Iterator
-from typing import Annotated, Any, NamedTuple
+from typing import Annotated, Any, Generic, NamedTuple, TypeVar
 
 import pytest
 
@@ -1403,3 +1403,153 @@ def test_context_at_the_container_level_is_refused() -> None:
     with pytest.raises(di.ScopeError, match=r"cannot live at 'app'.*one of 'session'"):
         reg.context(Tenant, scope="app")
     assert Tenant not in reg
+
+
+def test_context_scope_defaults_to_request() -> None:
+    class Request:
+        pass
+
+    reg = di.Registry()
+    provider = reg.context(Request)  # as docs/api.md has it: scope="request" by default
+    assert provider.scope == "request"
+    c = di.Container(reg)
+    req = Request()
+    with c, c.scope("request", context={Request: req}) as s:
+        assert s.resolve(Request) is req
+
+
+def test_context_without_a_request_level_must_name_its_scope() -> None:
+    """No silent pick of another level: the error names the ones there are."""
+
+    class Tenant:
+        pass
+
+    reg = di.Registry(levels=("app", "tenant", "job"))
+    with pytest.raises(
+        di.ScopeError, match=r"Tenant needs scope=.*app < tenant < job.*one of 'tenant', 'job'"
+    ):
+        reg.context(Tenant)
+    assert Tenant not in reg
+    assert reg.context(Tenant, scope="tenant").scope == "tenant"
+
+
+# ------------------------------------------------ parameterised generic classes
+#
+# ``Store[int]`` is a typing alias, not a class: it is wired from ``Store``
+# (its __init__), keyed by the alias, and called as the alias, which sets
+# ``__orig_class__`` on the instance as Python does.
+
+T = TypeVar("T")
+U = TypeVar("U")
+
+
+class Store(Generic[T]):
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+
+def test_parameterised_generic_class_is_autowired() -> None:
+    reg = di.Registry()
+    reg.register(Engine, Engine, singleton=True)
+    reg.register(Store[int], Store[int])
+    c = di.Container(reg)
+    with c:
+        store = c.resolve(Store[int])
+        assert type(store) is Store
+        assert store.engine is c.resolve(Engine)
+
+
+def test_parameterised_generic_class_provides_its_alias() -> None:
+    reg = di.Registry()
+    engine = Engine("g://")
+    reg.value(Engine, engine)
+    reg.provider(Store[int])
+    provider = reg.get(Store[int])
+    assert provider is not None
+    assert provider.provides == Store[int] and provider.factory == Store[int]
+    assert [(d.name, d.key) for d in provider.dependencies] == [("engine", Engine)]
+    assert Store not in reg and Store[str] not in reg
+    c = di.Container(reg)
+    with c:
+        assert c.resolve(Store[int]).engine is engine
+
+
+def test_two_aliases_of_one_class_are_separate_keys() -> None:
+    reg = di.Registry()
+    reg.value(Engine, Engine())
+    reg.provider(singleton=True)(Store[int])
+    reg.register(Store[str], Store[str], singleton=True)
+    c = di.Container(reg)
+    with c:
+        ints, strs = c.resolve(Store[int]), c.resolve(Store[str])
+        assert ints is not strs  # type: ignore[comparison-overlap]
+        assert c.resolve(Store[int]) is ints and c.resolve(Store[str]) is strs
+    assert ints.__orig_class__ == Store[int]  # type: ignore[attr-defined]
+    assert strs.__orig_class__ == Store[str]  # type: ignore[attr-defined]
+
+
+def test_parameterised_generic_class_under_a_named_key() -> None:
+    key = Annotated[Store[int], di.Named("x")]
+    reg = di.Registry()
+    reg.value(Engine, Engine())
+    reg.register(key, Store[int], scope="request")
+    assert Store[int] not in reg
+
+    @reg.provider(scope="request")
+    def pair(store: Annotated[Store[int], di.Named("x")]) -> tuple[Store[int]]:
+        return (store,)
+
+    c = di.Container(reg)
+    with c, c.scope("request") as s:
+        store = s.resolve(key)
+        assert type(store) is Store
+        assert store.__orig_class__ == Store[int]  # type: ignore[attr-defined]
+        assert s.resolve(tuple[Store[int]]) == (store,)
+
+
+class Box(Generic[T]):
+    def __init__(self, item: T, items: list[T], named: Annotated[T, di.Named("x")]) -> None:
+        self.args = (item, items, named)
+
+
+def test_type_variables_are_bound_to_the_alias_arguments() -> None:
+    reg = di.Registry()
+    reg.value(int, 1)
+    reg.value(list[int], [2])
+    reg.value(Annotated[int, di.Named("x")], 3)
+    reg.value(str, "a")
+    reg.provider(Box[int])
+    provider = reg.get(Box[int])
+    assert provider is not None
+    assert [d.key for d in provider.dependencies] == [
+        int,
+        list[int],
+        Annotated[int, di.Named("x")],
+    ]
+    c = di.Container(reg)
+    with c:
+        assert c.resolve(Box[int]).args == (1, [2], 3)
+
+
+def test_a_type_variable_left_free_is_an_error_naming_it() -> None:
+    reg = di.Registry()
+    with pytest.raises(
+        TypeError, match=r"parameter 'item' of 'Box.__init__' is annotated with ~T, .*~U is left"
+    ):
+        reg.provider(Box[U])  # type: ignore[valid-type]
+
+    class Sub(Box[list[T]]):  # Box.__init__'s T is list[T] here: not bound, refused
+        pass
+
+    with pytest.raises(TypeError, match=r"'Box.__init__'.*Sub inherits Box.__init__"):
+        reg.provider(Sub[int])
+
+    class Maybe(Generic[T]):
+        def __init__(self, item: T | None = None) -> None:
+            self.item = item
+
+    reg.provider(Maybe[U])  # type: ignore[valid-type]  # free, but with a default: kept
+    assert list(reg) == [reg.get(Maybe[U])]  # type: ignore[valid-type]
+    c = di.Container(reg)
+    with c:
+        assert c.resolve(Maybe[U]).item is None  # type: ignore[valid-type]
