@@ -13,6 +13,7 @@ import contextvars
 import logging
 import threading
 import time
+import typing
 from collections.abc import Coroutine, Iterator, Mapping
 from contextlib import contextmanager
 from types import TracebackType
@@ -290,16 +291,19 @@ class Container:
     def override(self, key: Any, value_or_factory: Any) -> Iterator[None]:
         """Swap the provider of ``key`` inside the block; restore it on exit.
 
-        A class or a function is used as a transient factory (autowired from
-        its hints); anything else is served as the value.
+        A class (``FakeRepo``, or a parameterised one, ``FakeRepo[int]``) or a
+        function is used as a transient factory (autowired from its hints);
+        anything else is served as the value.
         Nestable; what tests use::
 
             with container.override(Mailer, FakeMailer()):
                 ...
         """
         key = self._known(key)
-        if isinstance(value_or_factory, type) or (
-            callable(value_or_factory) and hasattr(value_or_factory, "__code__")
+        if (
+            isinstance(value_or_factory, type)
+            or isinstance(typing.get_origin(value_or_factory), type)  # Repo[int]
+            or (callable(value_or_factory) and hasattr(value_or_factory, "__code__"))
         ):
             provider = make_provider(value_or_factory, provides=key)
         else:

@@ -3,6 +3,7 @@
 import asyncio
 import logging
 import threading
+import typing
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -1132,3 +1133,27 @@ def test_overrides_left_in_any_order_end_where_they_started(order: tuple[int, ..
         assert c.resolve(Service).mailer is expected_mailer
         assert c.resolve(Clock) is (values[2] if 2 in active else clock)
     assert c.resolve(Service) is original and c.resolve(Clock) is clock
+
+
+def test_override_with_a_parameterised_generic_class_makes_instances_of_it() -> None:
+    T = typing.TypeVar("T")
+
+    class Engine:
+        pass
+
+    class Repo(typing.Generic[T]):
+        def __init__(self, engine: Engine) -> None:
+            self.engine = engine
+
+    class FakeRepo(Repo[T]):
+        pass
+
+    reg = di.Registry()
+    reg.register(Engine, Engine, singleton=True)
+    reg.register(Repo[int], Repo[int])
+    c = di.Container(reg)
+    with c.override(Repo[int], FakeRepo[int]):
+        repo = c.resolve(Repo[int])
+        assert type(repo) is FakeRepo and repo.engine is c.resolve(Engine)
+        assert c.resolve(Repo[int]) is not repo  # a factory, not a value
+    assert type(c.resolve(Repo[int])) is Repo
