@@ -754,6 +754,17 @@ class Compiler:
 
     def _wait(self, cp: Checkpoint, key: Any, marker_key: _MarkerKey) -> Any:
         self._check_cycle(cp, marker_key)
+        if aiologic.lowlevel.current_async_library(failsafe=True) is not None:
+            # This thread runs an event loop: blocking it could wait for ever
+            # on a task of that very loop, and would stall the loop anyway.
+            if marker_key in cp and key not in cp:
+                raise CircularDependencyError(
+                    f"{describe_key(key)} is being created by another task or thread, and a "
+                    f"sync resolve in a thread that runs an event loop cannot wait for it (the "
+                    f"creator may be a task of this loop); use `await "
+                    f"scope.aresolve({describe_key(key)})` there"
+                )
+            return cp[key]
         event = self._register_waiter(cp, marker_key)
         if event is not None:
             event.wait()

@@ -839,3 +839,45 @@ def test_a_made_singleton_resolved_from_a_scope_takes_no_lock_under_trio() -> No
 
     trio.run(main)
     assert len(seen) == 400 and all(s is made for s in seen)
+
+
+def test_a_sync_resolve_in_an_event_loop_refuses_to_wait_for_a_task_of_that_loop() -> None:
+    """Task A is creating the request's UsesPool (awaiting its pool's async
+    open); task B of the same loop resolves UsesPool with the sync API. Blocking
+    the loop's thread until A finishes would wait for ever: B is told to await."""
+
+    class Pool:
+        pass
+
+    class UsesPool:
+        def __init__(self, pool: di.RefCounted[Pool]) -> None:
+            self.pool = pool
+
+    async def open_pool() -> Pool:
+        await asyncio.sleep(0.01)
+        return Pool()
+
+    reg = di.Registry()
+
+    @reg.provider(singleton=True)
+    def pool() -> di.RefCounted[Pool]:
+        return di.RefCounted(open_pool, lambda p: None)
+
+    reg.register(UsesPool, UsesPool, scope="request")
+    c = di.Container(reg)
+    outcome: list[Any] = []
+
+    async def main() -> None:
+        async with c, c.scope("request") as scope:
+            creating = asyncio.create_task(scope.aresolve(UsesPool))
+            await asyncio.sleep(0)  # A holds the creation marker, awaiting the open
+            with pytest.raises(di.CircularDependencyError, match=r"await scope\.aresolve"):
+                scope.resolve(UsesPool)
+            made = await creating
+            outcome.append(scope.resolve(UsesPool) is made)  # made now: a plain hit
+
+    worker = threading.Thread(target=asyncio.run, args=(main(),), daemon=True)
+    worker.start()
+    worker.join(10)
+    assert not worker.is_alive(), "the event loop hung in a sync resolve"
+    assert outcome == [True]
