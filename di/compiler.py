@@ -38,6 +38,7 @@ import aiologic.lowlevel
 
 from di.errors import (
     AsyncProviderError,
+    CheckpointClosedError,
     CircularDependencyError,
     GraphError,
     NoActiveScopeError,
@@ -164,12 +165,18 @@ class Compiler:
                 cp = self.container._storage.get(None)
                 if cp is None:
                     cp = root
-            if cp._exits is None and self._needs_exits(key):
+            ex = cp._exits
+            if ex is None and self._needs_exits(key):
                 raise self._closed(cp, key)  # before any factory runs, as the plan does
             try:
-                return self._interpret(key, cp)
+                value = self._interpret(key, cp)
             except RecursionError as exc:
                 raise GraphError([too_deep(key)]) from exc
+            finally:
+                # As in the plans: torn down meanwhile, what was pushed is unwound.
+                if cp._exits is not ex and ex is not None and self._needs_exits(key):
+                    self._late(cp, ex, key)
+            return value
 
         return first
 
@@ -574,7 +581,8 @@ class Compiler:
             return plan_value
         make = self._make_fn(key, is_async=False)
         lock = self._lock(key)
-        enter = self.container._enter_lifecycle
+        container = self.container
+        enter = container._enter_lifecycle
 
         def plan(cp: Any) -> Any:
             # Made already: no lock. (Resolved from a scope, a singleton
@@ -604,11 +612,14 @@ class Compiler:
                 # gather here: a failed creation unwinds them at once, like a
                 # failed `with`, and a good one hands them to the root, LIFO.
                 exits: list[Any] = []
+                closes = container._closes
                 try:
                     value = enter(make(root, exits), exits)
                 except BaseException as exc:
                     unwind(exits, exc)
                     raise
+                if container._closes != closes:
+                    self._closed_while_making(key, exits)
                 root_exits = root._exits
                 assert root_exits is not None
                 root_exits.extend(exits)
@@ -623,7 +634,8 @@ class Compiler:
         root = self.container._root
         make = self._make_fn(key, is_async=True)
         lock = self._lock(key)
-        aenter = self.container._aenter_lifecycle
+        container = self.container
+        aenter = container._aenter_lifecycle
 
         async def plan(cp: Any) -> Any:
             value = dict.get(root, key, _M)
@@ -639,11 +651,14 @@ class Compiler:
                 if value is not _M:
                     return value
                 exits: list[Any] = []
+                closes = container._closes
                 try:
                     value = await aenter(await make(root, exits), exits)
                 except BaseException as exc:
                     await aunwind(exits, exc)
                     raise
+                if container._closes != closes:
+                    await self._aclosed_while_making(key, exits)
                 root_exits = root._exits
                 assert root_exits is not None
                 root_exits.extend(exits)
@@ -704,6 +719,32 @@ class Compiler:
 
     def _closed(self, cp: Checkpoint, key: Any = None) -> ScopeError:
         return cp._unusable(key)
+
+    # The container closed while singleton ``key`` was being made (a forced
+    # shutdown while held work was still creating): nothing would tear it
+    # down, and it must not be served by the container's next open.
+    def _closed_while_making(self, key: Any, exits: list[Any]) -> None:
+        error = self._closed_container(key)
+        try:
+            unwind(exits, None)
+        except BaseException as exc:
+            raise error from exc
+        raise error
+
+    async def _aclosed_while_making(self, key: Any, exits: list[Any]) -> None:
+        error = self._closed_container(key)
+        try:
+            await aunwind(exits, None)
+        except BaseException as exc:
+            raise error from exc
+        raise error
+
+    @staticmethod
+    def _closed_container(key: Any) -> CheckpointClosedError:
+        return CheckpointClosedError(
+            f"the container closed while {describe_key(key)} was being made (a shutdown "
+            f"forced while work still held a scope); the new instance has been torn down"
+        )
 
     # ``cp`` was torn down while ``key`` was being made into ``exits`` (only a
     # forced shutdown does that to a checkpoint in use): unwind what is left

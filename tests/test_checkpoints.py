@@ -1842,3 +1842,55 @@ def test_spawn_without_a_running_asyncio_loop_says_to_hold_and_closes_the_corout
     else:
         attempt()
     assert ran == []
+
+
+class Late:
+    pass
+
+
+@pytest.mark.parametrize("lifetime", ["singleton", "transient"])
+def test_a_creation_still_running_when_a_forced_shutdown_ends_is_torn_down_not_kept(
+    lifetime: str,
+) -> None:
+    """A held thread is inside Late's factory when the container's last exit
+    gives up waiting and closes. When the factory returns, nothing would ever
+    tear its instance down: it is unwound at once and the thread gets
+    CheckpointClosedError (a singleton is not kept for the container's next
+    open; a transient's first, interpreted resolve behaves as its plan does)."""
+    log: list[str] = []
+    started, release = threading.Event(), threading.Event()
+    reg = di.Registry()
+
+    @reg.provider(singleton=lifetime == "singleton")
+    def late() -> Iterator[Late]:
+        started.set()
+        release.wait(10)
+        log.append("made")
+        yield Late()
+        log.append("torn down")
+
+    c = di.Container(reg, shutdown_timeout=0.05)
+    outcome: list[Any] = []
+
+    def held(scope: di.Checkpoint) -> None:
+        with scope.hold():
+            try:
+                outcome.append(scope.resolve(Late))
+            except di.DIError as exc:
+                outcome.append(exc)
+
+    with c, c.scope("request") as scope:
+        worker = threading.Thread(target=held, args=(scope,))
+        worker.start()
+        assert started.wait(10)
+    assert not c.is_open  # the last exit forced the teardown and closed
+    release.set()
+    worker.join(10)
+    assert log == ["made", "torn down"]
+    assert len(outcome) == 1 and isinstance(outcome[0], di.CheckpointClosedError)
+    if lifetime == "singleton":
+        started.clear()
+        release.set()
+        with c:
+            fresh = c.resolve(Late)  # made afresh, not the late one
+        assert isinstance(fresh, Late) and log == ["made", "torn down"] * 2
