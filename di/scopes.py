@@ -138,7 +138,7 @@ _CLOSING: Final = object()
 class _Holds:
     """Hold bookkeeping, made by the first ``hold()``/``spawn()``."""
 
-    __slots__ = ("block", "holders", "lock")
+    __slots__ = ("block", "holders", "lock", "registered")
 
     def __init__(self) -> None:
         # It guards a few lines of bookkeeping and is never held across an
@@ -148,6 +148,7 @@ class _Holds:
         self.lock = threading.Lock()
         self.block = True  # the block that entered the checkpoint is still inside
         self.holders: dict[object, str] = {}
+        self.registered = False  # with the container (_live) and holding its parent
 
     def release(self, holder: object | None) -> bool:
         """Drop one holder (None: the block); True if it was the last."""
@@ -556,10 +557,11 @@ class Checkpoint(dict[Any, Any]):
         if state is None and self._exits is not None:
             new = _Holds()
             state = dict.setdefault(self, _HOLD, new)
-            if state is new:
-                # It may now outlive its block: shutdown must be able to find it.
-                self._container._live[self] = None
-                self._hold_parent()
+            if state is new and self._exits is None:
+                # Torn down between the check and the install (the teardown
+                # clears the dict, claim included): put the claim back.
+                dict.__setitem__(self, _HOLD, _CLOSING)
+                state = _CLOSING
         if not isinstance(state, _Holds) or self._exits is None:
             if self._token is None:
                 raise self._unusable()
@@ -591,12 +593,25 @@ class Checkpoint(dict[Any, Any]):
     def _acquire(self, holder: object, who: str) -> None:
         state = self._state()
         with state.lock:
-            self._add(state, holder, who)
+            self._add(state, holder, who)  # refuses if its teardown is already due
+            first, state.registered = not state.registered, True
+        if first:
+            self._register_held(holder)
 
     async def _aacquire(self, holder: object, who: str) -> None:
-        state = self._state()
-        with state.lock:
-            self._add(state, holder, who)
+        self._acquire(holder, who)  # no await: a trio checkpoint here could be cancelled
+
+    def _register_held(self, holder: object) -> None:
+        # Only once a holder is in, so a hold that loses the race with the
+        # block's exit leaves nothing behind. Now the checkpoint may outlive
+        # its block: shutdown must be able to find it, and it resolves through
+        # its parents, so it holds its parent until it is torn down.
+        self._container._live[self] = None
+        try:
+            self._hold_parent()
+        except BaseException:
+            self._release(None, holder)
+            raise
 
     def _release(self, exc: BaseException | None, holder: object | None) -> bool:
         state = dict.get(self, _HOLD)

@@ -20,6 +20,7 @@ import gc
 import itertools
 import logging
 import random
+import sys
 import threading
 from collections import Counter, defaultdict
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -1894,3 +1895,66 @@ def test_a_creation_still_running_when_a_forced_shutdown_ends_is_torn_down_not_k
         with c:
             fresh = c.resolve(Late)  # made afresh, not the late one
         assert isinstance(fresh, Late) and log == ["made", "torn down"] * 2
+
+
+def _pause_thread_at(
+    qualname: str, event: str, paused: threading.Event, resume: threading.Event
+) -> None:
+    """White-box: make one thread interleaving deterministic. The calling
+    thread blocks the first time ``qualname`` (in di/scopes.py) reaches
+    ``event`` ("call" or "return") until ``resume`` is set; nothing else
+    changes."""
+    done: list[bool] = []
+
+    def hook(frame: Any, kind: str, arg: Any) -> None:
+        code = frame.f_code
+        if (
+            not done
+            and kind == event
+            and code.co_qualname == qualname
+            and code.co_filename.endswith("scopes.py")
+        ):
+            done.append(True)
+            paused.set()
+            resume.wait(10)
+
+    sys.setprofile(hook)
+
+
+@pytest.mark.parametrize(
+    "pause",
+    [("_Holds.__init__", "call"), ("Checkpoint._state", "return")],
+    ids=["before the hold state is installed", "before the holder is added"],
+)
+def test_a_hold_that_loses_the_race_with_the_block_exit_leaves_nothing_behind(
+    pause: tuple[str, str],
+) -> None:
+    """hold() from another thread, paused inside, while the request block ends
+    and tears the request down: the hold is refused, and the torn-down request
+    neither stays registered with the container nor keeps its session held."""
+    c = di.Container(_levels_registry([]), shutdown_timeout=0.0)
+    paused, resume = threading.Event(), threading.Event()
+    outcome: list[Any] = []
+
+    def holder(request: di.Checkpoint) -> None:
+        _pause_thread_at(*pause, paused, resume)
+        try:
+            with request.hold():
+                outcome.append("held")  # pragma: no cover - it lost the race
+        except di.DIError as exc:
+            outcome.append(exc)
+        finally:
+            sys.setprofile(None)
+
+    with c:
+        with c.scope("session") as session:
+            with c.scope("request") as request:
+                request.resolve(NeedsScoped)
+                worker = threading.Thread(target=holder, args=(request,))
+                worker.start()
+                assert paused.wait(10)
+            resume.set()  # the request block has ended: the hold resumes too late
+            worker.join(10)
+            assert len(outcome) == 1 and isinstance(outcome[0], di.CheckpointClosedError)
+            assert request.closed and c.held_checkpoints() == 0
+        assert session.closed  # torn down by its own block, not held by its dead child
