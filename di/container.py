@@ -483,10 +483,12 @@ class Container:
             return
         lock = self._lifecycle_lock
         # A free lock is taken without a checkpoint: under trio, a block that
-        # ends by cancellation still closes the container (its async
-        # teardowns see the cancellation, as under AsyncExitStack). Only an
-        # exit cancelled while another close or enter holds the lock leaves
-        # the container open, unreferenced, until the next exit or close().
+        # ends by cancellation still closes the container (with nobody to
+        # wait for, its async teardowns run in the cancelled scope and see the
+        # cancellation, as under AsyncExitStack; a cancelled wait for holders
+        # finishes shielded, see _aclose_interrupted). Only an exit cancelled
+        # while another close or enter holds the lock leaves the container
+        # open, unreferenced, until the next exit or close().
         if not await lock.async_acquire(blocking=False):
             await lock.async_acquire()
         try:
@@ -537,15 +539,24 @@ class Container:
                 return left
             time.sleep(0.005)
 
-    def _warn_forced(self, cps: list[Checkpoint]) -> None:
+    def _warn_forced(self, cps: list[Checkpoint], interrupted: BaseException | None = None) -> None:
         for cp in cps:
-            log.warning(
-                "shutdown: %r is still held by %s after %.3gs (shutdown_timeout); "
-                "tearing it down anyway",
-                cp,
-                cp.describe_holders(),
-                self.shutdown_timeout,
-            )
+            if interrupted is None:
+                log.warning(
+                    "shutdown: %r is still held by %s after %.3gs (shutdown_timeout); "
+                    "tearing it down anyway",
+                    cp,
+                    cp.describe_holders(),
+                    self.shutdown_timeout,
+                )
+            else:
+                log.warning(
+                    "shutdown: %r is still held by %s and the close waiting for it was "
+                    "interrupted (%s); tearing it down anyway",
+                    cp,
+                    cp.describe_holders(),
+                    type(interrupted).__name__,
+                )
 
     def _to_tear_down(self, stuck: list[Checkpoint]) -> list[Checkpoint]:
         """The stuck checkpoints plus those nobody holds but that still wait
@@ -584,12 +595,64 @@ class Container:
 
     async def _aclose_now(self) -> None:
         deadline = time.monotonic() + self.shutdown_timeout
-        while (left := self._stragglers()) and time.monotonic() < deadline:
-            await aiologic.lowlevel.async_sleep(0.005)
+        try:
+            while (left := self._stragglers()) and time.monotonic() < deadline:
+                await aiologic.lowlevel.async_sleep(0.005)
+        except BaseException as exc:
+            # Cancelled (or interrupted) while waiting for holders: the wait
+            # stays cancellable, but the close is not abandoned half-way.
+            await self._aclose_interrupted(exc)
+            raise
         self._warn_forced(left)
+        await self._afinish(left)
+
+    async def _aclose_interrupted(self, interrupted: BaseException) -> None:
+        """Finish a close whose wait for holders was cancelled: tear down now
+        what is still held (with the usual warning), then the singletons.
+
+        Shielded (``aiologic.lowlevel.shield``: a shielded cancel scope under
+        trio, a task of its own under asyncio), so the teardown is not cut
+        short at its first await and every checkpoint and singleton is torn
+        down once. The teardowns do not see the cancellation: nothing is
+        thrown into them (as in every close of the container, which never
+        hands its block's exception to them) and their awaits are not
+        cancelled. The cancellation was aimed at this exit's wait, not at the
+        resources, some of which belong to other tasks' requests, and a
+        generator provider whose cleanup follows its ``yield`` without
+        ``finally`` would skip that cleanup if it were thrown in. The caller
+        re-raises ``interrupted``; a teardown error cannot replace it, so it
+        is logged instead.
+        """
+        stuck = self._stragglers()
+        self._warn_forced(stuck, interrupted)
+        closes = self._closes
+        try:
+            await aiologic.lowlevel.shield(self._afinish_logged(stuck))
+        except BaseException as late:
+            # A second cancellation that arrived meanwhile (asyncio's shield
+            # re-raises it once the teardown is done): the first one is
+            # enough. Anything else (KeyboardInterrupt, ...) propagates.
+            if type(late) is not type(interrupted):
+                raise
+        finally:
+            if self._closes == closes:  # the shielded teardown never got to run
+                self._reset_root()
+
+    async def _afinish_logged(self, stuck: list[Checkpoint]) -> None:
+        try:
+            await self._afinish(stuck)
+        except Exception:
+            log.exception(
+                "shutdown: a teardown failed while closing after an interrupted wait for "
+                "holders; the interruption propagates instead"
+            )
+
+    async def _afinish(self, stuck: list[Checkpoint]) -> None:
+        """Tear down the stuck checkpoints and the unheld ones left waiting,
+        then the root's exits (singletons, LIFO), and empty the root."""
         root = self._root
         failure: BaseException | None = None
-        for cp in self._to_tear_down(left):
+        for cp in self._to_tear_down(stuck):
             try:
                 await cp._ateardown(None)
             except BaseException as exc:

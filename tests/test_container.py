@@ -1157,3 +1157,142 @@ def test_override_with_a_parameterised_generic_class_makes_instances_of_it() -> 
         assert type(repo) is FakeRepo and repo.engine is c.resolve(Engine)
         assert c.resolve(Repo[int]) is not repo  # a factory, not a value
     assert type(c.resolve(Repo[int])) is Repo
+
+
+def _cancel_close_registry(sleep: Any) -> tuple[di.Registry, list[str]]:
+    """A sync and an async singleton and a request-scoped async resource; the
+    async finalizers await ``sleep(0)`` first, so a teardown run in a cancelled
+    trio scope would stop there, before logging."""
+    reg = di.Registry()
+    log: list[str] = []
+
+    @reg.provider(singleton=True)
+    def settings() -> Iterator[Settings]:
+        log.append("settings open")
+        yield Settings()
+        log.append("settings close")
+
+    @reg.provider(singleton=True)
+    async def engine(settings: Settings) -> AsyncIterator[Engine]:
+        yield Engine()
+        await sleep(0)
+        log.append("engine close")
+
+    @reg.provider(scope="request")
+    async def conn(engine: Engine) -> AsyncIterator[Conn]:
+        try:
+            yield Conn()
+        except BaseException as exc:  # pragma: no cover - a close throws nothing in
+            log.append(f"conn got {type(exc).__name__}")
+            raise
+        await sleep(0)
+        log.append("conn close")
+
+    return reg, log
+
+
+_CLOSED_ONCE = ["settings open", "conn close", "engine close", "settings close"]
+
+
+def _forced_by_interruption(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [
+        r.getMessage()
+        for r in caplog.records
+        if r.name == "di" and "interrupted" in r.getMessage() and "'request'" in r.getMessage()
+    ]
+
+
+def test_trio_block_cancelled_while_its_last_exit_waits_for_a_holder_still_closes_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A nursery task holds a request when the container's block is cancelled
+    by its cancel scope. The last exit's wait for the holder is cancelled at
+    once, but the close goes on (shielded: the async finalizers' awaits are
+    not cut short): the held request and the singletons are torn down once,
+    the container ends closed, and the cancellation still reaches its scope."""
+    caplog.set_level(logging.WARNING, logger="di")
+    reg, log = _cancel_close_registry(trio.sleep)
+    # Never reached: a cancelled exit must not wait out shutdown_timeout.
+    c = di.Container(reg, shutdown_timeout=60)
+
+    async def main() -> None:
+        release = trio.Event()
+        with trio.fail_after(10):
+            async with trio.open_nursery() as nursery:
+                with trio.CancelScope() as cancel:
+                    async with c:
+                        async with c.scope("request") as scope:
+                            await scope.aresolve(Conn)
+
+                            async def holder(task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+                                async with scope.hold():
+                                    task_status.started()
+                                    await release.wait()
+
+                            await nursery.start(holder)
+                        cancel.cancel()
+                        await trio.sleep_forever()
+                assert cancel.cancelled_caught
+                assert (c.ref_count, c.is_open, scope.closed) == (0, False, True)
+                assert log == _CLOSED_ONCE
+                release.set()  # the holder lets go of a torn-down request: a no-op
+        assert log == _CLOSED_ONCE
+        assert c.held_checkpoints() == 0 and c.lingering_checkpoints() == 0
+
+    trio.run(main)
+    assert _forced_by_interruption(caplog), [r.getMessage() for r in caplog.records]
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+@pytest.mark.parametrize("closing", ["last exit", "aclose(force=True)"])
+def test_asyncio_close_cancelled_while_waiting_for_a_holder_still_closes_once(
+    closing: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The task running the close is cancelled while it waits for a task that
+    holds a request: CancelledError propagates out of it, and the close has
+    still torn down the held request and the singletons, once each."""
+    caplog.set_level(logging.WARNING, logger="di")
+    reg, log = _cancel_close_registry(asyncio.sleep)
+    c = di.Container(reg, shutdown_timeout=60)  # never reached
+
+    async def main() -> None:
+        held, release = asyncio.Event(), asyncio.Event()
+        scopes: list[di.Checkpoint] = []
+
+        async def holder(scope: di.Checkpoint) -> None:
+            async with scope.hold():
+                held.set()
+                await release.wait()
+
+        async def user() -> None:
+            async with c:
+                async with c.scope("request") as scope:
+                    scopes.append(scope)
+                    await scope.aresolve(Conn)
+                    holding.append(asyncio.create_task(holder(scope)))
+                    await held.wait()
+                if closing == "aclose(force=True)":
+                    await c.aclose(force=True)
+
+        holding: list[asyncio.Task[None]] = []
+        task = asyncio.create_task(user())
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 10
+        # The close holds the lifecycle lock while it waits for the holder.
+        while not (held.is_set() and c._lifecycle_lock.locked()):
+            assert loop.time() < deadline and not task.done(), "the close never started waiting"
+            await asyncio.sleep(0.001)
+        task.cancel()
+        await asyncio.wait({task}, timeout=10)
+        assert task.cancelled()  # the CancelledError propagated out of the close
+        assert (c.ref_count, c.is_open, scopes[0].closed) == (0, False, True)
+        assert log == _CLOSED_ONCE
+        assert not holding[0].done()  # still holding: the close did not wait for it
+        release.set()  # its late release of a torn-down request is a no-op
+        await asyncio.wait_for(holding[0], 10)
+        assert log == _CLOSED_ONCE
+        assert c.held_checkpoints() == 0 and c.lingering_checkpoints() == 0
+
+    asyncio.run(main())
+    assert _forced_by_interruption(caplog), [r.getMessage() for r in caplog.records]
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
