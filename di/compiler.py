@@ -156,7 +156,10 @@ class Compiler:
 
         def first(cp: Any) -> Any:
             def compile_now(cp: Any) -> Any:
-                compiled = plans[key] = self._generate(self._sync_transient, key)
+                generation = self.container._generation
+                compiled = self._generate(self._sync_transient, key)
+                if self.container._generation == generation:  # else for a dropped graph
+                    plans[key] = compiled
                 return compiled(cp)
 
             plans[key] = compile_now
@@ -612,7 +615,7 @@ class Compiler:
                 # gather here: a failed creation unwinds them at once, like a
                 # failed `with`, and a good one hands them to the root, LIFO.
                 exits: list[Any] = []
-                closes = container._closes
+                closes, generation = container._closes, container._generation
                 try:
                     value = enter(make(root, exits), exits)
                 except BaseException as exc:
@@ -623,7 +626,11 @@ class Compiler:
                 root_exits = root._exits
                 assert root_exits is not None
                 root_exits.extend(exits)
-                dict.__setitem__(root, key, value)
+                # An override began or ended meanwhile: the value may be built
+                # on a provider no longer in force. The caller gets it (its
+                # teardown is the root's), the container does not keep it.
+                if container._generation == generation:
+                    dict.__setitem__(root, key, value)
                 return value
             finally:
                 lock.green_release()
@@ -651,7 +658,7 @@ class Compiler:
                 if value is not _M:
                     return value
                 exits: list[Any] = []
-                closes = container._closes
+                closes, generation = container._closes, container._generation
                 try:
                     value = await aenter(await make(root, exits), exits)
                 except BaseException as exc:
@@ -664,7 +671,8 @@ class Compiler:
                 root_exits.extend(exits)
                 if needs_async(exits):
                     root._async = True
-                dict.__setitem__(root, key, value)
+                if container._generation == generation:  # as in the sync plan
+                    dict.__setitem__(root, key, value)
                 return value
 
         return plan

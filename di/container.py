@@ -88,6 +88,7 @@ class Container:
         "_closes",
         "_compiler",
         "_count_lock",
+        "_generation",
         "_graph",
         "_level_index",
         "_levels",
@@ -136,6 +137,9 @@ class Container:
         self._waiters = self._compiler.waiters
         self._refs = 0
         self._closes = 0  # how many times it closed: overrides check it
+        # Bumped whenever plans and cached singletons are dropped (close,
+        # override): what was made or compiled under an older one is not kept.
+        self._generation = 0
         self._count_lock = threading.Lock()
         self._open = False
         self._lifecycle_lock = aiologic.Lock()
@@ -159,14 +163,20 @@ class Container:
         plan = self._plans.get(key)
         if plan is None:
             key = self._known(key)
-            plan = self._plans[key] = self._compiler.plan(key)
+            generation = self._generation
+            plan = self._compiler.plan(key)
+            if self._generation == generation:  # else compiled for a dropped graph
+                self._plans[key] = plan
         return plan
 
     def _aplan(self, key: Any) -> Any:
         plan = self._aplans.get(key)
         if plan is None:
             key = self._known(key)
-            plan = self._aplans[key] = self._compiler.aplan(key)
+            generation = self._generation
+            plan = self._compiler.aplan(key)
+            if self._generation == generation:
+                self._aplans[key] = plan
         return plan
 
     def _known(self, key: Any) -> Any:
@@ -356,6 +366,7 @@ class Container:
             providers[entry.key] = entry.provider
         graph = Graph(providers, self._levels, sync=self._sync)
         affected = {key} | graph.dependents(key) | self._graph.dependents(key)
+        self._generation += 1
         self._graph = graph
         self._plans.clear()
         self._aplans.clear()
@@ -676,6 +687,7 @@ class Container:
         self._aplans.clear()
         self._open = False
         self._closes += 1
+        self._generation += 1
         self._root._async = False
         self._fill_values()
 

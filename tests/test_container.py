@@ -1296,3 +1296,38 @@ def test_asyncio_close_cancelled_while_waiting_for_a_holder_still_closes_once(
     asyncio.run(main())
     assert _forced_by_interruption(caplog), [r.getMessage() for r in caplog.records]
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+def test_a_singleton_made_under_an_override_that_ends_meanwhile_is_not_kept() -> None:
+    """D starts being made under override(Settings, fake) and finishes after the
+    override ended: its caller gets it, but the container does not cache a D
+    built on a provider no longer in force (the fake would outlive its override)."""
+
+    class D:
+        def __init__(self, settings: Settings) -> None:
+            self.settings = settings
+
+    started, release = threading.Event(), threading.Event()
+    reg = di.Registry()
+    reg.register(Settings, Settings, singleton=True)
+
+    @reg.provider(singleton=True)
+    def d(settings: Settings) -> D:
+        started.set()
+        release.wait(10)
+        return D(settings)
+
+    c = di.Container(reg)
+    fake = Settings()
+    made: list[D] = []
+    with c:
+        real = c.resolve(Settings)
+        with c.override(Settings, fake):
+            worker = threading.Thread(target=lambda: made.append(c.resolve(D)))
+            worker.start()
+            assert started.wait(10)  # D is being made with the fake
+        release.set()
+        worker.join(10)
+        assert made[0].settings is fake  # what its caller asked for, under the override
+        assert c.resolve(D).settings is real  # but the container made a fresh one
+        assert c.resolve(D) is c.resolve(D)
