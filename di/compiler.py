@@ -156,10 +156,12 @@ class Compiler:
 
         def first(cp: Any) -> Any:
             def compile_now(cp: Any) -> Any:
-                generation = self.container._generation
+                container = self.container
+                generation = container._generation
                 compiled = self._generate(self._sync_transient, key)
-                if self.container._generation == generation:  # else for a dropped graph
-                    plans[key] = compiled
+                with container._override_lock:
+                    if container._generation == generation:  # else for a dropped graph
+                        plans[key] = compiled
                 return compiled(cp)
 
             plans[key] = compile_now
@@ -578,7 +580,9 @@ class Compiler:
             value = provider.factory
 
             def plan_value(cp: Any) -> Any:
-                dict.__setitem__(root, key, value)
+                # The root already holds it (_fill_values, at build and after
+                # every override or close); storing here could put back a
+                # value an override has just replaced.
                 return value
 
             return plan_value
@@ -629,8 +633,9 @@ class Compiler:
                 # An override began or ended meanwhile: the value may be built
                 # on a provider no longer in force. The caller gets it (its
                 # teardown is the root's), the container does not keep it.
-                if container._generation == generation:
-                    dict.__setitem__(root, key, value)
+                with container._override_lock:
+                    if container._dropped.get(key, 0) <= generation:
+                        dict.__setitem__(root, key, value)
                 return value
             finally:
                 lock.green_release()
@@ -671,8 +676,9 @@ class Compiler:
                 root_exits.extend(exits)
                 if needs_async(exits):
                     root._async = True
-                if container._generation == generation:  # as in the sync plan
-                    dict.__setitem__(root, key, value)
+                with container._override_lock:  # as in the sync plan
+                    if container._dropped.get(key, 0) <= generation:
+                        dict.__setitem__(root, key, value)
                 return value
 
         return plan

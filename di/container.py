@@ -88,6 +88,7 @@ class Container:
         "_closes",
         "_compiler",
         "_count_lock",
+        "_dropped",
         "_generation",
         "_graph",
         "_level_index",
@@ -95,6 +96,7 @@ class Container:
         "_lifecycle_lock",
         "_live",
         "_open",
+        "_override_lock",
         "_overrides",
         "_plans",
         "_refs",
@@ -120,6 +122,11 @@ class Container:
         self._level_index = {name: i for i, name in enumerate(self._levels)}
         self._base: dict[Any, Provider] = dict(registry._providers)
         self._overrides: list[_Override] = []
+        # Guards the override bookkeeping, and every store that must agree
+        # with it (a cached singleton or plan, the close's reset): plain
+        # dict work, never held across an await, so a threading lock serves
+        # threads and tasks alike.
+        self._override_lock = threading.Lock()
         self._sync = sync
         self._graph = Graph(self._base, self._levels, sync=sync)  # read only: no copy
         self.shutdown_timeout = shutdown_timeout
@@ -140,6 +147,10 @@ class Container:
         # Bumped whenever plans and cached singletons are dropped (close,
         # override): what was made or compiled under an older one is not kept.
         self._generation = 0
+        # key -> the generation whose override last dropped it: a singleton in
+        # creation across that drop is not kept (an unrelated override is no
+        # reason to make a singleton twice).
+        self._dropped: dict[Any, int] = {}
         self._count_lock = threading.Lock()
         self._open = False
         self._lifecycle_lock = aiologic.Lock()
@@ -165,8 +176,9 @@ class Container:
             key = self._known(key)
             generation = self._generation
             plan = self._compiler.plan(key)
-            if self._generation == generation:  # else compiled for a dropped graph
-                self._plans[key] = plan
+            with self._override_lock:
+                if self._generation == generation:  # else compiled for a dropped graph
+                    self._plans[key] = plan
         return plan
 
     def _aplan(self, key: Any) -> Any:
@@ -175,8 +187,9 @@ class Container:
             key = self._known(key)
             generation = self._generation
             plan = self._compiler.aplan(key)
-            if self._generation == generation:
-                self._aplans[key] = plan
+            with self._override_lock:
+                if self._generation == generation:
+                    self._aplans[key] = plan
         return plan
 
     def _known(self, key: Any) -> Any:
@@ -319,17 +332,19 @@ class Container:
         else:
             provider = Provider(key, value_or_factory, Kind.VALUE, self._levels[0], (), "override")
         entry = _Override(key, provider)
-        self._overrides.append(entry)
-        try:
-            _, entry.saved = self._rebuild(key)
-        except BaseException:
-            self._overrides.pop()
-            raise
-        entry.closes = self._closes
+        with self._override_lock:
+            entry.closes, entry.graph = self._closes, self._graph
+            self._overrides.append(entry)
+            try:
+                _, entry.saved = self._rebuild(key)
+            except BaseException:
+                self._overrides.pop()
+                raise
         try:
             yield
         finally:
-            self._remove_override(entry)
+            with self._override_lock:
+                self._remove_override(entry)
 
     def _remove_override(self, entry: _Override) -> None:
         # By identity: list.remove() compares with ==, and two overriding
@@ -340,10 +355,12 @@ class Container:
         # What is cached now on entry's key was built under it: it steps
         # aside for good (its teardown stays registered).
         affected, _ = self._rebuild(entry.key)
-        # Overrides entered after this one set aside values built under it:
-        # stale now. (Empty unless overrides are left out of order.)
+        # Overrides entered after this one set aside values that may be built
+        # under it: whatever depended on its key in the graph they were cached
+        # under is stale now. (Empty unless overrides end out of order.)
         for later in above:
-            for k in affected:
+            stale = affected | later.graph.dependents(entry.key)
+            for k in stale:
                 later.saved.pop(k, None)
         # This entry's set-aside values predate it. Each goes back now, unless
         # a later override still active covers its key: then that one puts it
@@ -367,6 +384,8 @@ class Container:
         graph = Graph(providers, self._levels, sync=self._sync)
         affected = {key} | graph.dependents(key) | self._graph.dependents(key)
         self._generation += 1
+        for k in affected:
+            self._dropped[k] = self._generation
         self._graph = graph
         self._plans.clear()
         self._aplans.clear()
@@ -458,6 +477,20 @@ class Container:
         head = _entered.get()
         if head is not None and head[0] is self:
             _entered.set(head[1])
+            return
+        # Containers left out of order: drop this one's innermost entry
+        # wherever it sits, so a closed container never stays active here.
+        inner: list[Container] = []
+        node = head
+        while node is not None and node[0] is not self:
+            inner.append(node[0])
+            node = node[1]
+        if node is None:
+            return
+        rest = node[1]
+        for container in reversed(inner):
+            rest = (container, rest)
+        _entered.set(rest)
 
     def __exit__(
         self,
@@ -681,15 +714,16 @@ class Container:
             raise failure
 
     def _reset_root(self) -> None:
-        dict.clear(self._root)
-        # Plans may have baked in the singletons just dropped: compile afresh.
-        self._plans.clear()
-        self._aplans.clear()
-        self._open = False
-        self._closes += 1
-        self._generation += 1
-        self._root._async = False
-        self._fill_values()
+        with self._override_lock:  # an override entering or ending sees all or nothing
+            dict.clear(self._root)
+            # Plans may have baked in the singletons just dropped: compile afresh.
+            self._plans.clear()
+            self._aplans.clear()
+            self._open = False
+            self._closes += 1
+            self._generation += 1
+            self._root._async = False
+            self._fill_values()
 
 
 _ABSENT: Final = object()
@@ -699,13 +733,14 @@ class _Override:
     """One active ``override()``: the swapped provider, the cached singletons
     it set aside (to put back when it ends) and the close count then."""
 
-    __slots__ = ("closes", "key", "provider", "saved")
+    __slots__ = ("closes", "graph", "key", "provider", "saved")
 
     def __init__(self, key: Any, provider: Provider) -> None:
         self.key = key
         self.provider = provider
         self.saved: dict[Any, Any] = {}
         self.closes = 0
+        self.graph: Graph  # the graph in force when it began (what `saved` was built under)
 
 
 def _chain(exc: BaseException, earlier: BaseException | None) -> None:
