@@ -274,17 +274,22 @@ class Checkpoint(dict[Any, Any]):
         state = dict.get(self, _HOLD)
         if isinstance(state, _Holds):
             return state.block or bool(state.holders)
-        return self._token is not _EXITED
+        return not self._ended()
+
+    def _ended(self) -> bool:
+        """Whether the block that entered it has ended (here or elsewhere)."""
+        token = self._token
+        return token is _EXITED or type(token) is _Elsewhere
 
     def _lingers(self) -> bool:
         """Open although the block that entered it has ended."""
-        return self._token is _EXITED and self._exits is not None
+        return self._ended() and self._exits is not None
 
     def describe_holders(self) -> str:
         """Who holds this checkpoint now, for logs and shutdown warnings."""
         state = dict.get(self, _HOLD)
         who = list(state.holders.values()) if isinstance(state, _Holds) else []
-        if self._token is not _EXITED and self._token is not None:
+        if not self._ended() and self._token is not None:
             who.insert(0, "the block that entered it")
         return ", ".join(who) or "nobody"
 
@@ -327,7 +332,11 @@ class Checkpoint(dict[Any, Any]):
             return self._exit_elsewhere(exc)
         try:
             storage.reset(self._token)
-        except ValueError:  # current here only because this task inherited it
+        except (ValueError, TypeError):
+            if type(self._token) is _Elsewhere:
+                self._exited_elsewhere(storage)
+                return None
+            # current here only because this task inherited it
             return self._exit_elsewhere(exc, inherited=True)
         self._token = _EXITED
         if _setdefault(self, _HOLD, _CLOSING) is not _CLOSING:
@@ -383,7 +392,10 @@ class Checkpoint(dict[Any, Any]):
             return await self._aexit_elsewhere(exc)
         try:
             storage.reset(self._token)
-        except ValueError:
+        except (ValueError, TypeError):
+            if type(self._token) is _Elsewhere:
+                self._exited_elsewhere(storage)
+                return None
             return await self._aexit_elsewhere(exc, inherited=True)
         self._token = _EXITED
         if _setdefault(self, _HOLD, _CLOSING) is not _CLOSING:
@@ -454,13 +466,24 @@ class Checkpoint(dict[Any, Any]):
                 if cp is self:
                     raise self._out_of_order()
                 cp = cp._parent
-        self._token = _EXITED
+        # The entering task (thread) still has it current: keep its token, so
+        # that its own exit can put its storage back (see _exited_elsewhere).
+        self._token = _Elsewhere(self._token)
         here = "it inherited it" if inherited else f"here {current!r} is current"
         return ScopeError(
             f"{self!r} was exited in a task or thread that did not enter it ({here}); its "
             f"teardown has run. Enter and leave a scope in the same task or thread, and "
             f"share it with hold() or spawn()"
         )
+
+    def _exited_elsewhere(self, storage: Storage) -> None:
+        # The entering block ends after another task or thread already exited
+        # the checkpoint (and was refused): its teardown or release has run;
+        # only this task's storage still points here.
+        token = self._token
+        assert type(token) is _Elsewhere
+        storage.reset(token.token)
+        self._token = _EXITED
 
     def _exit_elsewhere(self, exc: BaseException | None, inherited: bool = False) -> bool | None:
         error = self._foreign_exit(inherited)
@@ -805,6 +828,18 @@ _setdefault = dict.setdefault
 _clear = dict.clear
 _dget = dict.get
 _EXITED: Final = _Sentinel("<exited>")
+
+
+class _Elsewhere:
+    """A checkpoint's token once another task or thread exited it: the
+    entering one's own token, kept for that block's exit."""
+
+    __slots__ = ("token",)
+
+    def __init__(self, token: Any) -> None:
+        self.token = token
+
+
 # Strong references to release tasks started from done-callbacks, so the
 # event loop cannot drop them before they run.
 _background: set[asyncio.Task[Any]] = set()

@@ -467,7 +467,15 @@ def test_exiting_in_a_child_task_that_inherited_the_scope_tears_down_and_raises(
             await asyncio.create_task(leave())
             assert scope.closed and log == ["open conn", "close conn"]
             assert c.current_scope is scope  # the entering task still has it current
-        assert log == ["open conn", "close conn"]
+            # ...and leaves its own block cleanly: torn down already, storage restored
+            if how == "async":
+                await scope.__aexit__(None, None, None)
+            else:
+                scope.__exit__(None, None, None)
+            assert c.current_scope is None
+            with c.scope("request") as fresh:  # the task goes on as usual
+                assert fresh.resolve(Conn) is not None
+        assert log == ["open conn", "close conn"] * 2
 
     asyncio.run(main())
 
@@ -486,6 +494,9 @@ def test_exiting_in_a_thread_that_did_not_enter_tears_down_and_raises() -> None:
         assert len(errors) == 1 and isinstance(errors[0], di.ScopeError)
         assert "did not enter it" in str(errors[0])
         assert scope.closed and log == ["open conn", "close conn"]
+        assert c.current_scope is scope
+        scope.__exit__(None, None, None)  # the entering thread leaves its block cleanly
+        assert c.current_scope is None
     assert log == ["open conn", "close conn"]
 
 
