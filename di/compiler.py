@@ -174,7 +174,7 @@ class Compiler:
             if ex is None and self._needs_exits(key):
                 raise self._closed(cp, key)  # before any factory runs, as the plan does
             try:
-                value = self._interpret(key, cp)
+                value = self._interpret(key, cp, ex)
             except RecursionError as exc:
                 raise GraphError([too_deep(key)]) from exc
             finally:
@@ -185,9 +185,11 @@ class Compiler:
 
         return first
 
-    def _interpret(self, key: Any, cp: Any) -> Any:
+    def _interpret(self, key: Any, cp: Any, ex: list[Any] | None) -> Any:
         """Make transient ``key`` in ``cp`` by walking the graph: the same
-        steps the generated plan takes, without generating it."""
+        steps the generated plan takes, without generating it. Exits go onto
+        ``ex``, ``cp``'s list when the resolve began, as in the plans (a
+        forced close gives the root a new list meanwhile)."""
         container = self.container
         graph = container._graph
         providers = graph.providers
@@ -230,14 +232,13 @@ class Compiler:
             made = factory(*args, **kwargs) if kwargs else factory(*args)
             if kind is call_kind:
                 return made
-            exits = cp._exits
-            if exits is None:
+            if ex is None or cp._exits is None:
                 raise self._closed(cp, key)
             if kind is generator_kind:
                 value = next(made)
-                exits.append(made)
+                ex.append(made)
                 return value
-            return _enter_cm(made, exits, key)  # Kind.CM: async kinds never reach a sync plan
+            return _enter_cm(made, ex, key)  # Kind.CM: async kinds never reach a sync plan
 
         return make(key)
 
@@ -732,6 +733,8 @@ class Compiler:
         )
 
     def _closed(self, cp: Checkpoint, key: Any = None) -> ScopeError:
+        if cp is self.container._root:  # never entered as a scope: the container closed
+            return self._closed_container(key)
         return cp._unusable(key)
 
     # The container closed while singleton ``key`` was being made (a forced
@@ -757,7 +760,7 @@ class Compiler:
     def _closed_container(key: Any) -> CheckpointClosedError:
         return CheckpointClosedError(
             f"the container closed while {describe_key(key)} was being made (a shutdown "
-            f"forced while work still held a scope); the new instance has been torn down"
+            f"forced while work still held a scope); what it made has been torn down"
         )
 
     # ``cp`` was torn down while ``key`` was being made into ``exits`` (only a

@@ -1958,3 +1958,53 @@ def test_a_hold_that_loses_the_race_with_the_block_exit_leaves_nothing_behind(
             assert len(outcome) == 1 and isinstance(outcome[0], di.CheckpointClosedError)
             assert request.closed and c.held_checkpoints() == 0
         assert session.closed  # torn down by its own block, not held by its dead child
+
+
+class SlowDep:
+    pass
+
+
+class NeedsSlowDep:
+    def __init__(self, dep: SlowDep) -> None:
+        self.dep = dep
+
+
+def test_a_first_resolve_at_the_root_cut_short_by_a_forced_close_tears_its_resource_down() -> None:
+    """The first (interpreted) resolve of a transient generator from the container
+    itself, while close(force=True) runs: the close gives the root a fresh exit
+    list, so what the resolve pushes must go to the list it began with, and be
+    unwound there, and the error must say the container closed."""
+    started, go = threading.Event(), threading.Event()
+    log: list[str] = []
+    reg = di.Registry()
+
+    @reg.provider()
+    def slow_dep() -> SlowDep:
+        started.set()
+        go.wait(10)
+        return SlowDep()
+
+    @reg.provider()
+    def needs(dep: SlowDep) -> Iterator[NeedsSlowDep]:
+        yield NeedsSlowDep(dep)
+        log.append("torn down")
+
+    c = di.Container(reg)
+    outcome: list[Any] = []
+
+    def work() -> None:
+        try:
+            outcome.append(c.resolve(NeedsSlowDep))
+        except di.DIError as exc:
+            outcome.append(exc)
+
+    with c:
+        worker = threading.Thread(target=work)
+        worker.start()
+        assert started.wait(10)
+        c.close(force=True)
+        go.set()
+        worker.join(10)
+    assert log == ["torn down"]
+    assert isinstance(outcome[0], di.CheckpointClosedError)
+    assert "the container closed while NeedsSlowDep was being made" in str(outcome[0])
