@@ -130,7 +130,7 @@ class Container:
         self._sync = sync
         self._graph = Graph(self._base, self._levels, sync=sync)  # read only: no copy
         self.shutdown_timeout = shutdown_timeout
-        self._storage: Storage = make_storage(storage)
+        self._storage: Storage = make_storage(storage, self)
         self._plans: dict[Any, Any] = {}
         self._aplans: dict[Any, Any] = {}
         # Checkpoints that may outlive their block (held, or left waiting for

@@ -104,18 +104,22 @@ Storage = contextvars.ContextVar["Checkpoint | None"] | ThreadLocalStorage
 # Storage instances handed to a container. One shared by two containers would
 # make each see the other's checkpoints as current (and nest into them); the
 # hot paths trust the storage, so sharing is refused once, here.
-_claimed: weakref.WeakSet[ContextVarStorage | ThreadLocalStorage] = weakref.WeakSet()
+# Both weak: a storage is free again once its container is gone.
+_claimed: weakref.WeakKeyDictionary[
+    ContextVarStorage | ThreadLocalStorage, weakref.ref[Container]
+] = weakref.WeakKeyDictionary()
 
 
-def make_storage(kind: str | ContextVarStorage | ThreadLocalStorage) -> Storage:
+def make_storage(kind: str | ContextVarStorage | ThreadLocalStorage, owner: Container) -> Storage:
     if isinstance(kind, (ContextVarStorage, ThreadLocalStorage)):
-        if kind in _claimed:
+        holder = _claimed.get(kind)
+        if holder is not None and holder() is not None:
             raise ValueError(
                 f"{kind!r} already serves another container; give each container its own "
                 f"storage (a new ContextVarStorage() / ThreadLocalStorage(), or the names "
                 f"'contextvar' / 'thread')"
             )
-        _claimed.add(kind)
+        _claimed[kind] = weakref.ref(owner)
         return kind.var if isinstance(kind, ContextVarStorage) else kind
     if kind == "contextvar":
         return ContextVarStorage().var

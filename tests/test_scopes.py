@@ -1110,3 +1110,17 @@ def test_a_storage_instance_serves_one_container_only(kind: str) -> None:
         di.Container(di.Registry(), storage=storage)
     with first.scope("request") as scope:
         assert first.current_scope is scope
+
+
+def test_a_storage_instance_is_free_again_once_its_container_is_gone() -> None:
+    import gc
+
+    from di.scopes import ThreadLocalStorage
+
+    storage = ThreadLocalStorage()
+    first = di.Container(di.Registry(), storage=storage)
+    del first
+    gc.collect()
+    second = di.Container(di.Registry(), storage=storage)  # e.g. one per test, one storage
+    with second.scope("request") as scope:
+        assert second.current_scope is scope
