@@ -59,6 +59,9 @@ Plan = Callable[[Any], Any]
 APlan = Callable[[Any], Awaitable[Any]]
 
 _M: Final = object()
+# (SUPPLIED, key): where a scope keeps a context value supplied while an
+# override of its key is in force, for when that override ends.
+SUPPLIED: Final = object()
 _MAX_NESTING: Final = 50  # calls nested in one generated expression, at most
 
 
@@ -301,6 +304,7 @@ class Compiler:
             "_wake": self._wake,
             "_noscope": self._noscope,
             "_closed": self._closed,
+            "_SUPPLIED": SUPPLIED,
             "_late": self._late,
             "_alate": self._alate,
             "_AsyncExit": AsyncExit,
@@ -496,6 +500,11 @@ class Compiler:
             f"    if c is not cp: return c[{k}]",
             # Torn down: its values were dropped with it, supplied or not.
             f"    if cp._exits is None: raise _closed(cp, {k})",
+            # Supplied while an override of the key was in force: it serves now.
+            f"    v = _dget(cp, (_SUPPLIED, {k}), _M)",
+            "    if v is not _M:",
+            f"        cp[{k}] = v",
+            "        return v",
             f"    raise _noscope({k}, cp, supplied=False)",
         ]
         return self._compile(fn, "plan")  # type: ignore[no-any-return]

@@ -23,7 +23,7 @@ import aiologic
 import aiologic.lowlevel
 
 from di.client import ClientContext
-from di.compiler import Compiler
+from di.compiler import SUPPLIED, Compiler
 from di.errors import AsyncProviderError, ProviderNotFoundError, ScopeError, describe_key
 from di.graph import Graph
 from di.lifecycle import RefCounted
@@ -234,11 +234,11 @@ class Container:
             self._check_context(context, level, index)
             # An overridden context key keeps its override (a test swaps the
             # request while the app under test still passes the real one).
+            # (Kept aside, not dropped: it serves once the override ends.)
             skip = {e.key for e in self._overrides} if self._overrides else ()
             for key, value in context.items():
                 key = normalize_key(key)
-                if key not in skip:
-                    dict.__setitem__(cp, key, value)
+                dict.__setitem__(cp, (SUPPLIED, key) if key in skip else key, value)
         return cp
 
     def _check_context(self, context: Mapping[Any, Any], level: str, index: int) -> None:

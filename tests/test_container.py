@@ -1331,3 +1331,26 @@ def test_a_singleton_made_under_an_override_that_ends_meanwhile_is_not_kept() ->
         assert made[0].settings is fake  # what its caller asked for, under the override
         assert c.resolve(D).settings is real  # but the container made a fresh one
         assert c.resolve(D) is c.resolve(D)
+
+
+@pytest.mark.parametrize("ends", ["inside the scope", "before the scope is entered"])
+def test_a_context_value_supplied_under_an_override_serves_once_the_override_ends(
+    ends: str,
+) -> None:
+    class Request:
+        pass
+
+    reg = di.Registry()
+    reg.context(Request, scope="request")
+    c = di.Container(reg)
+    fake, real = Request(), Request()
+    override = c.override(Request, fake)
+    override.__enter__()
+    scope = c.scope("request", context={Request: real})
+    if ends == "before the scope is entered":
+        override.__exit__(None, None, None)
+    with scope:
+        if ends == "inside the scope":
+            assert scope.resolve(Request) is fake
+            override.__exit__(None, None, None)
+        assert scope.resolve(Request) is real
