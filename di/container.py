@@ -654,10 +654,11 @@ class Container:
         """Finish a close whose wait for holders was cancelled: tear down now
         what is still held (with the usual warning), then the singletons.
 
-        Shielded (``aiologic.lowlevel.shield``: a shielded cancel scope under
-        trio, a task of its own under asyncio), so the teardown is not cut
-        short at its first await and every checkpoint and singleton is torn
-        down once. The teardowns do not see the cancellation: nothing is
+        Not cut short at its first await, so every checkpoint and singleton is
+        torn down once: under trio in a shielded cancel scope
+        (``aiologic.lowlevel.shield``); under asyncio in this same task, whose
+        delivered cancellation does not recur (only a second ``cancel()``
+        during the teardown would interrupt it). The teardowns do not see the cancellation: nothing is
         thrown into them (as in every close of the container, which never
         hands its block's exception to them) and their awaits are not
         cancelled. The cancellation was aimed at this exit's wait, not at the
@@ -671,7 +672,15 @@ class Container:
         self._warn_forced(stuck, interrupted)
         closes = self._closes
         try:
-            await aiologic.lowlevel.shield(self._afinish_logged(stuck))
+            if aiologic.lowlevel.current_async_library(failsafe=True) == "asyncio":
+                # In this very task: teardowns may be bound to the task that
+                # opened them (anyio cancel scopes, asyncio.timeout), and the
+                # cancellation already delivered does not recur unless the
+                # task is cancelled again. (asyncio's shield would run them in
+                # a task of their own.)
+                await self._afinish_logged(stuck)
+            else:  # trio: a shielded cancel scope, in this task
+                await aiologic.lowlevel.shield(self._afinish_logged(stuck))
         except BaseException as late:
             # A second cancellation that arrived meanwhile (asyncio's shield
             # re-raises it once the teardown is done): the first one is

@@ -1354,3 +1354,53 @@ def test_a_context_value_supplied_under_an_override_serves_once_the_override_end
             assert scope.resolve(Request) is fake
             override.__exit__(None, None, None)
         assert scope.resolve(Request) is real
+
+
+class Lifespan:
+    pass
+
+
+def test_an_interrupted_asyncio_close_tears_singletons_down_in_the_closing_task() -> None:
+    """Teardowns may be bound to the task that opened them (anyio cancel scopes,
+    asyncio.timeout): a close whose wait for a holder is cancelled finishes in
+    the same task, not in a task of its own."""
+    tasks: list[object] = []
+    reg = di.Registry()
+
+    @reg.provider(singleton=True)
+    async def lifespan() -> AsyncIterator[Lifespan]:
+        tasks.append(asyncio.current_task())
+        yield Lifespan()
+        await asyncio.sleep(0)
+        tasks.append(asyncio.current_task())
+
+    reg.register(Conn, Conn, scope="request")
+    c = di.Container(reg, shutdown_timeout=60)  # never reached
+
+    async def main() -> None:
+        held, release = asyncio.Event(), asyncio.Event()
+
+        async def holder(scope: di.Checkpoint) -> None:
+            async with scope.hold():
+                held.set()
+                await release.wait()
+
+        async def app() -> None:  # a lifespan: opens the singletons, and closes them
+            async with c:
+                await c.aresolve(Lifespan)
+                async with c.scope("request") as scope:
+                    holding.append(asyncio.create_task(holder(scope)))
+                    await held.wait()
+
+        holding: list[asyncio.Task[None]] = []
+        task = asyncio.create_task(app())
+        while not (held.is_set() and c._lifecycle_lock.locked()):
+            await asyncio.sleep(0.001)
+        task.cancel()
+        await asyncio.wait({task}, timeout=10)
+        assert task.cancelled() and not c.is_open
+        assert tasks == [task, task]
+        release.set()
+        await asyncio.wait_for(holding[0], 10)
+
+    asyncio.run(main())
