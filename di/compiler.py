@@ -694,9 +694,22 @@ class Compiler:
         return plan
 
     def _async_only(self, key: Any) -> Plan:
-        provider = self.container._graph.providers[key]
+        container = self.container
+        provider = container._graph.providers[key]
+        level = container._graph.level[key]
+        root = container._root
 
         def plan(cp: Any) -> Any:
+            if level:  # scoped: aresolve may have made it already, then it is a value
+                owner = cp
+                if owner is root:  # from the container: the checkpoint current here
+                    owner = container._storage.get(None)
+                while owner is not None and owner._level > level:
+                    owner = owner._parent
+                if owner is not None and owner._level == level:
+                    value = dict.get(owner, key, _M)
+                    if value is not _M:
+                        return value
             own = provider.kind.asynchronous
             why = (
                 f"is provided by {provider.kind.described} ({provider.source})"

@@ -2008,3 +2008,37 @@ def test_a_first_resolve_at_the_root_cut_short_by_a_forced_close_tears_its_resou
     assert log == ["torn down"]
     assert isinstance(outcome[0], di.CheckpointClosedError)
     assert "the container closed while NeedsSlowDep was being made" in str(outcome[0])
+
+
+class AsyncMade:
+    pass
+
+
+def test_a_scoped_instance_made_by_an_async_provider_is_a_plain_value_to_sync_code() -> None:
+    """Once aresolve has made it, sync resolves see it like any held instance: from
+    the container, from a child scope, from a sync injected function. Before it
+    exists, a sync resolve still says to await it."""
+    reg = di.Registry()
+
+    @reg.provider(scope="request")
+    async def made() -> AsyncIterator[AsyncMade]:
+        yield AsyncMade()
+
+    c = di.Container(reg)
+
+    @di.inject
+    def handler(value: AsyncMade = di.Depends(AsyncMade)) -> AsyncMade:
+        return value
+
+    async def main() -> None:
+        async with c, c.scope("request") as request:
+            with pytest.raises(di.AsyncProviderError, match=r"await container\.aresolve"):
+                c.resolve(AsyncMade)
+            value = await request.aresolve(AsyncMade)
+            assert request.resolve(AsyncMade) is value
+            assert c.resolve(AsyncMade) is value
+            assert handler() is value
+            async with c.scope("action") as action:
+                assert action.resolve(AsyncMade) is value
+
+    asyncio.run(main())
