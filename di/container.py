@@ -473,6 +473,20 @@ class Container:
         self._push_entered()
         return self
 
+    def _refuse_last_exit_inside_a_scope(self) -> None:
+        # The last exit closes the singletons; a scope of ours still current
+        # in this task or thread was entered inside the container's block and
+        # has not been left: exits out of order, refused as checkpoints refuse
+        # them, with nothing released, so the scope can still be left first.
+        if self._refs == 1:
+            current = self._storage.get(None)
+            if current is not None and current._exits is not None:
+                raise ScopeError(
+                    f"the container's last block is ending while {current!r} is still "
+                    f"current in this task or thread; exit the scope first (scopes nest "
+                    f"inside the container's block)"
+                )
+
     def _pop_entered(self) -> None:
         head = _entered.get()
         if head is not None and head[0] is self:
@@ -498,6 +512,7 @@ class Container:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        self._refuse_last_exit_inside_a_scope()
         self._pop_entered()
         if self._release():
             lock = self._lifecycle_lock
@@ -522,6 +537,7 @@ class Container:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        self._refuse_last_exit_inside_a_scope()
         self._pop_entered()
         if not self._release():
             return
@@ -658,8 +674,8 @@ class Container:
         torn down once: under trio in a shielded cancel scope
         (``aiologic.lowlevel.shield``); under asyncio in this same task, whose
         delivered cancellation does not recur (only a second ``cancel()``
-        during the teardown would interrupt it). The teardowns do not see the cancellation: nothing is
-        thrown into them (as in every close of the container, which never
+        during the teardown would interrupt it). The teardowns do not see the
+        cancellation: nothing is thrown into them (as in every close of the container, which never
         hands its block's exception to them) and their awaits are not
         cancelled. The cancellation was aimed at this exit's wait, not at the
         resources, some of which belong to other tasks' requests, and a

@@ -1404,3 +1404,47 @@ def test_an_interrupted_asyncio_close_tears_singletons_down_in_the_closing_task(
         await asyncio.wait_for(holding[0], 10)
 
     asyncio.run(main())
+
+
+@pytest.mark.parametrize("how", ["sync", "async"])
+def test_the_containers_last_exit_inside_one_of_its_scopes_is_refused(how: str) -> None:
+    """Exits out of order are an error, never silent corruption: the container's
+    last exit while a scope is still current in this task would close the
+    singletons under it. Refused with nothing released; leaving the scope first
+    then closing works, in LIFO order."""
+    log: list[str] = []
+    reg = di.Registry()
+
+    @reg.provider(singleton=True)
+    def engine() -> Iterator[Engine]:
+        yield Engine()
+        log.append("engine closed")
+
+    @reg.provider(scope="request")
+    def session(engine: Engine) -> Iterator[Conn]:
+        yield Conn()
+        log.append("session closed")
+
+    c = di.Container(reg)
+
+    async def main() -> None:
+        if how == "sync":
+            c.__enter__()
+        else:
+            await c.__aenter__()
+        scope = c.scope("request").__enter__()
+        scope.resolve(Conn)
+        with pytest.raises(di.ScopeError, match="exit the scope first"):
+            if how == "sync":
+                c.__exit__(None, None, None)
+            else:
+                await c.__aexit__(None, None, None)
+        assert c.is_open and c.ref_count == 1 and log == []
+        scope.__exit__(None, None, None)
+        if how == "sync":
+            c.__exit__(None, None, None)
+        else:
+            await c.__aexit__(None, None, None)
+        assert log == ["session closed", "engine closed"] and not c.is_open
+
+    asyncio.run(main())
