@@ -600,6 +600,7 @@ class Compiler:
         lock = self._lock(key)
         container = self.container
         enter = container._enter_lifecycle
+        built = container._generation  # `make` is compiled for this graph
 
         def plan(cp: Any) -> Any:
             # Made already: no lock. (Resolved from a scope, a singleton
@@ -629,23 +630,14 @@ class Compiler:
                 # gather here: a failed creation unwinds them at once, like a
                 # failed `with`, and a good one hands them to the root, LIFO.
                 exits: list[Any] = []
-                closes, generation = container._closes, container._generation
+                closes, generation, began = container._closes, container._generation, root._exits
                 try:
                     value = enter(make(root, exits), exits)
                 except BaseException as exc:
                     unwind(exits, exc)
                     raise
-                if container._closes != closes:
+                if not self._keep(key, value, exits, closes, min(generation, built), began):
                     self._closed_while_making(key, exits)
-                root_exits = root._exits
-                assert root_exits is not None
-                root_exits.extend(exits)
-                # An override began or ended meanwhile: the value may be built
-                # on a provider no longer in force. The caller gets it (its
-                # teardown is the root's), the container does not keep it.
-                with container._override_lock:
-                    if container._dropped.get(key, 0) <= generation:
-                        dict.__setitem__(root, key, value)
                 return value
             finally:
                 lock.green_release()
@@ -658,6 +650,7 @@ class Compiler:
         lock = self._lock(key)
         container = self.container
         aenter = container._aenter_lifecycle
+        built = container._generation
 
         async def plan(cp: Any) -> Any:
             value = dict.get(root, key, _M)
@@ -673,22 +666,14 @@ class Compiler:
                 if value is not _M:
                     return value
                 exits: list[Any] = []
-                closes, generation = container._closes, container._generation
+                closes, generation, began = container._closes, container._generation, root._exits
                 try:
                     value = await aenter(await make(root, exits), exits)
                 except BaseException as exc:
                     await aunwind(exits, exc)
                     raise
-                if container._closes != closes:
+                if not self._keep(key, value, exits, closes, min(generation, built), began):
                     await self._aclosed_while_making(key, exits)
-                root_exits = root._exits
-                assert root_exits is not None
-                root_exits.extend(exits)
-                if needs_async(exits):
-                    root._async = True
-                with container._override_lock:  # as in the sync plan
-                    if container._dropped.get(key, 0) <= generation:
-                        dict.__setitem__(root, key, value)
                 return value
 
         return plan
@@ -758,6 +743,33 @@ class Compiler:
         if cp is self.container._root:  # never entered as a scope: the container closed
             return self._closed_container(key)
         return cp._unusable(key)
+
+    def _keep(
+        self,
+        key: Any,
+        value: Any,
+        exits: list[Any],
+        closes: int,
+        generation: int,
+        began: list[Any] | None,
+    ) -> bool:
+        """Hand a new singleton's exits to the root and cache it, atomically with
+        overrides and closes (both change these under the same lock). False if
+        the container closed meanwhile: nothing would tear it down. If an
+        override of the key or of what it needs began or ended meanwhile (or
+        since its plan was compiled), the value may be built on a provider no
+        longer in force: its caller gets it, its teardown is the root's, and
+        the container does not keep it."""
+        container, root = self.container, self.container._root
+        with container._override_lock:
+            if container._closes != closes or root._exits is not began or began is None:
+                return False
+            began.extend(exits)
+            if needs_async(exits):
+                root._async = True
+            if container._dropped.get(key, 0) <= generation:
+                dict.__setitem__(root, key, value)
+            return True
 
     # The container closed while singleton ``key`` was being made (a forced
     # shutdown while held work was still creating): nothing would tear it

@@ -126,7 +126,9 @@ class Container:
         # with it (a cached singleton or plan, the close's reset): plain
         # dict work, never held across an await, so a threading lock serves
         # threads and tasks alike.
-        self._override_lock = threading.Lock()
+        # Reentrant: values dropped under it may run finalizers that resolve
+        # (and so compile and store a plan) in this very thread.
+        self._override_lock = threading.RLock()
         self._sync = sync
         self._graph = Graph(self._base, self._levels, sync=sync)  # read only: no copy
         self.shutdown_timeout = shutdown_timeout
@@ -344,9 +346,10 @@ class Container:
             yield
         finally:
             with self._override_lock:
-                self._remove_override(entry)
+                dropped = self._remove_override(entry)
+            del dropped  # freed outside the lock: finalizers may resolve
 
-    def _remove_override(self, entry: _Override) -> None:
+    def _remove_override(self, entry: _Override) -> list[Any]:
         # By identity: list.remove() compares with ==, and two overriding
         # values may be equal (or compare into an array).
         index = next(i for i, e in enumerate(self._overrides) if e is entry)
@@ -354,19 +357,20 @@ class Container:
         del self._overrides[index]
         # What is cached now on entry's key was built under it: it steps
         # aside for good (its teardown stays registered).
-        affected, _ = self._rebuild(entry.key)
+        affected, popped = self._rebuild(entry.key)
+        dropped: list[Any] = [popped]  # the caller frees them, outside the lock
         # Overrides entered after this one set aside values that may be built
         # under it: whatever depended on its key in the graph they were cached
         # under is stale now. (Empty unless overrides end out of order.)
         for later in above:
             stale = affected | later.graph.dependents(entry.key)
             for k in stale:
-                later.saved.pop(k, None)
+                dropped.append(later.saved.pop(k, None))
         # This entry's set-aside values predate it. Each goes back now, unless
         # a later override still active covers its key: then that one puts it
         # back when it ends. A close since the entry tore them all down.
         if self._closes != entry.closes:
-            return
+            return dropped
         covers = [{e.key} | self._graph.dependents(e.key) for e in above]
         for k, value in entry.saved.items():
             owner = next((e for e, keys in zip(above, covers, strict=True) if k in keys), None)
@@ -374,6 +378,7 @@ class Container:
                 dict.__setitem__(self._root, k, value)
             else:
                 owner.saved[k] = value
+        return dropped
 
     def _rebuild(self, key: Any) -> tuple[set[Any], dict[Any, Any]]:
         """Recompile for the current overrides; pop and return the cached
@@ -383,12 +388,13 @@ class Container:
             providers[entry.key] = entry.provider
         graph = Graph(providers, self._levels, sync=self._sync)
         affected = {key} | graph.dependents(key) | self._graph.dependents(key)
-        self._generation += 1
-        for k in affected:
-            self._dropped[k] = self._generation
         self._graph = graph
         self._plans.clear()
         self._aplans.clear()
+        # Last: a plan that reads the new generation has read the new graph.
+        self._generation += 1
+        for k in affected:
+            self._dropped[k] = self._generation
         popped: dict[Any, Any] = {}
         for k in affected:
             value = dict.pop(self._root, k, _ABSENT)
@@ -642,7 +648,8 @@ class Container:
             except BaseException as exc:
                 _chain(exc, failure)  # every error stays visible, the latest raised
                 failure = exc
-        exits, root._exits = root._exits, []
+        with self._override_lock:  # atomic with a singleton's store (see the plans)
+            exits, root._exits = root._exits, []
         try:
             unwind(exits or [], None)
         except BaseException as exc:
@@ -727,7 +734,8 @@ class Container:
             except BaseException as exc:
                 _chain(exc, failure)
                 failure = exc
-        exits, root._exits = root._exits, []
+        with self._override_lock:
+            exits, root._exits = root._exits, []
         try:
             await aunwind(exits or [], None)
         except BaseException as exc:
@@ -740,6 +748,7 @@ class Container:
 
     def _reset_root(self) -> None:
         with self._override_lock:  # an override entering or ending sees all or nothing
+            dropped = dict(self._root)  # freed outside the lock: finalizers may resolve
             dict.clear(self._root)
             # Plans may have baked in the singletons just dropped: compile afresh.
             self._plans.clear()
@@ -749,6 +758,7 @@ class Container:
             self._generation += 1
             self._root._async = False
             self._fill_values()
+        del dropped
 
 
 _ABSENT: Final = object()

@@ -10,7 +10,10 @@ import linecache
 import logging
 import sys
 import threading
+import weakref
 from collections.abc import Iterator
+
+import pytest
 
 import di
 
@@ -217,7 +220,7 @@ def test_singleton_made_under_override_is_not_cached_when_it_ends_between_check_
     def worker() -> None:
         sys.settrace(
             _park_on_line(
-                "plan", "compiler.py", "dict.__setitem__(root, key, value)", paused, resume
+                "_keep", "compiler.py", "dict.__setitem__(root, key, value)", paused, resume
             )
         )
         try:
@@ -344,3 +347,94 @@ def test_an_unrelated_override_during_creation_does_not_make_a_singleton_twice()
         release.set()
         worker.join(WAIT)
         assert container.resolve(Engine) is made[0]
+
+
+# -- a forced close between a singleton's creation and its store
+
+
+class Closable:
+    closed = False
+
+
+def test_a_forced_close_while_a_made_singleton_is_being_stored_does_not_keep_it() -> None:
+    """The close swaps the root's exit list under the same lock as the store: a
+    close landing there either finds the singleton's exits (and tears it down)
+    or makes the store refuse it (torn down at once); never a stored singleton
+    whose teardown nobody runs, served by the next open."""
+    reg = di.Registry()
+
+    @reg.provider(singleton=True)
+    def closable() -> Iterator[Closable]:
+        made = Closable()
+        yield made
+        made.closed = True
+
+    container = di.Container(reg)
+    paused, resume = threading.Event(), threading.Event()
+    out: list[object] = []
+
+    def creator() -> None:
+        sys.settrace(_park_on_line("_keep", "compiler.py", "began.extend", paused, resume))
+        try:
+            out.append(container.resolve(Closable))
+        except di.DIError as exc:
+            out.append(exc)
+        finally:
+            sys.settrace(None)
+
+    worker = threading.Thread(target=creator, daemon=True)
+    worker.start()
+    assert paused.wait(WAIT)  # made, about to be handed to the root
+    _meanwhile(lambda: container.close(force=True), resume)
+    worker.join(WAIT)
+    assert not worker.is_alive()
+    first = out[0]
+    assert isinstance(first, Closable) and first.closed  # handed over, then torn down
+    with container:
+        again = container.resolve(Closable)
+        assert again is not first and not again.closed
+    assert again.closed
+
+
+# -- finalizers that resolve, run by values an override or a close drops
+
+
+class OnS:
+    def __init__(self, s: S) -> None:
+        self.s = s
+
+
+class Later:
+    pass
+
+
+@pytest.mark.parametrize("dropped_by", ["an override ending", "a close"])
+def test_a_finalizer_that_resolves_while_its_value_is_dropped_does_not_deadlock(
+    dropped_by: str,
+) -> None:
+    """Values dropped by an override's end or by a close are freed outside the
+    override lock (which is reentrant besides): a finalizer that resolves a key
+    not compiled yet must not hang the thread."""
+    reg = _registry(with_d=False)
+    reg.register(OnS, OnS, singleton=True)
+    reg.register(Later, Later)
+    container = di.Container(reg)
+    seen: list[object] = []
+
+    def watch(value: object) -> None:
+        weakref.finalize(value, lambda: seen.append(container.resolve(Later)))
+
+    def body() -> None:
+        with container:
+            if dropped_by == "an override ending":
+                with container.override(S, FakeS()):
+                    watch(container.resolve(OnS))  # dropped when the override ends
+                assert seen
+            else:
+                watch(container.resolve(OnS))  # dropped by the close
+
+    worker = threading.Thread(target=body, daemon=True)
+    worker.start()
+    worker.join(WAIT)
+    assert not worker.is_alive(), "a finalizer resolving under the override lock hung"
+    assert len(seen) == 1 and isinstance(seen[0], Later)
