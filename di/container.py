@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextvars
 import logging
+import sys
 import threading
 import time
 import typing
@@ -695,7 +696,14 @@ class Container:
         self._warn_forced(stuck, interrupted)
         closes = self._closes
         try:
-            if aiologic.lowlevel.current_async_library(failsafe=True) == "asyncio":
+            anyio = sys.modules.get("anyio")
+            if anyio is not None:
+                # anyio's cancel scopes deliver their cancellation again at
+                # every await (asyncio backend too): shield with one of
+                # theirs, which also stays in this task.
+                with anyio.CancelScope(shield=True):
+                    await self._afinish_logged(stuck)
+            elif aiologic.lowlevel.current_async_library(failsafe=True) == "asyncio":
                 # In this very task: teardowns may be bound to the task that
                 # opened them (anyio cancel scopes, asyncio.timeout), and the
                 # cancellation already delivered does not recur unless the

@@ -1448,3 +1448,52 @@ def test_the_containers_last_exit_inside_one_of_its_scopes_is_refused(how: str) 
         assert log == ["session closed", "engine closed"] and not c.is_open
 
     asyncio.run(main())
+
+
+class Finalizing:
+    pass
+
+
+@pytest.mark.parametrize("backend", ["asyncio", "trio"])
+def test_a_close_interrupted_by_an_anyio_cancel_scope_still_finalizes_singletons(
+    backend: str,
+) -> None:
+    """anyio's cancel scopes deliver their cancellation again at every await,
+    on asyncio too: the rest of an interrupted close runs in a shielded anyio
+    scope, so an async teardown's ordinary await is not cut short."""
+    import anyio
+
+    done: list[str] = []
+    reg = di.Registry()
+
+    @reg.provider(singleton=True)
+    async def finalizing() -> AsyncIterator[Finalizing]:
+        yield Finalizing()
+        await anyio.sleep(0.01)  # an ordinary await in a teardown
+        done.append("finalized")
+
+    reg.register(Conn, Conn, scope="request")
+    c = di.Container(reg, shutdown_timeout=60)  # never reached
+
+    async def main() -> None:
+        release, held = anyio.Event(), anyio.Event()
+        with anyio.fail_after(10):
+            async with anyio.create_task_group() as tg:
+                with anyio.CancelScope() as cancel:
+                    async with c:
+                        await c.aresolve(Finalizing)
+                        async with c.scope("request") as scope:
+
+                            async def background() -> None:
+                                async with scope.hold():
+                                    held.set()
+                                    await release.wait()
+
+                            tg.start_soon(background)
+                            await held.wait()
+                        cancel.cancel()  # the last exit is cancelled as it waits
+                release.set()
+        assert cancel.cancelled_caught
+        assert not c.is_open and done == ["finalized"]
+
+    anyio.run(main, backend=backend)
