@@ -71,9 +71,13 @@ class Container:
     {'env': 'prod'}
 
     ``storage`` is ``"contextvar"`` (current scope per task, the default) or
-    ``"thread"`` (per thread). ``shutdown_timeout`` is how long closing waits
-    for held checkpoints before tearing them down anyway. ``sync=True``
-    promises sync-only use: validation then rejects every async provider.
+    ``"thread"`` (per thread), or a `ContextVarStorage` / `ThreadLocalStorage`
+    instance, which serves one container at a time: it is free again once that
+    container is garbage-collected (a container refers to itself through its
+    root, so that takes a collection pass). ``shutdown_timeout`` is how long
+    closing waits for held checkpoints before tearing them down anyway.
+    ``sync=True`` promises sync-only use: validation then rejects every async
+    provider.
     """
 
     # Slots: the scope and resolve paths read _storage, _root, _plans and
