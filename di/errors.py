@@ -10,7 +10,7 @@ from __future__ import annotations
 import collections.abc as cabc
 import typing
 from collections.abc import Iterable, Sequence
-from types import NoneType, UnionType
+from types import GenericAlias, NoneType, UnionType
 from typing import Annotated, Any
 
 __all__ = [
@@ -34,7 +34,8 @@ def describe_key(key: Any) -> str:
     Classes go by their short (qualified) name wherever they appear, inside
     ``Annotated`` and generic aliases too (``Repo[Engine]``, not
     ``app.db.Repo[app.db.Engine]``)."""
-    if isinstance(key, type):
+    # Before 3.11 list[int] and Repo[int] (types.GenericAlias) pass for classes.
+    if type(key) is type or (isinstance(key, type) and not isinstance(key, GenericAlias)):
         return key.__qualname__
     return _describe_hint(key)
 
@@ -48,7 +49,8 @@ def _describe_hint(hint: Any) -> str:
         return "None"
     if hint is Ellipsis:
         return "..."
-    if isinstance(hint, type):
+    # Before 3.11 list[int] and Repo[int] (types.GenericAlias) pass for classes.
+    if isinstance(hint, type) and not isinstance(hint, GenericAlias):
         return hint.__qualname__
     if isinstance(hint, list):  # the parameters of a Callable
         return f"[{', '.join(_describe_hint(h) for h in hint)}]"

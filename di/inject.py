@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 from di.container import active_container
 from di.errors import NoActiveScopeError, describe_key
-from di.registry import INJECT_MARKER, normalize_key
+from di.registry import INJECT_MARKER, normalize_key, type_hints
 from di.scopes import new_checkpoint
 from di.teardown import aunwind, unwind
 
@@ -86,13 +86,14 @@ def _hints(fn: Callable[..., Any]) -> tuple[dict[str, Any], dict[str, Exception]
     """The evaluated annotations of `fn`, and why each one that could not be
     evaluated failed.
 
-    All at once with `typing.get_type_hints` when that works. When it fails
+    All at once with `typing.get_type_hints` (as 3.11 reads them: see
+    `di.registry.type_hints`) when that works. When it fails
     (a name imported only under ``if TYPE_CHECKING:``, a class defined later
     in the module), each parameter's annotation is evaluated on its own, the
     same way and in the same globals, so one that `inject` does not need
     cannot make the decoration fail."""
     try:
-        return typing.get_type_hints(fn, include_extras=True), {}
+        return type_hints(fn), {}
     except Exception:
         annotations = getattr(fn, "__annotations__", None)
         if not isinstance(annotations, dict):

@@ -16,7 +16,7 @@ import sys
 import typing
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from types import FunctionType, MethodType, SimpleNamespace
+from types import FunctionType, GenericAlias, MethodType, SimpleNamespace
 from typing import Annotated, Any, Final, NamedTuple, TypeVar, overload
 
 from di.errors import DuplicateProviderError, ScopeError, describe_key
@@ -57,6 +57,39 @@ class _InjectMarker:
 
 
 INJECT_MARKER: Final = _InjectMarker()
+
+
+def _is_class(obj: Any) -> bool:
+    """Whether ``obj`` is a class. Before 3.11 a parameterised builtin or
+    generic class (``list[int]``, ``Repo[int]``: a `types.GenericAlias`)
+    passes ``isinstance(obj, type)`` too; it is no class of its own."""
+    return isinstance(obj, type) and not isinstance(obj, GenericAlias)
+
+
+if sys.version_info >= (3, 11):
+
+    def type_hints(fn: Any, globalns: dict[str, Any] | None = None) -> dict[str, Any]:
+        """`typing.get_type_hints` of ``fn``, ``Annotated`` kept."""
+        return typing.get_type_hints(fn, globalns, include_extras=True)
+
+else:
+
+    def type_hints(fn: Any, globalns: dict[str, Any] | None = None) -> dict[str, Any]:
+        """`typing.get_type_hints` of ``fn``, ``Annotated`` kept, as 3.11 reads
+        it: 3.10 wraps the hint of a parameter whose default is ``None`` in
+        ``Optional`` (``repo: Repo = None`` would need ``Optional[Repo]``).
+        A holder with the same annotations but no defaults, read in the same
+        globals, is left as written."""
+        annotations = getattr(fn, "__annotations__", None)
+        if not isinstance(annotations, dict) or not hasattr(fn, "__code__"):
+            return typing.get_type_hints(fn, globalns, include_extras=True)
+        if globalns is None:  # where get_type_hints takes them from
+            nsobj = fn
+            while hasattr(nsobj, "__wrapped__"):
+                nsobj = nsobj.__wrapped__
+            globalns = getattr(nsobj, "__globals__", {})
+        holder = SimpleNamespace(__annotations__=annotations)
+        return typing.get_type_hints(holder, globalns, include_extras=True)
 
 
 def normalize_key(hint: Any) -> Any:
@@ -160,7 +193,7 @@ def _hints(fn: Any) -> dict[str, Any]:
         return {}
     for value in ann.values():
         if type(value) is str:
-            return typing.get_type_hints(fn, include_extras=True)
+            return type_hints(fn)
     return ann  # type: ignore[no-any-return]  # read only, never mutated
 
 
@@ -251,7 +284,7 @@ def _from_new(cls: type, new: Any, source: str | None) -> tuple[tuple[Dependency
     if any(type(hint) is str or type(hint) is typing.ForwardRef for hint in hints.values()):
         owner = next(k for k in cls.__mro__ if "__new__" in vars(k))
         module = sys.modules.get(owner.__module__)
-        hints = typing.get_type_hints(new, getattr(module, "__dict__", None), include_extras=True)
+        hints = type_hints(new, getattr(module, "__dict__", None))
     return _parameters(new, hints, skip_first=True), source or _caller_location()
 
 
@@ -343,7 +376,7 @@ def call_target(fn: Any) -> Any:
             fn = fn.__func__
         else:
             break
-    if type(fn) is FunctionType or isinstance(fn, type):
+    if type(fn) is FunctionType or _is_class(fn):
         return fn
     return getattr(type(fn), "__call__", None)  # noqa: B004 - the method, not callable()
 
@@ -357,7 +390,7 @@ def make_provider(
     source: str | None = None,
 ) -> Provider:
     """Read one factory: what it provides, what it needs, how it makes it."""
-    if isinstance(factory, type):
+    if type(factory) is type or _is_class(factory):  # a class; Repo[int] is read below
         kind = Kind.CALL
         if cm:
             kind = Kind.ASYNC_CM if hasattr(factory, "__aenter__") else Kind.CM
@@ -433,7 +466,7 @@ def _type_variables(hint: Any) -> tuple[Any, ...]:
     """The type variables left free in a hint: ``T``, ``list[T]``."""
     if type(hint) is TypeVar:
         return (hint,)
-    if isinstance(hint, type):
+    if _is_class(hint):  # a generic class's own __parameters__ are not free here
         return ()
     return tuple(getattr(hint, "__parameters__", ()))
 

@@ -1897,6 +1897,21 @@ def test_a_creation_still_running_when_a_forced_shutdown_ends_is_torn_down_not_k
         assert isinstance(fresh, Late) and log == ["made", "torn down"] * 2
 
 
+def _code_qualname(frame: Any) -> str:
+    """The qualified name of the function running in ``frame``: its code's
+    ``co_qualname`` (3.11+); before that, found from the class of the ``self``
+    it runs on, as the class in its MRO that defines the function."""
+    code = frame.f_code
+    if sys.version_info >= (3, 11):
+        return str(code.co_qualname)
+    owner = frame.f_locals.get("self")
+    for cls in type(owner).__mro__ if owner is not None else ():
+        attr = vars(cls).get(code.co_name)
+        if getattr(getattr(attr, "fget", attr), "__code__", None) is code:
+            return f"{cls.__qualname__}.{code.co_name}"
+    return str(code.co_name)
+
+
 def _pause_thread_at(
     qualname: str, event: str, paused: threading.Event, resume: threading.Event
 ) -> None:
@@ -1905,14 +1920,16 @@ def _pause_thread_at(
     ``event`` ("call" or "return") until ``resume`` is set; nothing else
     changes."""
     done: list[bool] = []
+    name = qualname.rpartition(".")[2]
 
     def hook(frame: Any, kind: str, arg: Any) -> None:
         code = frame.f_code
         if (
             not done
             and kind == event
-            and code.co_qualname == qualname
+            and code.co_name == name
             and code.co_filename.endswith("scopes.py")
+            and _code_qualname(frame) == qualname
         ):
             done.append(True)
             paused.set()

@@ -890,3 +890,17 @@ def test_marked_annotation_failing_otherwise_fails_at_decoration() -> None:
 
     with pytest.raises(TypeError, match=r"parameter 'repo' of .*handler.*NoSuchName"):
         di.inject(handler)
+
+
+def test_an_injected_string_hint_defaulting_to_none_is_still_injected() -> None:
+    # What `from __future__ import annotations` makes of `repo: Injected[Repo] = None`:
+    # 3.10's get_type_hints would read Optional[Injected[Repo]], no longer marked.
+    reg, _, _ = make_registry()
+    c = di.Container(reg)
+
+    @di.inject
+    def handler(repo: "di.Injected[Repo]" = None) -> Repo:  # type: ignore[assignment]
+        return repo
+
+    with c:
+        assert isinstance(handler(), Repo)

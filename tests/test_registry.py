@@ -1553,3 +1553,94 @@ def test_a_type_variable_left_free_is_an_error_naming_it() -> None:
     c = di.Container(reg)
     with c:
         assert c.resolve(Maybe[U]).item is None  # type: ignore[valid-type]
+
+
+# -- the same on every supported Python --------------------------------------
+# Before 3.11 a parameterised class (``list[int]``, ``Crate[int]``: a
+# types.GenericAlias) passes ``isinstance(alias, type)``, and 3.10's
+# typing.get_type_hints wraps the hint of a parameter defaulting to None in
+# Optional. di reads both as 3.11 does; run under 3.10, these check that.
+
+
+class Crate(Generic[T]):
+    def __init__(self, items: list[T]) -> None:
+        self.items = items
+
+
+class FakeCrate(Crate[T]):
+    def __init__(self, items: list[T]) -> None:
+        super().__init__(items)
+
+
+def test_a_generic_alias_is_wired_as_an_alias_not_as_a_class() -> None:
+    reg = di.Registry()
+    reg.value(list[int], [1])
+    made = reg.register(Crate[int], Crate[int])
+    assert made.factory == Crate[int]
+    assert [d.key for d in made.dependencies] == [list[int]]  # T bound to int
+    c = di.Container(reg)
+    with c:
+        crate = c.resolve(Crate[int])
+        assert type(crate) is Crate and crate.items == [1]
+        assert crate.__orig_class__ == Crate[int]  # type: ignore[attr-defined]
+        with pytest.raises(di.ProviderNotFoundError, match=r"dict\[str, int\]"):
+            c.resolve(dict[str, int])
+        with c.override(Crate[int], FakeCrate[int]):  # a generic alias is a factory
+            fake = c.resolve(Crate[int])
+            assert type(fake) is FakeCrate and fake.items == [1]
+        with c.override(list[int], [2]):  # anything else is the value
+            assert c.resolve(Crate[int]).items == [2]
+
+
+def test_a_missing_generic_alias_is_named_as_written() -> None:
+    reg = di.Registry()
+    reg.register(Crate[int], Crate[int])
+    with pytest.raises(
+        di.GraphError, match=r"no provider for list\[int\] \(needed by Crate\[int\] "
+    ):
+        di.Container(reg)
+
+
+@pytest.mark.parametrize(
+    ("key", "text"),
+    [
+        (list[int], "list[int]"),
+        (dict[str, list[int]], "dict[str, list[int]]"),
+        (Crate[int], "Crate[int]"),
+        (type[Engine], "type[Engine]"),
+        (tuple[()], "tuple[()]"),
+        (collections.abc.Callable[[Engine], list[int]], "Callable[[Engine], list[int]]"),
+        (Annotated[list[int], di.Named("xs")], "Annotated[list[int], Named('xs')]"),
+        (list[int] | None, "list[int] | None"),
+        (list, "list"),
+        (Crate, "Crate"),
+        (WithMeta, "WithMeta"),
+        (type(None), "NoneType"),
+    ],
+)
+def test_describe_key_renders_generic_aliases_as_written(key: Any, text: str) -> None:
+    from di.errors import describe_key
+
+    assert describe_key(key) == text
+
+
+def needs_engine_or_none(engine: "Engine" = None) -> Repo:  # type: ignore[assignment]
+    return Repo(engine)
+
+
+class TakesEngineOrNone:
+    def __init__(self, engine: "Engine" = None) -> None:  # type: ignore[assignment]
+        self.engine = engine
+
+
+def test_a_string_hint_defaulting_to_none_keeps_its_key() -> None:
+    # 3.10's get_type_hints would make these Optional[Engine], which nothing provides.
+    reg = di.Registry()
+    reg.value(Engine, Engine("pg://"))
+    assert [d.key for d in reg.register(Repo, needs_engine_or_none).dependencies] == [Engine]
+    made = reg.provider(TakesEngineOrNone)
+    assert [d.key for d in reg.get(made).dependencies] == [Engine]  # type: ignore[union-attr]
+    c = di.Container(reg)
+    with c:
+        assert c.resolve(Repo).engine.url == "pg://"
+        assert c.resolve(TakesEngineOrNone).engine.url == "pg://"
