@@ -42,8 +42,9 @@ T = TypeVar("T")
 log = logging.getLogger("di")
 
 # The containers entered in this task or thread, innermost first, as a
-# linked tuple (container, rest): `di.inject` resolves from the head.
-_entered: contextvars.ContextVar[tuple[Container, Any] | None] = contextvars.ContextVar(
+# linked tuple (container, rest, the checkpoint current at that enter):
+# `di.inject` resolves from the head.
+_entered: contextvars.ContextVar[tuple[Container, Any, Any] | None] = contextvars.ContextVar(
     "di.entered", default=None
 )
 
@@ -419,13 +420,13 @@ class Container:
         """True from the first enter until the container closes."""
         return self._open
 
-    def _push_entered(self) -> contextvars.Token[tuple[Container, Any] | None]:
+    def _push_entered(self) -> contextvars.Token[tuple[Container, Any, Any] | None]:
         # Also what Checkpoint.hold() does, so `inject` finds the container
         # in a thread or task that holds a checkpoint without entering it.
-        return _entered.set((self, _entered.get()))
+        return _entered.set((self, _entered.get(), self._storage.get(None)))
 
     @staticmethod
-    def _reset_entered(token: contextvars.Token[tuple[Container, Any] | None]) -> None:
+    def _reset_entered(token: contextvars.Token[tuple[Container, Any, Any] | None]) -> None:
         _entered.reset(token)
 
     # Enters count under the lifecycle lock, so an enter that arrives while
@@ -485,13 +486,19 @@ class Container:
         return self
 
     def _refuse_last_exit_inside_a_scope(self) -> None:
-        # The last exit closes the singletons; a scope of ours still current
-        # in this task or thread was entered inside the container's block and
-        # has not been left: exits out of order, refused as checkpoints refuse
-        # them, with nothing released, so the scope can still be left first.
+        # The last exit closes the singletons. A scope of ours still current
+        # here that was not current when this block entered was entered inside
+        # the block and not left: exits out of order, refused as checkpoints
+        # refuse them, with nothing released, so the scope can be left first.
+        # (A scope current at the enter -- entered before the block, or
+        # inherited by this task -- encloses the block: no error.)
         if self._refs == 1:
             current = self._storage.get(None)
-            if current is not None and current._exits is not None:
+            node = _entered.get()
+            while node is not None and node[0] is not self:
+                node = node[1]
+            at_enter = node[2] if node is not None else None
+            if current is not None and current is not at_enter and current._exits is not None:
                 raise ScopeError(
                     f"the container's last block is ending while {current!r} is still "
                     f"current in this task or thread; exit the scope first (scopes nest "
@@ -505,16 +512,16 @@ class Container:
             return
         # Containers left out of order: drop this one's innermost entry
         # wherever it sits, so a closed container never stays active here.
-        inner: list[Container] = []
+        inner: list[tuple[Container, Any, Any]] = []
         node = head
         while node is not None and node[0] is not self:
-            inner.append(node[0])
+            inner.append(node)
             node = node[1]
         if node is None:
             return
         rest = node[1]
-        for container in reversed(inner):
-            rest = (container, rest)
+        for container, _, at_enter in reversed(inner):
+            rest = (container, rest, at_enter)
         _entered.set(rest)
 
     def __exit__(

@@ -1497,3 +1497,29 @@ def test_a_close_interrupted_by_an_anyio_cancel_scope_still_finalizes_singletons
         assert not c.is_open and done == ["finalized"]
 
     anyio.run(main, backend=backend)
+
+
+def test_a_container_block_inside_a_scope_closes_normally() -> None:
+    """The scope was current before the container's block began: the block is
+    nested inside it, and its last exit closes the container as usual."""
+    c = di.Container(_logged_singleton()[0])
+    with c.scope("request"), c:
+        c.resolve(Settings)
+    assert (c.ref_count, c.is_open) == (0, False)
+
+
+def test_a_task_that_inherited_a_scope_closes_the_container_it_entered() -> None:
+    """The scope is current in the task only because create_task copied it in:
+    it encloses the task's container block, which closes normally."""
+    c = di.Container(_logged_singleton()[0])
+
+    async def worker() -> None:
+        async with c:
+            await c.aresolve(Settings)
+
+    async def main() -> None:
+        async with c.scope("request"):
+            await asyncio.create_task(worker())
+        assert (c.ref_count, c.is_open) == (0, False)
+
+    asyncio.run(main())
