@@ -159,12 +159,8 @@ class Compiler:
 
         def first(cp: Any) -> Any:
             def compile_now(cp: Any) -> Any:
-                container = self.container
-                generation = container._generation
-                compiled = self._generate(self._sync_transient, key)
-                with container._override_lock:
-                    if container._generation == generation:  # else for a dropped graph
-                        plans[key] = compiled
+                with self.container._override_lock:  # one graph, as in Container._plan
+                    compiled = plans[key] = self._generate(self._sync_transient, key)
                 return compiled(cp)
 
             plans[key] = compile_now

@@ -182,22 +182,18 @@ class Container:
         plan = self._plans.get(key)
         if plan is None:
             key = self._known(key)
-            generation = self._generation
-            plan = self._compiler.plan(key)
+            # Compiled against one graph: an override cannot swap it midway
+            # (the lock is reentrant; compiling runs no user code).
             with self._override_lock:
-                if self._generation == generation:  # else compiled for a dropped graph
-                    self._plans[key] = plan
+                plan = self._plans[key] = self._compiler.plan(key)
         return plan
 
     def _aplan(self, key: Any) -> Any:
         plan = self._aplans.get(key)
         if plan is None:
             key = self._known(key)
-            generation = self._generation
-            plan = self._compiler.aplan(key)
             with self._override_lock:
-                if self._generation == generation:
-                    self._aplans[key] = plan
+                plan = self._aplans[key] = self._compiler.aplan(key)
         return plan
 
     def _known(self, key: Any) -> Any:

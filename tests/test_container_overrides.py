@@ -10,6 +10,7 @@ import linecache
 import logging
 import sys
 import threading
+import time
 import weakref
 from collections.abc import Iterator
 
@@ -438,3 +439,56 @@ def test_a_finalizer_that_resolves_while_its_value_is_dropped_does_not_deadlock(
     worker.join(WAIT)
     assert not worker.is_alive(), "a finalizer resolving under the override lock hung"
     assert len(seen) == 1 and isinstance(seen[0], Later)
+
+
+# -- a first resolve racing overrides toggled in another thread
+
+
+class Dep:
+    fake = False
+
+
+class OnDep:
+    def __init__(self, dep: Dep) -> None:
+        self.dep = dep
+
+
+def test_a_first_resolve_racing_toggled_overrides_never_caches_a_fake() -> None:
+    """Plans compile against one graph (under the override lock) and know its
+    generation, so a singleton compiled and made while another thread keeps
+    overriding its dependency is never cached with the fake, and the compile
+    never sees two graphs. Bounded in time: 300 containers or 10 s, whichever
+    comes first; the old code failed a few percent of them."""
+    fake = Dep()
+    fake.fake = True
+    stale = 0
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    deadline = time.monotonic() + 10
+    try:
+        for _ in range(300):
+            if time.monotonic() > deadline:
+                break
+            reg = di.Registry()
+            reg.register(Dep, Dep, singleton=True)
+            reg.register(OnDep, OnDep, singleton=True)
+            container = di.Container(reg)
+            stop = threading.Event()
+
+            def toggle(c: di.Container = container, stop: threading.Event = stop) -> None:
+                while not stop.is_set():
+                    with c.override(Dep, fake):
+                        pass
+
+            with container:
+                toggler = threading.Thread(target=toggle, daemon=True)
+                toggler.start()
+                time.sleep(0.0002)
+                container.resolve(OnDep)
+                stop.set()
+                toggler.join(WAIT)
+                if container.resolve(OnDep).dep.fake:  # no override in force any more
+                    stale += 1
+    finally:
+        sys.setswitchinterval(interval)
+    assert stale == 0
