@@ -472,7 +472,8 @@ class Checkpoint(dict[Any, Any]):
                 cp = cp._parent
         # The entering task (thread) still has it current: keep its token, so
         # that its own exit can put its storage back (see _exited_elsewhere).
-        self._token = _Elsewhere(self._token)
+        if type(self._token) is not _Elsewhere:  # a second foreign exit keeps the first's
+            self._token = _Elsewhere(self._token)
         here = "it inherited it" if inherited else f"here {current!r} is current"
         return ScopeError(
             f"{self!r} was exited in a task or thread that did not enter it ({here}); its "
@@ -486,7 +487,17 @@ class Checkpoint(dict[Any, Any]):
         # only this task's storage still points here.
         token = self._token
         assert type(token) is _Elsewhere
-        storage.reset(token.token)
+        try:
+            storage.reset(token.token)
+        except ValueError:
+            # Not the entering task either: another one that inherited it,
+            # exiting it after a first foreign exit. Put its storage back.
+            parent = self._parent
+            storage.set(None if parent is self._container._root else parent)
+            raise ScopeError(
+                f"{self!r} was already exited elsewhere, and this task did not enter it "
+                f"(it inherited it); leave a scope only in the task or thread that entered it"
+            ) from None
         self._token = _EXITED
 
     def _exit_elsewhere(self, exc: BaseException | None, inherited: bool = False) -> bool | None:

@@ -1124,3 +1124,27 @@ def test_a_storage_instance_is_free_again_once_its_container_is_gone() -> None:
     second = di.Container(di.Registry(), storage=storage)  # e.g. one per test, one storage
     with second.scope("request") as scope:
         assert second.current_scope is scope
+
+
+def test_two_tasks_that_inherited_a_scope_both_exiting_it_are_refused_cleanly() -> None:
+    reg, _, log = basic_registry()
+    c = di.Container(reg)
+
+    async def main() -> None:
+        async with c:
+            scope = c.scope("request")
+            await scope.__aenter__()
+            scope.resolve(Conn)
+
+            async def leave() -> None:
+                with pytest.raises(di.ScopeError):
+                    await scope.__aexit__(None, None, None)
+                assert c.current_scope is None
+
+            await asyncio.create_task(leave())
+            await asyncio.create_task(leave())  # a second one, after the first
+            assert scope.closed and log == ["open conn", "close conn"]
+            await scope.__aexit__(None, None, None)  # the entering task leaves cleanly
+            assert c.current_scope is None
+
+    asyncio.run(main())
