@@ -633,7 +633,7 @@ class Compiler:
                     unwind(exits, exc)
                     raise
                 if not self._keep(key, value, exits, closes, min(generation, built), began):
-                    self._closed_while_making(key, exits)
+                    self._late(root, exits, key)
                 return value
             finally:
                 lock.green_release()
@@ -669,7 +669,7 @@ class Compiler:
                     await aunwind(exits, exc)
                     raise
                 if not self._keep(key, value, exits, closes, min(generation, built), began):
-                    await self._aclosed_while_making(key, exits)
+                    await self._alate(root, exits, key)
                 return value
 
         return plan
@@ -767,25 +767,6 @@ class Compiler:
                 dict.__setitem__(root, key, value)
             return True
 
-    # The container closed while singleton ``key`` was being made (a forced
-    # shutdown while held work was still creating): nothing would tear it
-    # down, and it must not be served by the container's next open.
-    def _closed_while_making(self, key: Any, exits: list[Any]) -> None:
-        error = self._closed_container(key)
-        try:
-            unwind(exits, None)
-        except BaseException as exc:
-            raise error from exc
-        raise error
-
-    async def _aclosed_while_making(self, key: Any, exits: list[Any]) -> None:
-        error = self._closed_container(key)
-        try:
-            await aunwind(exits, None)
-        except BaseException as exc:
-            raise error from exc
-        raise error
-
     @staticmethod
     def _closed_container(key: Any) -> CheckpointClosedError:
         return CheckpointClosedError(
@@ -794,8 +775,10 @@ class Compiler:
         )
 
     # ``cp`` was torn down while ``key`` was being made into ``exits`` (only a
-    # forced shutdown does that to a checkpoint in use): unwind what is left
-    # on that list, which nobody else will, and refuse.
+    # forced shutdown does that to a checkpoint in use; for the root, the
+    # container closed, and a singleton made then must not be served by its
+    # next open): unwind what is left on that list, which nobody else will,
+    # and refuse.
     def _late(self, cp: Checkpoint, exits: list[Any], key: Any) -> None:
         error = self._closed(cp, key)
         try:

@@ -656,10 +656,9 @@ class Container:
             except BaseException as exc:
                 _chain(exc, failure)  # every error stays visible, the latest raised
                 failure = exc
-        with self._override_lock:  # atomic with a singleton's store (see the plans)
-            exits, root._exits = root._exits, []
+        exits = self._take_root_exits()
         try:
-            unwind(exits or [], None)
+            unwind(exits, None)
         except BaseException as exc:
             _chain(exc, failure)
             raise
@@ -741,7 +740,6 @@ class Container:
     async def _afinish(self, stuck: list[Checkpoint]) -> None:
         """Tear down the stuck checkpoints and the unheld ones left waiting,
         then the root's exits (singletons, LIFO), and empty the root."""
-        root = self._root
         failure: BaseException | None = None
         for cp in self._to_tear_down(stuck):
             try:
@@ -749,10 +747,9 @@ class Container:
             except BaseException as exc:
                 _chain(exc, failure)
                 failure = exc
-        with self._override_lock:
-            exits, root._exits = root._exits, []
+        exits = self._take_root_exits()
         try:
-            await aunwind(exits or [], None)
+            await aunwind(exits, None)
         except BaseException as exc:
             _chain(exc, failure)
             raise
@@ -760,6 +757,13 @@ class Container:
             self._reset_root()
         if failure is not None:
             raise failure
+
+    def _take_root_exits(self) -> list[Any]:
+        # Under the override lock: atomic with a new singleton's hand-over to
+        # the root (Compiler._keep), which checks the list it began with.
+        with self._override_lock:
+            exits, self._root._exits = self._root._exits, []
+        return exits or []
 
     def _reset_root(self) -> None:
         with self._override_lock:  # an override entering or ending sees all or nothing
