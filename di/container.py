@@ -282,9 +282,6 @@ class Container:
         """Active ``hold()`` / ``spawn()`` holds (on ``level``, or all)."""
         return sum(cp.holds for cp in list(self._live) if level is None or cp.level == level)
 
-    def _forget(self, cp: Checkpoint) -> None:
-        self._live.pop(cp, None)
-
     def _orphan(self, cp: Checkpoint) -> None:
         # Nobody holds it any more; the container's (async) close tears it down.
         self._live[cp] = None
