@@ -309,6 +309,38 @@ def _table(header: list[str], rows: list[list[str]]) -> list[str]:
     ]
 
 
+SUBJECT = "di"
+
+
+def _head_to_head(run: Run) -> list[str]:
+    """di against the fastest peer of each scenario, round by round: a median lead of a
+    few percent can be noise, the count of rounds won says how often it holds."""
+    lines = []
+    for s in run.scenarios:
+        ours = run.results.get((s, SUBJECT))
+        peers = [
+            (statistics.median(res.ratios), name)
+            for (scenario, name), res in run.results.items()
+            if scenario == s and res.ratios and name != SUBJECT and not name.startswith(BASELINE)
+        ]
+        if ours is None or not peers:
+            continue
+        _, best = min(peers)
+        theirs = run.results[s, best].ratios
+        won = sum(a < b for a, b in zip(ours.ratios, theirs, strict=True))
+        lines.append(
+            f"- {TITLES[s]}: {SUBJECT} faster than {best} in {won} of {len(theirs)} rounds"
+        )
+    if not lines:
+        return []
+    return [
+        f"Head to head, {SUBJECT} against the fastest peer of each scenario (same rounds):",
+        "",
+        *lines,
+        "",
+    ]
+
+
 def report(run: Run, command: str) -> str:
     notes: dict[str, int] = {}
     header = ["library", *(TITLES[s] for s in run.scenarios)]
@@ -377,6 +409,7 @@ def report(run: Run, command: str) -> str:
         ),
         "",
     ]
+    out += _head_to_head(run)
     errors = [f"- {lib.name}: {lib.error}" for lib in run.libs if lib.error]
     if errors:
         out += ["Not benchmarked:", "", *errors, ""]
