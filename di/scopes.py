@@ -230,7 +230,10 @@ class Checkpoint(dict[Any, Any]):
         if self._exits is None:
             raise self._unusable(key)
         container = self._container
-        plan = container._aplans.get(key) or container._aplan(key)
+        try:
+            plan = container._aplans[key]
+        except KeyError:
+            plan = container._aplan(key)
         return plan(self)  # type: ignore[no-any-return]
 
     # -- identity and state
