@@ -542,9 +542,19 @@ class Checkpoint(dict[Any, Any]):
         """Start an asyncio task that runs in this checkpoint and holds it
         until the task ends (returns, raises or is cancelled).
 
+        The task is one more holder, like ``async with scope.hold()``: when it
+        is the last one, its exception goes into the teardown, and a teardown
+        that suppresses it (a generator provider that swallows it) makes the
+        task return None.
+
         >>> # async with container.scope("request") as scope:
         >>> #     scope.spawn(send_receipt())   # may run after the response
         """
+        if not asyncio.iscoroutine(coro):
+            raise TypeError(
+                f"spawn() takes a coroutine, not {coro!r}; call the async function: "
+                f"scope.spawn(work(...))"
+            )
         if not isinstance(self._container._storage, contextvars.ContextVar):
             coro.close()
             raise ScopeError(
@@ -561,8 +571,11 @@ class Checkpoint(dict[Any, Any]):
                 "`async with scope.hold(): ...`"
             ) from None
         who = f"task spawned to run {getattr(coro, '__qualname__', coro)!r}"
+        # A key of its own: the coroutine could be passed twice (the second
+        # task fails at once, and must not release the first one's hold).
+        key = object()
         try:
-            self._acquire(coro, who)
+            self._acquire(key, who)
         except BaseException:
             coro.close()
             raise
@@ -570,28 +583,29 @@ class Checkpoint(dict[Any, Any]):
         context.run(self._container._storage.set, self)
         released = False
 
-        async def run() -> T:
+        async def run() -> T | None:
             nonlocal released
             try:
                 result = await coro
             except BaseException as exc:
                 released = True
-                await self._arelease(exc, coro)
+                if await self._arelease(exc, key):
+                    return None  # the teardown suppressed it, as for `async with hold()`
                 raise
             released = True
-            await self._arelease(None, coro)
+            await self._arelease(None, key)
             return result
 
-        def done(task: asyncio.Task[T]) -> None:
+        def done(task: asyncio.Task[T | None]) -> None:
             # A task cancelled before its first step never enters run()'s body.
             if not released:
                 coro.close()
-                _background.add(cleanup := loop.create_task(self._arelease(None, coro)))
+                _background.add(cleanup := loop.create_task(self._arelease(None, key)))
                 cleanup.add_done_callback(_background.discard)
 
         task = context.run(loop.create_task, run())
         task.add_done_callback(done)
-        return task
+        return task  # type: ignore[return-value]  # None only when suppressed (docstring)
 
     def _state(self) -> _Holds:
         state = dict.get(self, _HOLD)
@@ -629,6 +643,13 @@ class Checkpoint(dict[Any, Any]):
     def _add(self, state: _Holds, holder: object, who: str) -> None:
         if not state.block and not state.holders:  # everyone left: teardown is due
             raise CheckpointClosedError(f"{self!r} has been torn down and cannot be held")
+        if holder in state.holders:
+            # One Hold entered twice would be released by its first exit while
+            # the second block still runs in the checkpoint.
+            raise ScopeError(
+                f"this hold() of {self!r} is already entered; call scope.hold() once for "
+                f"each block that holds the checkpoint"
+            )
         state.holders[holder] = who
 
     def _acquire(self, holder: object, who: str) -> None:
@@ -684,12 +705,20 @@ class Checkpoint(dict[Any, Any]):
             )
         self._exits = None
         try:
-            return unwind(exits, exc)
-        finally:
-            self._closed()
-            parent = self._parent_holds()
-            if parent is not None:
-                parent._release(None, self)
+            suppressed = unwind(exits, exc)
+        except BaseException as error:
+            # As from nested `with` blocks: what this teardown raised goes on
+            # into the parent's teardown, which may suppress it.
+            if self._closed_release_parent(error):
+                return True
+            raise
+        # So does the holder's error, unless this teardown suppressed it.
+        return self._closed_release_parent(None if suppressed else exc) or suppressed
+
+    def _closed_release_parent(self, exc: BaseException | None) -> bool:
+        self._closed()
+        parent = self._parent_holds()
+        return parent is not None and parent._release(exc, self)
 
     async def _ateardown(self, exc: BaseException | None) -> bool:
         exits = self._exits
@@ -697,14 +726,17 @@ class Checkpoint(dict[Any, Any]):
             return False
         self._exits = None
         try:
-            if self._async:
-                return await aunwind(exits, exc)
-            return unwind(exits, exc)
-        finally:
-            self._closed()
-            parent = self._parent_holds()
-            if parent is not None:
-                await parent._arelease(None, self)
+            suppressed = await aunwind(exits, exc) if self._async else unwind(exits, exc)
+        except BaseException as error:
+            if await self._aclosed_release_parent(error):
+                return True
+            raise
+        return await self._aclosed_release_parent(None if suppressed else exc) or suppressed
+
+    async def _aclosed_release_parent(self, exc: BaseException | None) -> bool:
+        self._closed()
+        parent = self._parent_holds()
+        return parent is not None and await parent._arelease(exc, self)
 
     def _closed(self) -> None:
         # Drop the instances (nothing may be served from a torn-down
@@ -721,6 +753,8 @@ class Hold:
 
     __slots__ = ("_cp", "_entered", "_token")
 
+    _token: Any  # the storage's token, or _ALREADY
+
     def __init__(self, checkpoint: Checkpoint) -> None:
         self._cp = checkpoint
 
@@ -730,13 +764,40 @@ class Hold:
     # parents, alive, which is all a resolve needs.
     def _make_current(self, cp: Checkpoint) -> None:
         container = cp._container
-        self._token = container._storage.set(cp)
+        storage = container._storage
+        # Already current here (a hold inside the block that entered it): a
+        # second token would hide from the block's exit that the hold is still
+        # inside, and this hold's exit, coming after the block's, would make
+        # the torn-down checkpoint current again. Nothing set, nothing to undo.
+        self._token = _ALREADY if storage.get(None) is cp else storage.set(cp)
         self._entered = container._push_entered()
 
-    def _restore(self, cp: Checkpoint) -> None:
+    def _restore(self, cp: Checkpoint) -> ScopeError | None:
+        """Undo `_make_current`. A scope entered inside the hold and still
+        current is an exit out of order: refused, nothing changed. Left in a
+        task that did not enter it: the error to raise once released."""
         container = cp._container
-        container._reset_entered(self._entered)
-        container._storage.reset(self._token)
+        storage = container._storage
+        current = storage.get(None)
+        node = current
+        while node is not None and node is not cp:
+            node = node._parent
+        if node is cp and current is not cp:
+            raise ScopeError(
+                f"hold() of {cp!r} left while {current!r}, entered inside it, is still "
+                f"current; exit the inner scope first"
+            )
+        try:
+            container._reset_entered(self._entered)
+            if self._token is not _ALREADY and current is cp:
+                storage.reset(self._token)
+        except ValueError:  # a token of another context
+            return ScopeError(
+                f"hold() of {cp!r} was left in a task that did not enter it (e.g. an "
+                f"abandoned async generator finalized by the event loop); it has been "
+                f"released. Leave a hold in the task or thread that entered it"
+            )
+        return None
 
     def __enter__(self) -> Checkpoint:
         cp = self._cp
@@ -751,8 +812,11 @@ class Hold:
         tb: TracebackType | None,
     ) -> bool | None:
         cp = self._cp
-        self._restore(cp)
-        return cp._release(exc, self)
+        error = self._restore(cp)
+        suppressed = cp._release(exc, self)
+        if error is not None:
+            raise error
+        return suppressed
 
     async def __aenter__(self) -> Checkpoint:
         cp = self._cp
@@ -767,8 +831,11 @@ class Hold:
         tb: TracebackType | None,
     ) -> bool | None:
         cp = self._cp
-        self._restore(cp)
-        return await cp._arelease(exc, self)
+        error = self._restore(cp)
+        suppressed = await cp._arelease(exc, self)
+        if error is not None:
+            raise error
+        return suppressed
 
 
 async def _ready(value: T) -> T:
@@ -846,6 +913,7 @@ _setdefault = dict.setdefault
 _clear = dict.clear
 _dget = dict.get
 _EXITED: Final = _Sentinel("<exited>")
+_ALREADY: Final = _Sentinel("<already current>")  # a Hold's token when it set nothing
 
 
 class _Elsewhere:

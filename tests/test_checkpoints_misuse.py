@@ -1,0 +1,393 @@
+"""Holds and spawns used out of order, twice or from the wrong task, and the
+errors that pass from a held checkpoint's teardown into its parent's.
+
+Every case is driven step by step (``__enter__``/``__exit__`` called by hand,
+``contextvars.Context.run``, events), so nothing depends on timing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import threading
+from collections.abc import AsyncIterator, Iterator
+
+import pytest
+
+import di
+
+pytestmark = pytest.mark.timeout(30)
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"  # spawn() and these steps are asyncio's
+
+
+class Session:
+    pass
+
+
+class Action:
+    pass
+
+
+class Boom(Exception):
+    pass
+
+
+class ParentFailed(Exception):
+    pass
+
+
+class ChildFailed(Exception):
+    pass
+
+
+def _container(storage: str = "contextvar") -> tuple[di.Container, list[str]]:
+    log: list[str] = []
+    r = di.Registry()
+
+    @r.provider(scope="request")
+    def session() -> Iterator[Session]:
+        log.append("open session")
+        yield Session()
+        log.append("close session")
+
+    @r.provider(scope="action")
+    def action() -> Iterator[Action]:
+        yield Action()
+        log.append("close action")
+
+    return di.Container(r, storage=storage), log
+
+
+# -- a hold left out of order --------------------------------------------------
+
+
+@pytest.mark.parametrize("storage", ["contextvar", "thread"])
+def test_hold_entered_in_the_block_and_left_after_it_restores_nothing(storage: str) -> None:
+    c, log = _container(storage)
+    with c:
+        with c.scope("request") as scope:
+            scope.resolve(Session)
+            hold = scope.hold()
+            hold.__enter__()
+        assert c.current_scope is None  # the block's exit put the root back
+        assert log == ["open session"]  # still held
+        hold.__exit__(None, None, None)
+        assert c.current_scope is None  # and the hold's exit did not undo that
+        assert log == ["open session", "close session"]
+        with c.scope("request") as again:  # the next request in this thread is fine
+            assert again.parent is c._root
+
+
+@pytest.mark.parametrize("storage", ["contextvar", "thread"])
+def test_hold_left_while_a_scope_entered_inside_it_is_current_is_refused(storage: str) -> None:
+    c, log = _container(storage)
+    with c, c.scope("request") as scope:
+        scope.resolve(Session)
+        hold = scope.hold()
+        hold.__enter__()
+        action = c.scope("action")
+        action.__enter__()
+        action.resolve(Action)
+        with pytest.raises(di.ScopeError, match="exit the inner scope first"):
+            hold.__exit__(None, None, None)
+        assert c.current_scope is action  # nothing changed
+        action.__exit__(None, None, None)  # the inner one leaves in order
+        assert c.current_scope is scope
+        hold.__exit__(None, None, None)  # and now the hold can go
+        assert c.current_scope is scope and scope.holds == 0
+    assert log == ["open session", "close action", "close session"]
+
+
+def test_hold_left_in_another_context_is_released_then_refused() -> None:
+    c, log = _container()
+    entering, leaving = contextvars.Context(), contextvars.Context()
+    with c:
+        with c.scope("request") as scope:
+            scope.resolve(Session)
+            hold = scope.hold()
+            entering.run(hold.__enter__)
+        assert not scope.closed
+        with pytest.raises(di.ScopeError, match="did not enter it"):
+            leaving.run(hold.__exit__, None, None, None)
+        assert scope.closed  # released all the same: nothing left open
+        assert log == ["open session", "close session"]
+        assert c.lingering_checkpoints() == 0
+
+
+@pytest.mark.anyio
+async def test_async_hold_left_in_another_context_is_released_then_refused() -> None:
+    c, log = _container()
+    entering, leaving = contextvars.Context(), contextvars.Context()
+    async with c:
+        async with c.scope("request") as scope:
+            await scope.aresolve(Session)
+            hold = scope.hold()
+            await entering.run(asyncio.ensure_future, hold.__aenter__())
+        exit_ = leaving.run(asyncio.ensure_future, hold.__aexit__(None, None, None))
+        with pytest.raises(di.ScopeError, match="did not enter it"):
+            await exit_
+        assert scope.closed
+        assert log == ["open session", "close session"]
+
+
+# -- one Hold entered twice ----------------------------------------------------
+
+
+def test_one_hold_entered_twice_is_refused_and_the_first_keeps_its_hold() -> None:
+    c, log = _container()
+    with c:
+        with c.scope("request") as scope:
+            scope.resolve(Session)
+            hold = scope.hold()
+            inside, done = threading.Event(), threading.Event()
+            errors: list[BaseException] = []
+
+            def worker() -> None:
+                with hold:
+                    inside.set()
+                    done.wait(10)
+
+            thread = threading.Thread(target=worker)
+            thread.start()
+            assert inside.wait(10)
+            try:
+                hold.__enter__()
+            except di.ScopeError as exc:
+                errors.append(exc)
+        assert len(errors) == 1 and "already entered" in str(errors[0])
+        assert log == ["open session"]  # the worker still holds it
+        done.set()
+        thread.join(10)
+        assert log == ["open session", "close session"]
+
+
+# -- spawn ---------------------------------------------------------------------
+
+
+@pytest.mark.anyio
+async def test_spawn_refuses_what_is_not_a_coroutine_and_holds_nothing() -> None:
+    c, log = _container()
+
+    async def work() -> None:
+        pass
+
+    async with c:
+        async with c.scope("request") as scope:
+            scope.resolve(Session)
+            for bad in (None, work):
+                with pytest.raises(TypeError, match="takes a coroutine"):
+                    scope.spawn(bad)  # type: ignore[arg-type]
+            assert scope.holds == 0
+        assert log == ["open session", "close session"]
+
+
+@pytest.mark.anyio
+async def test_spawning_one_coroutine_twice_keeps_the_first_tasks_hold() -> None:
+    c, log = _container()
+    release = asyncio.Event()
+    seen: list[bool] = []
+
+    async def work(scope: di.Checkpoint) -> None:
+        await release.wait()
+        seen.append(scope.closed)
+
+    async with c:
+        async with c.scope("request") as scope:
+            scope.resolve(Session)
+            coro = work(scope)
+            first = scope.spawn(coro)
+            second = scope.spawn(coro)
+        with pytest.raises(RuntimeError, match="awaited already"):
+            await asyncio.wait_for(second, 10)
+        assert log == ["open session"]  # the first task still holds the request
+        release.set()
+        await asyncio.wait_for(first, 10)
+        assert seen == [False]
+        assert log == ["open session", "close session"]
+
+
+@pytest.mark.anyio
+async def test_spawned_task_whose_error_the_teardown_suppresses_returns_none() -> None:
+    r = di.Registry()
+
+    @r.provider(scope="request")
+    async def session() -> AsyncIterator[Session]:
+        try:
+            yield Session()
+        except Boom:
+            pass  # swallowed: suppresses, as in an asynccontextmanager
+
+    async def failing() -> int:
+        raise Boom
+
+    c = di.Container(r)
+    async with c:
+        async with c.scope("request") as scope:
+            await scope.aresolve(Session)
+            task = scope.spawn(failing())
+        assert await asyncio.wait_for(task, 10) is None
+        # the same as a hold block, which the suppression ends quietly
+        async with c.scope("request") as scope:
+            await scope.aresolve(Session)
+            hold = scope.hold()
+            await hold.__aenter__()
+        try:
+            raise Boom
+        except Boom as exc:
+            assert await hold.__aexit__(Boom, exc, exc.__traceback__)
+
+
+# -- errors from a held child's teardown go on into its parent's -----------------
+
+
+def _failing_teardowns(got: list[str]) -> di.Container:
+    r = di.Registry()
+
+    @r.provider(scope="request")
+    def session() -> Iterator[Session]:
+        try:
+            yield Session()
+        except BaseException as exc:
+            got.append(repr(exc))
+            raise
+        finally:
+            raise ParentFailed("request teardown")
+
+    @r.provider(scope="action")
+    def action() -> Iterator[Action]:
+        yield Action()
+        raise ChildFailed("action teardown")
+
+    return di.Container(r)
+
+
+def _chain(exc: BaseException | None) -> list[str]:
+    out = []
+    while exc is not None:
+        out.append(type(exc).__name__)
+        exc = exc.__context__
+    return out
+
+
+def test_nested_blocks_reference_for_the_chain() -> None:
+    got: list[str] = []
+    c = _failing_teardowns(got)
+    with pytest.raises(ParentFailed) as info, c:
+        with c.scope("request") as req:
+            req.resolve(Session)
+            with c.scope("action") as act:
+                act.resolve(Action)
+    assert _chain(info.value) == ["ParentFailed", "ChildFailed"]
+    assert got == ["ChildFailed('action teardown')"]
+
+
+def test_held_childs_teardown_error_goes_into_the_parents_teardown() -> None:
+    got: list[str] = []
+    c = _failing_teardowns(got)
+    errors: list[BaseException] = []
+    inside, go = threading.Event(), threading.Event()
+
+    def worker(act: di.Checkpoint) -> None:
+        try:
+            with act.hold():
+                inside.set()
+                go.wait(10)
+        except BaseException as exc:
+            errors.append(exc)
+
+    with c:
+        with c.scope("request") as req:
+            req.resolve(Session)
+            with c.scope("action") as act:
+                act.resolve(Action)
+                thread = threading.Thread(target=worker, args=(act,))
+                thread.start()
+                assert inside.wait(10)
+        go.set()
+        thread.join(10)
+    assert [_chain(e) for e in errors] == [["ParentFailed", "ChildFailed"]]
+    assert got == ["ChildFailed('action teardown')"]  # as with nested blocks
+
+
+def test_holders_error_goes_through_the_child_into_the_parent() -> None:
+    got: list[str] = []
+    r = di.Registry()
+
+    @r.provider(scope="request")
+    def session() -> Iterator[Session]:
+        try:
+            yield Session()
+        except BaseException as exc:
+            got.append(f"request saw {exc!r}")
+            raise ParentFailed("request teardown") from None
+
+    @r.provider(scope="action")
+    def action() -> Iterator[Action]:
+        try:
+            yield Action()
+        except BaseException as exc:
+            got.append(f"action saw {exc!r}")
+            raise
+
+    c = di.Container(r)
+    with c:
+        with c.scope("request") as req:
+            req.resolve(Session)
+            with c.scope("action") as act:
+                act.resolve(Action)
+                hold = act.hold()
+                hold.__enter__()
+        with pytest.raises(ParentFailed) as info:
+            try:
+                raise Boom("the held work failed")
+            except Boom as exc:  # what a `with hold:` block ending in Boom does
+                if not hold.__exit__(Boom, exc, exc.__traceback__):
+                    raise
+    assert _chain(info.value) == ["ParentFailed", "Boom"]
+    assert got == [
+        "action saw Boom('the held work failed')",
+        "request saw Boom('the held work failed')",
+    ]
+
+
+@pytest.mark.anyio
+async def test_async_held_childs_teardown_error_goes_into_the_parents_teardown() -> None:
+    got: list[str] = []
+    r = di.Registry()
+
+    @r.provider(scope="request")
+    async def session() -> AsyncIterator[Session]:
+        try:
+            yield Session()
+        except BaseException as exc:
+            got.append(repr(exc))
+            raise
+        finally:
+            raise ParentFailed("request teardown")
+
+    @r.provider(scope="action")
+    async def action() -> AsyncIterator[Action]:
+        yield Action()
+        raise ChildFailed("action teardown")
+
+    c = di.Container(r)
+    go = asyncio.Event()
+
+    async def work() -> None:
+        await go.wait()
+
+    async with c:
+        async with c.scope("request") as req:
+            await req.aresolve(Session)
+            async with c.scope("action") as act:
+                await act.aresolve(Action)
+                task = act.spawn(work())
+        go.set()
+        with pytest.raises(ParentFailed) as info:
+            await asyncio.wait_for(task, 10)
+    assert _chain(info.value) == ["ParentFailed", "ChildFailed"]
+    assert got == ["ChildFailed('action teardown')"]
