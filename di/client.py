@@ -250,6 +250,10 @@ class ClientContext(Generic[C]):
         fully initialised client. A failed build raises
         `di.lifecycle.ResourceOpenError` (a `RuntimeError`, with the original
         error as ``__cause__``) and caches nothing, so the next call retries.
+        A client whose ``initialize()`` (or close) needs this context again,
+        through ``get_client()``, ``async with ctx`` or ``close()``, gets
+        `di.CircularDependencyError` there instead of waiting for ever for
+        the build (or close) it is part of.
         """
         return await self._rc._enter_async(counted=False)
 

@@ -23,8 +23,9 @@ from types import TracebackType
 from typing import Any, Generic, TypeVar, overload
 
 import aiologic
+from aiologic.lowlevel import current_async_library
 
-from di.errors import AsyncProviderError, DIError
+from di.errors import AsyncProviderError, CircularDependencyError, DIError
 from di.registry import call_target
 
 __all__ = ["RefCounted", "ResourceOpenError"]
@@ -41,8 +42,10 @@ class ResourceOpenError(DIError, RuntimeError):
 
 def _is_async_callable(fn: object) -> bool:
     # A callable object with an ``async def __call__`` is as async as a
-    # coroutine function: `call_target` finds the method that decides.
-    return inspect.iscoroutinefunction(call_target(fn))
+    # coroutine function: `call_target` finds the method that decides. Some
+    # objects say so themselves instead (`unittest.mock.AsyncMock` marks its
+    # instances, whose class `__call__` is a plain def).
+    return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(call_target(fn))
 
 
 def describe_callable(fn: object) -> str:
@@ -73,8 +76,14 @@ class RefCounted(Generic[T]):
     - ``ref_count`` rises only after a successful open. A failed open raises
       `ResourceOpenError` (the original error is its ``__cause__``);
       cancellation (``asyncio.CancelledError``, ``trio.Cancelled``) and other
-      ``BaseException`` such as ``KeyboardInterrupt`` propagate unchanged.
+      ``BaseException`` such as ``KeyboardInterrupt`` propagate unchanged, and
+      so does `di.CircularDependencyError` (trying again cannot help).
       Either way the count and state are exactly what they were before.
+    - An ``open`` or ``close`` that enters or closes the same resource again,
+      itself or through code it calls (a `di.ClientContext` client whose
+      ``initialize()`` calls ``get_client()``), raises
+      `di.CircularDependencyError` at that inner call, which would otherwise
+      wait for ever for the transition it is part of.
     - ``close()`` while references are held logs a warning on the ``"di"``
       logger and leaves the closing to the last exit; ``close(force=True)``
       closes at once (the holders' exits still count down, and a later enter
@@ -85,19 +94,26 @@ class RefCounted(Generic[T]):
       is async raises `di.AsyncProviderError` and changes nothing: `di`
       never starts a private event loop.
 
-    When both callables are sync, ``async with`` and ``aclose()`` run them
-    directly and never yield while holding the transition lock, so sync and
-    async users can share the resource even inside one event-loop thread
-    (an ``async with`` that finds another thread opening it waits for that
-    sync open like any sync call would). A last ``async with`` exit of a
-    cancelled block still closes the resource (an async ``close`` sees the
-    cancellation at its first checkpoint); only one cancelled while waiting
-    for another task's open or close leaves the resource open, unreferenced,
-    until the next exit or ``close()``.
+    ``async with`` and ``aclose()`` wait for the transition lock without
+    blocking the event loop, so an ``async with`` that finds another thread
+    opening the resource lets the loop run meanwhile (that open may need it).
+    Once they hold the lock, a plain ``open`` or ``close`` runs directly and
+    only a coroutine it returns (``lambda p: p.aclose()``) is awaited. When
+    neither returns one, nothing yields while the lock is held, so sync and
+    async users can share the resource even inside one event-loop thread;
+    a sync ``with`` / ``close()`` there that needs the lock while a task of
+    the same thread holds it (handed over by another thread but not yet
+    run, or awaiting such a coroutine) cannot wait without blocking that
+    task, and raises `di.AsyncProviderError` (use ``async with`` there).
+    A last ``async with`` exit of a cancelled block still closes the resource
+    (an async ``close`` sees the cancellation at its first checkpoint); only
+    one cancelled while waiting for another task's or thread's open or close
+    leaves the resource open, unreferenced, until the next exit or ``close()``.
     """
 
     __slots__ = (
         "__weakref__",
+        "_busy",
         "_close",
         "_close_awaits",
         "_count",
@@ -108,6 +124,7 @@ class RefCounted(Generic[T]):
         "_state",
         "_sync",
         "_transition",
+        "_waiting",
     )
 
     @overload
@@ -143,6 +160,12 @@ class RefCounted(Generic[T]):
         self._sync = not (self._open_awaits or self._close_awaits)
         self._state = threading.Lock()
         self._transition = aiologic.Lock()
+        # Which callable the transition lock's holder is running ("open" or
+        # "close"); only the holder writes it, and only a re-entry reads it.
+        self._busy = ""
+        # The threads of the tasks blocked in (or just handed) the transition
+        # lock, one entry per task; see _acquire_sync.
+        self._waiting: list[int] = []
         self._count = 0
         # A 1-tuple rather than (flag, value) so a single attribute read tells
         # both whether it is open and what is open, without the state lock.
@@ -252,6 +275,21 @@ class RefCounted(Generic[T]):
             f"itself (e.g. `async def {what}(...): ...`) rather than a lambda returning one"
         )
 
+    def _reentered(self) -> CircularDependencyError:
+        doing = "opening" if self._busy == "open" else "closing"
+        return CircularDependencyError(
+            f"{self._name} re-entered itself while {doing}: its {self._busy} (or code it "
+            f"calls) entered or closed {self._name} again, which would wait for ever for "
+            f"that {self._busy} to finish; pass the resource to that code instead"
+        )
+
+    def _cannot_wait(self) -> AsyncProviderError:
+        return AsyncProviderError(
+            f"{self._name} is being opened or closed by another task of this thread, or "
+            f"one is waiting to, and sync code here cannot wait behind it without blocking "
+            f"that task's event loop; use `async with` / `await rc.aclose()` in async code"
+        )
+
     def _require_sync(self, use_instead: str) -> None:
         if not self._sync:
             raise AsyncProviderError(
@@ -262,8 +300,11 @@ class RefCounted(Generic[T]):
     # -- sync ---------------------------------------------------------------
 
     def _open_sync(self) -> T:
+        self._busy = "open"
         try:
             resource = self._open()
+        except CircularDependencyError:
+            raise
         except Exception as exc:
             raise self._open_failed(exc) from exc
         if inspect.iscoroutine(resource):
@@ -271,15 +312,38 @@ class RefCounted(Generic[T]):
         return resource  # type: ignore[no-any-return]
 
     def _close_sync(self, resource: T) -> None:
+        self._busy = "close"
         result = self._close(resource)
         if inspect.iscoroutine(result):
             raise self._not_async("close", result)
+
+    def _acquire_sync(self) -> None:
+        lock = self._transition
+        # Sync code inside a task may be running that task's own open or
+        # close (an `async with` of a sync RefCounted), so both owners count.
+        in_task = current_async_library(failsafe=True) is not None
+        if lock.green_owned() or (in_task and lock.async_owned()):
+            raise self._reentered()
+        # A task of this thread queued for the lock would get it before us
+        # and could never run to release it while we block the thread.
+        # aiologic does not see that for a task it has just handed the lock
+        # to (it is still "releasing" then). Only this thread adds or removes
+        # its own entries, so reading without the state lock is safe.
+        if threading.get_ident() in self._waiting:
+            raise self._cannot_wait()
+        try:
+            lock.green_acquire()
+        except RuntimeError:
+            # aiologic refuses to block this thread: the lock belongs to
+            # another task of it (awaiting inside its open or close).
+            raise self._cannot_wait() from None
 
     def _enter_sync(self, counted: bool = True) -> T:
         held = self._join(counted)
         if held is not None:
             return held[0]
-        with self._transition:
+        self._acquire_sync()
+        try:
             # Another thread may have opened it while we waited for the lock.
             held = self._join(counted)
             if held is not None:
@@ -287,12 +351,17 @@ class RefCounted(Generic[T]):
             resource = self._open_sync()
             self._publish(resource, counted)
             return resource
+        finally:
+            self._transition.green_release()
 
     def _close_now_sync(self, force: bool) -> None:
-        with self._transition:
+        self._acquire_sync()
+        try:
             held = self._detach(force)
             if held is not None:
                 self._close_sync(held[0])
+        finally:
+            self._transition.green_release()
 
     def __enter__(self) -> T:
         self._require_sync("`async with` instead of `with`")
@@ -322,7 +391,32 @@ class RefCounted(Generic[T]):
 
     # -- async --------------------------------------------------------------
 
+    async def _acquire_async(self) -> None:
+        lock = self._transition
+        # A thread's own sync transition can only be running code here if it
+        # started an event loop inside its open or close: a re-entry too.
+        if lock.async_owned() or lock.green_owned():
+            raise self._reentered()
+        # A free lock is taken without a checkpoint, so a plain open or close
+        # that returns no coroutine holds it without ever yielding (a sync
+        # `with` of this thread cannot find it taken), and under trio a last
+        # exit of a block that ends by cancellation still closes the resource
+        # (an async close sees the cancellation at its own first checkpoint,
+        # as under AsyncExitStack). Only an exit cancelled while another task
+        # or thread holds the lock leaves it open, unreferenced.
+        if await lock.async_acquire(blocking=False):
+            return
+        thread = threading.get_ident()
+        with self._state:
+            self._waiting.append(thread)
+        try:
+            await lock.async_acquire()
+        finally:
+            with self._state:
+                self._waiting.remove(thread)
+
     async def _open_async(self) -> T:
+        self._busy = "open"
         try:
             result = self._open()
             # A lambda returning a coroutine is not a coroutine function, but
@@ -330,46 +424,40 @@ class RefCounted(Generic[T]):
             # awaitable is left alone.
             if self._open_awaits or inspect.iscoroutine(result):
                 result = await result
+        except CircularDependencyError:
+            raise
         except Exception as exc:
             raise self._open_failed(exc) from exc
         return result  # type: ignore[no-any-return]
 
     async def _enter_async(self, counted: bool = True) -> T:
-        if self._sync:
-            return self._enter_sync(counted)
         held = self._join(counted)
         if held is not None:
             return held[0]
         # Cancellation anywhere below leaves the state untouched: it only
         # changes in _publish, after open has succeeded.
-        async with self._transition:
+        await self._acquire_async()
+        try:
             held = self._join(counted)
             if held is not None:
                 return held[0]
             resource = await self._open_async()
             self._publish(resource, counted)
             return resource
+        finally:
+            self._transition.async_release()
 
     async def _close_now_async(self, force: bool) -> None:
-        if self._sync:
-            self._close_now_sync(force)
-            return
-        lock = self._transition
-        # A free lock is taken without a checkpoint: under trio, a last exit
-        # of a block that ends by cancellation still closes the resource (an
-        # async close sees the cancellation at its own first checkpoint, as
-        # under AsyncExitStack). Only an exit cancelled while another task
-        # holds the lock leaves it open, unreferenced.
-        if not await lock.async_acquire(blocking=False):
-            await lock.async_acquire()
+        await self._acquire_async()
         try:
             held = self._detach(force)
             if held is not None:
+                self._busy = "close"
                 result = self._close(held[0])
                 if self._close_awaits or inspect.iscoroutine(result):
                     await result
         finally:
-            lock.async_release()
+            self._transition.async_release()
 
     async def __aenter__(self) -> T:
         return await self._enter_async()

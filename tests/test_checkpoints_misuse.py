@@ -8,6 +8,7 @@ Every case is driven step by step (``__enter__``/``__exit__`` called by hand,
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import threading
 from collections.abc import AsyncIterator, Iterator
@@ -216,10 +217,8 @@ async def test_spawned_task_whose_error_the_teardown_suppresses_returns_none() -
 
     @r.provider(scope="request")
     async def session() -> AsyncIterator[Session]:
-        try:
+        with contextlib.suppress(Boom):  # swallowed: suppresses, as in asynccontextmanager
             yield Session()
-        except Boom:
-            pass  # swallowed: suppresses, as in an asynccontextmanager
 
     async def failing() -> int:
         raise Boom
@@ -276,11 +275,10 @@ def _chain(exc: BaseException | None) -> list[str]:
 def test_nested_blocks_reference_for_the_chain() -> None:
     got: list[str] = []
     c = _failing_teardowns(got)
-    with pytest.raises(ParentFailed) as info, c:
-        with c.scope("request") as req:
-            req.resolve(Session)
-            with c.scope("action") as act:
-                act.resolve(Action)
+    with pytest.raises(ParentFailed) as info, c, c.scope("request") as req:
+        req.resolve(Session)
+        with c.scope("action") as act:
+            act.resolve(Action)
     assert _chain(info.value) == ["ParentFailed", "ChildFailed"]
     assert got == ["ChildFailed('action teardown')"]
 

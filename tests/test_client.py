@@ -13,6 +13,7 @@ from collections.abc import Awaitable
 from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
 import trio
 
@@ -21,6 +22,11 @@ from di.lifecycle import ResourceOpenError
 
 TIMEOUT = 15.0
 ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(params=["asyncio", "trio"])
+def anyio_backend(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
 
 
 def arun(coro: Awaitable[Any]) -> Any:
@@ -701,6 +707,83 @@ def test_failing_cleanup_of_a_failed_initialize_is_logged(
     records = [r for r in caplog.records if r.name == "di"]
     assert len(records) == 1 and "initialize() failed also failed" in records[0].getMessage()
     assert records[0].exc_info is not None and isinstance(records[0].exc_info[1], OSError)
+
+
+class NeedsItsOwnContext:
+    """A client whose initialize() or close reaches for the very context that
+    is building or closing it (`during`), through `reentry`."""
+
+    def __init__(self, ctx: list[di.ClientContext[Any]], during: str, reentry: str) -> None:
+        self.ctx, self.during, self.reentry = ctx, during, reentry
+        self.log: list[str] = []
+
+    async def _reenter(self) -> None:
+        ctx = self.ctx[0]
+        if self.reentry == "get_client":
+            await ctx.get_client()
+        elif self.reentry == "async with":
+            async with ctx:
+                raise AssertionError("entered itself")  # pragma: no cover
+        else:
+            await ctx.close()
+
+    async def initialize(self) -> None:
+        self.log.append("initialize")
+        if self.during == "initialize":
+            await self._reenter()
+
+    async def aclose(self) -> None:
+        self.log.append("aclose")
+        if self.during == "aclose":
+            await self._reenter()
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("reentry", ["get_client", "async with", "close"])
+async def test_initialize_that_needs_its_own_context_is_a_cycle(
+    anyio_backend: str, reentry: str
+) -> None:
+    holder: list[di.ClientContext[Any]] = []
+    clients: list[NeedsItsOwnContext] = []
+
+    def make_client(conn: dict[str, Any], verify_ssl: bool) -> NeedsItsOwnContext:
+        clients.append(NeedsItsOwnContext(holder, "initialize", reentry))
+        return clients[-1]
+
+    ctx = di.ClientContext(make_client)
+    holder.append(ctx)
+    with anyio.fail_after(TIMEOUT):
+        for _ in range(2):  # the same error every time: no retry can help
+            with pytest.raises(di.CircularDependencyError) as info:
+                await ctx.get_client()
+            assert not isinstance(info.value, ResourceOpenError)
+            message = str(info.value)
+            assert "client from make_client re-entered itself while opening" in message
+            assert "already holding" not in message
+            assert (ctx.is_open, ctx.ref_count) == (False, 0)
+        with pytest.raises(di.CircularDependencyError):
+            async with ctx:
+                pass  # pragma: no cover
+    assert (ctx.is_open, ctx.ref_count) == (False, 0)
+    # Every half-built client was closed, as after any failed initialize().
+    assert [c.log for c in clients] == [["initialize", "aclose"]] * 3
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("reentry", ["get_client", "async with", "close"])
+async def test_close_that_needs_its_own_context_is_a_cycle(
+    anyio_backend: str, reentry: str
+) -> None:
+    holder: list[di.ClientContext[Any]] = []
+    ctx = di.ClientContext(lambda conn, verify: NeedsItsOwnContext(holder, "aclose", reentry))
+    holder.append(ctx)
+    with anyio.fail_after(TIMEOUT):
+        with pytest.raises(di.CircularDependencyError, match="re-entered itself while closing"):
+            async with ctx as client:
+                pass
+        # A failing close leaves it closed, as for any close error.
+        assert (ctx.is_open, ctx.ref_count) == (False, 0)
+        assert client.log == ["initialize", "aclose"]
 
 
 # -- close ---------------------------------------------------------------------------

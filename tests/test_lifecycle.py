@@ -10,6 +10,7 @@ import threading
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
+from unittest.mock import AsyncMock
 
 import anyio
 import pytest
@@ -19,6 +20,14 @@ import di
 from di.lifecycle import ResourceOpenError
 
 TIMEOUT = 15.0
+# How long a thread waits for the event loop before the test calls the loop
+# blocked; only reached when it is.
+BLOCKED = 5.0
+
+
+@pytest.fixture(params=["asyncio", "trio"])
+def anyio_backend(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
 
 
 class Res:
@@ -294,6 +303,56 @@ def test_awaitable_resource_from_sync_open_is_not_awaited() -> None:
             assert r is thing
 
     arun(main())
+
+
+@pytest.mark.anyio
+async def test_a_coroutine_from_a_plain_close_is_awaited_by_async_with(anyio_backend: str) -> None:
+    t = Tracker()
+    rc = di.RefCounted(t.open, lambda r: t.aclose(r))
+    assert not rc.is_async  # both are plain functions; only the result is a coroutine
+    with anyio.fail_after(TIMEOUT):
+        async with rc as first:
+            pass
+        assert (rc.is_open, first.closes) == (False, 1)
+        async with rc as second:
+            await rc.aclose(force=True)
+            assert (rc.is_open, second.closes) == (False, 1)
+    t.assert_balanced()
+
+
+@pytest.mark.anyio
+async def test_a_coroutine_from_a_plain_open_is_awaited_by_async_with(anyio_backend: str) -> None:
+    t = Tracker()
+    rc = di.RefCounted(lambda: t.aopen(), t.close)
+    with anyio.fail_after(TIMEOUT):
+        async with rc as res:
+            assert isinstance(res, Res) and rc.ref_count == 1
+    assert (rc.is_open, res.closes) == (False, 1)
+    t.assert_balanced()
+
+
+def test_a_coroutine_from_a_plain_close_is_a_clear_error_from_sync_code() -> None:
+    t = Tracker()
+    rc = di.RefCounted(t.open, lambda r: t.aclose(r))
+    with pytest.raises(di.AsyncProviderError, match=r"close of .* returned a coroutine"), rc:
+        pass
+    assert (rc.ref_count, rc.is_open) == (0, False)
+
+
+@pytest.mark.anyio
+async def test_asyncmock_open_and_close_are_async(anyio_backend: str) -> None:
+    res = Res(0)
+    opener, closer = AsyncMock(return_value=res), AsyncMock()
+    rc = di.RefCounted(opener, closer)
+    assert rc.is_async
+    with pytest.raises(di.AsyncProviderError, match="use `async with` instead of `with`"):
+        rc.__enter__()
+    with anyio.fail_after(TIMEOUT):
+        async with rc as got:
+            assert got is res
+    opener.assert_awaited_once_with()
+    closer.assert_awaited_once_with(res)
+    assert (rc.ref_count, rc.is_open) == (0, False)
 
 
 # -- failing open ------------------------------------------------------------
@@ -602,6 +661,131 @@ def test_failing_explicit_close_async() -> None:
         assert (rc.ref_count, rc.is_open) == (0, False)
 
     arun(main())
+    t.assert_balanced()
+
+
+# -- re-entry --------------------------------------------------------------------
+
+
+@pytest.mark.anyio
+async def test_async_open_that_enters_its_own_resource_is_a_cycle(anyio_backend: str) -> None:
+    t = Tracker()
+
+    async def open_() -> Res:
+        async with rc:
+            raise AssertionError("entered itself")  # pragma: no cover
+        return t.open()  # pragma: no cover
+
+    rc = di.RefCounted(open_, t.aclose, name="the pool")
+    with anyio.fail_after(TIMEOUT):
+        for _ in range(2):  # the same error every time: no retry can help
+            with pytest.raises(di.CircularDependencyError) as info:
+                async with rc:
+                    pass  # pragma: no cover
+            assert not isinstance(info.value, ResourceOpenError)
+            message = str(info.value)
+            assert "the pool re-entered itself while opening" in message
+            assert "already holding" not in message and info.value.__cause__ is None
+            assert (rc.ref_count, rc.is_open) == (0, False)
+    assert t.opened == []
+
+
+@pytest.mark.parametrize("runner", ["thread", "asyncio", "trio"])
+@pytest.mark.parametrize(
+    ("during", "reentry"),
+    [("open", "with"), ("open", "close"), ("close", "with"), ("close", "close")],
+)
+def test_plain_open_or_close_that_enters_its_own_resource_is_a_cycle(
+    during: str, reentry: str, runner: str
+) -> None:
+    """A sync `with` or `close()` from inside a plain open or close of the
+    same resource, whether the outer transition came from `with` (a thread)
+    or from `async with` (a task of asyncio or trio)."""
+    t = Tracker()
+
+    def reenter() -> None:
+        if reentry == "with":
+            with rc:
+                raise AssertionError("entered itself")  # pragma: no cover
+        else:
+            rc.close()
+
+    def open_() -> Res:
+        if during == "open":
+            reenter()
+        return t.open()
+
+    def close(res: Res) -> None:
+        t.close(res)
+        if during == "close":
+            reenter()
+
+    rc = di.RefCounted(open_, close, name="the pool")
+    doing = "opening" if during == "open" else "closing"
+
+    def check(info: pytest.ExceptionInfo[di.CircularDependencyError]) -> None:
+        assert f"the pool re-entered itself while {doing}" in str(info.value)
+        assert not isinstance(info.value, ResourceOpenError)
+        # A failed open leaves it closed; a failed close too, as for any close error.
+        assert (rc.ref_count, rc.is_open) == (0, False)
+
+    def in_thread(_: int) -> None:
+        with pytest.raises(di.CircularDependencyError) as info, rc:
+            pass
+        check(info)
+
+    async def in_task() -> None:
+        with pytest.raises(di.CircularDependencyError) as info:
+            async with rc:
+                pass
+        check(info)
+
+    async def in_trio() -> None:
+        with trio.fail_after(TIMEOUT):
+            await in_task()
+
+    if runner == "thread":
+        run_threads(in_thread, 1)
+    elif runner == "asyncio":
+        arun(in_task())
+    else:
+        trio.run(in_trio)
+    if during == "open":
+        assert t.opened == []
+    else:
+        t.assert_balanced()
+        assert len(t.opened) == 1
+
+
+@pytest.mark.parametrize("loop", ["asyncio", "trio"])
+def test_open_running_an_event_loop_that_enters_its_own_resource_is_a_cycle(loop: str) -> None:
+    """A sync open that runs an event loop of its own, in which a task enters
+    the resource being opened: that task can never get the transition lock."""
+    t = Tracker()
+
+    async def enter() -> None:
+        async with rc:
+            raise AssertionError("entered itself")  # pragma: no cover
+
+    async def enter_in_trio() -> None:
+        with trio.fail_after(TIMEOUT):
+            await enter()
+
+    def open_() -> Res:
+        with pytest.raises(di.CircularDependencyError, match="the pool re-entered itself"):
+            if loop == "asyncio":
+                arun(enter())
+            else:
+                trio.run(enter_in_trio)
+        return t.open()
+
+    rc = di.RefCounted(open_, t.close, name="the pool")
+
+    def use(_: int) -> None:
+        with rc as res:
+            assert res.n == 0 and rc.ref_count == 1
+
+    run_threads(use, 1)
     t.assert_balanced()
 
 
@@ -924,6 +1108,118 @@ def test_trio_mixes_sync_and_async_users_of_a_sync_rc() -> None:
 
     trio.run(main)
     assert rc.ref_count == 0
+    t.assert_balanced()
+
+
+@pytest.mark.anyio
+async def test_async_with_waits_for_another_threads_sync_open_without_blocking_the_loop(
+    anyio_backend: str,
+) -> None:
+    """A thread is in a sync open that needs the event loop to go on; an
+    `async with` that arrives meanwhile must let the loop run while it waits."""
+    t = Tracker()
+    opening, release, inside = threading.Event(), threading.Event(), threading.Event()
+    opens = 0
+
+    def open_() -> Res:
+        nonlocal opens
+        opens += 1
+        if opens == 1:
+            opening.set()
+            assert release.wait(BLOCKED), "the event loop was blocked"
+        return t.open()
+
+    rc = di.RefCounted(open_, t.close)
+    thread_error: list[BaseException] = []
+
+    def holder() -> None:
+        try:
+            with rc as res:
+                assert res.n == 0
+                assert inside.wait(TIMEOUT)  # both hold it at once
+        except BaseException as exc:
+            thread_error.append(exc)
+
+    thread = threading.Thread(target=holder, daemon=True)
+    thread.start()
+    with anyio.fail_after(TIMEOUT):
+        assert await anyio.to_thread.run_sync(opening.wait, TIMEOUT)
+        about_to_enter = anyio.Event()
+        got: list[Res] = []
+
+        async def enter() -> None:
+            about_to_enter.set()
+            # From here to the lock wait nothing yields: the test body resumes
+            # only once this task waits for the thread's open (or never, if the
+            # wait blocks the loop).
+            async with rc as res:
+                got.append(res)
+                inside.set()
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(enter)
+            await about_to_enter.wait()
+            release.set()
+        await anyio.to_thread.run_sync(thread.join, TIMEOUT)
+    assert not thread.is_alive() and thread_error == []
+    assert opens == 1 and got == t.opened
+    assert (rc.ref_count, rc.is_open) == (0, False)
+    t.assert_balanced()
+
+
+@pytest.mark.anyio
+async def test_sync_with_in_the_loop_thread_cannot_wait_for_a_task_of_it(
+    anyio_backend: str,
+) -> None:
+    """Another thread hands the transition lock to an `async with` of this
+    thread that has not run yet; a sync `with` (or close()) of this thread
+    that needs the lock then cannot wait for it: a clear error, no deadlock."""
+    t = Tracker()
+    closing, release = threading.Event(), threading.Event()
+
+    def close(res: Res) -> None:
+        closing.set()
+        assert release.wait(BLOCKED), "the event loop was blocked"
+        t.close(res)
+
+    rc = di.RefCounted(t.open, close)
+    thread_error: list[BaseException] = []
+
+    def user() -> None:
+        try:
+            with rc:
+                pass
+        except BaseException as exc:
+            thread_error.append(exc)
+
+    thread = threading.Thread(target=user, daemon=True)
+    thread.start()
+    with anyio.fail_after(TIMEOUT):
+        assert await anyio.to_thread.run_sync(closing.wait, TIMEOUT)
+        about_to_enter = anyio.Event()
+        got: list[Res] = []
+
+        async def enter() -> None:
+            about_to_enter.set()
+            async with rc as res:  # waits for the thread's close
+                got.append(res)
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(enter)
+            await about_to_enter.wait()
+            release.set()
+            # Block the loop on purpose: the thread's close ends and hands the
+            # lock to `enter`, which cannot run before this body yields.
+            thread.join(TIMEOUT)
+            assert not thread.is_alive() and thread_error == []
+            assert got == [] and not rc.is_open
+            with pytest.raises(di.AsyncProviderError, match="another task of this thread"), rc:
+                pass  # pragma: no cover
+            with pytest.raises(di.AsyncProviderError, match="another task of this thread"):
+                rc.close()
+            assert (rc.ref_count, rc.is_open) == (0, False)
+        assert got == [t.opened[1]]
+    assert (rc.ref_count, rc.is_open) == (0, False)
     t.assert_balanced()
 
 
