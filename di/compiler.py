@@ -461,19 +461,33 @@ class Compiler:
         if self._needs_cp(key):
             fn.lines.append(f"{pad}if cp is _root: cp = _sget(_root)")
         exits = self._needs_exits(key)
-        if exits:
-            k = fn.const(key, "K")
-            fn.lines += [f"{pad}ex = cp._exits", f"{pad}if ex is None: raise _closed(cp, {k})"]
-        expr = self._emit_creation(fn, key, "cp", "ex", is_async, pad)
-        if exits:
-            late = "await _alate" if is_async else "_late"
-            fn.lines += [
-                f"{pad}v = {expr}",
-                f"{pad}if cp._exits is not ex: {late}(cp, ex, {k})",
-                f"{pad}return v",
-            ]
-        else:
+        if not exits:  # the common transient: nothing to unwind, one expression
+            expr = self._emit_creation(fn, key, "cp", "ex", is_async, pad)
             fn.lines.append(f"{pad}return {expr}")
+            return self._compile(fn, "plan")  # type: ignore[no-any-return]
+        k = fn.const(key, "K")
+        fn.lines += [
+            f"{pad}ex = cp._exits",
+            f"{pad}if ex is None: raise _closed(cp, {k})",
+            # On 3.11+ this try costs the success path one NOP and no jump
+            # (the success tail is its `else`).
+            f"{pad}try:",
+        ]
+        expr = self._emit_creation(fn, key, "cp", "ex", is_async, pad + "    ")
+        late = "await _alate" if is_async else "_late"
+        fn.lines += [
+            f"{pad}    v = {expr}",
+            # Torn down meanwhile (a forced shutdown while a holder was
+            # creating) and the creation failed: what it pushed onto the dead
+            # list is unwound now, as on success (nobody else would), and the
+            # caller is told the checkpoint closed, as by _first_use.
+            f"{pad}except BaseException:",
+            f"{pad}    if ex and cp._exits is not ex: {late}(cp, ex, {k})",
+            f"{pad}    raise",
+            f"{pad}else:",
+            f"{pad}    if cp._exits is not ex: {late}(cp, ex, {k})",
+            f"{pad}    return v",
+        ]
         return self._compile(fn, "plan")  # type: ignore[no-any-return]
 
     def _sync_transient(self, key: Any) -> Plan:
@@ -562,6 +576,9 @@ class Compiler:
             "    except BaseException:",
             f"        _pop(c, {pk}, None)",
             f"        if _waiters: _wake(c, {pk})",
+            # Torn down meanwhile and the creation failed: the same unwinding.
+            # (An empty list: nothing pushed, or the line above already ran.)
+            f"        if ex and c._exits is not ex: {late}(c, ex, {k})",
             "        raise",
             f"    if _waiters: _wake(c, {pk})",
             "    return v",
@@ -596,7 +613,9 @@ class Compiler:
         lock = self._lock(key)
         container = self.container
         enter = container._enter_lifecycle
-        built = container._generation  # `make` is compiled for this graph
+        # `make` is compiled for this graph and open state (both read under
+        # the override lock, as every change to them is made).
+        built, opened = container._generation, container._closes
 
         def plan(cp: Any) -> Any:
             # Made already: no lock. (Resolved from a scope, a singleton
@@ -622,21 +641,31 @@ class Compiler:
                 value = dict.get(root, key, _M)
                 if value is not _M:
                     return value
-                # The singleton's own teardowns (its inlined transients, itself)
-                # gather here: a failed creation unwinds them at once, like a
-                # failed `with`, and a good one hands them to the root, LIFO.
-                exits: list[Any] = []
                 closes, generation, began = container._closes, container._generation, root._exits
-                try:
-                    value = enter(make(root, exits), exits)
-                except BaseException as exc:
-                    unwind(exits, exc)
-                    raise
-                if not self._keep(key, value, exits, closes, min(generation, built), began):
-                    self._late(root, exits, key)
-                return value
+                # Both compared: a close bumps `_closes`, then `_generation`,
+                # and these reads may fall in between.
+                if generation == built and closes == opened:
+                    # The singleton's own teardowns (its inlined transients,
+                    # itself) gather here: a failed creation unwinds them at
+                    # once, like a failed `with`, and a good one hands them to
+                    # the root, LIFO.
+                    exits: list[Any] = []
+                    try:
+                        value = enter(make(root, exits), exits)
+                    except BaseException as exc:
+                        unwind(exits, exc)
+                        raise
+                    if not self._keep(key, value, exits, closes, generation, began):
+                        self._late(root, exits, key)
+                    return value
             finally:
                 lock.green_release()
+            # Plans and singletons were dropped while this call waited for the
+            # lock (an override began or ended, or the container closed):
+            # `make` may be compiled for a graph no longer in force, or have
+            # singletons of a closed open state baked in. The current plan
+            # makes it (only creation gets here: no cost once it exists).
+            return container._plan(key)(cp)
 
         return plan
 
@@ -646,7 +675,7 @@ class Compiler:
         lock = self._lock(key)
         container = self.container
         aenter = container._aenter_lifecycle
-        built = container._generation
+        built, opened = container._generation, container._closes
 
         async def plan(cp: Any) -> Any:
             value = dict.get(root, key, _M)
@@ -661,16 +690,19 @@ class Compiler:
                 value = dict.get(root, key, _M)
                 if value is not _M:
                     return value
-                exits: list[Any] = []
                 closes, generation, began = container._closes, container._generation, root._exits
-                try:
-                    value = await aenter(await make(root, exits), exits)
-                except BaseException as exc:
-                    await aunwind(exits, exc)
-                    raise
-                if not self._keep(key, value, exits, closes, min(generation, built), began):
-                    await self._alate(root, exits, key)
-                return value
+                if generation == built and closes == opened:
+                    exits: list[Any] = []
+                    try:
+                        value = await aenter(await make(root, exits), exits)
+                    except BaseException as exc:
+                        await aunwind(exits, exc)
+                        raise
+                    if not self._keep(key, value, exits, closes, generation, began):
+                        await self._alate(root, exits, key)
+                    return value
+            # Out of date, as in _singleton_plan: the current plan makes it.
+            return await container._aplan(key)(cp)
 
         return plan
 
@@ -752,10 +784,11 @@ class Compiler:
         """Hand a new singleton's exits to the root and cache it, atomically with
         overrides and closes (both change these under the same lock). False if
         the container closed meanwhile: nothing would tear it down. If an
-        override of the key or of what it needs began or ended meanwhile (or
-        since its plan was compiled), the value may be built on a provider no
-        longer in force: its caller gets it, its teardown is the root's, and
-        the container does not keep it."""
+        override of the key or of what it needs began or ended meanwhile, the
+        value may be built on a provider no longer in force: its caller gets
+        it, its teardown is the root's, and the container does not keep it.
+        (A plan already out of date when its creation begins never gets here:
+        it hands over to the current plan.)"""
         container, root = self.container, self.container._root
         with container._override_lock:
             if container._closes != closes or root._exits is not began or began is None:

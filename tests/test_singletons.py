@@ -7,9 +7,10 @@ test asserts that no thread is still alive, so a deadlock fails instead of
 hanging."""
 
 import asyncio
+import sys
 import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import pytest
@@ -881,3 +882,249 @@ def test_a_sync_resolve_in_an_event_loop_refuses_to_wait_for_a_task_of_that_loop
     worker.join(10)
     assert not worker.is_alive(), "the event loop hung in a sync resolve"
     assert outcome == [True]
+
+
+# ------------------------------------- waiters whose plan went stale meanwhile
+
+
+class Flavour:
+    def __init__(self, name: str = "real") -> None:
+        self.name = name
+
+
+class Flavoured:
+    def __init__(self, flavour: Flavour) -> None:
+        self.flavour = flavour
+
+
+def _signal_at_lock(reached: threading.Event) -> None:
+    """White-box, for ordering only: set ``reached`` when the calling thread
+    first calls a lock's ``green_acquire``, i.e. a resolve has found the
+    singleton missing and is about to wait for its creator. Nothing else
+    changes; the hook removes itself."""
+
+    def hook(frame: Any, kind: str, arg: Any) -> None:
+        if kind == "call" and frame.f_code.co_name == "green_acquire":
+            sys.setprofile(None)
+            reached.set()
+
+    sys.setprofile(hook)
+
+
+def test_thread_waiting_on_a_singleton_as_an_override_ends_builds_the_restored_graph() -> None:
+    """Thread A is making Flavoured under an override of Flavour; thread B
+    already waits for it. The override ends, then A finishes: A's instance is
+    built on the fake, goes to A, and is not kept. B, taking the lock after the
+    override ended, must build from the restored graph (the real Flavour) and
+    that instance is the one kept, not another copy built on the ended fake."""
+    made: list[str] = []
+    inside, finish = threading.Event(), threading.Event()
+    reg = di.Registry()
+    reg.register(Flavour, Flavour, singleton=True)
+
+    @reg.provider(singleton=True)
+    def flavoured(flavour: Flavour) -> Flavoured:
+        made.append(flavour.name)
+        if flavour.name == "fake":
+            inside.set()
+            assert finish.wait(10)
+        return Flavoured(flavour)
+
+    c = di.Container(reg)
+    got: dict[str, Flavoured] = {}
+    waiting = threading.Event()
+
+    def creator() -> None:
+        got["creator"] = c.resolve(Flavoured)
+
+    def waiter() -> None:
+        _signal_at_lock(waiting)
+        got["waiter"] = c.resolve(Flavoured)
+
+    with c:
+        with c.override(Flavour, Flavour("fake")):
+            a = threading.Thread(target=creator, daemon=True)
+            a.start()
+            assert inside.wait(10)
+            b = threading.Thread(target=waiter, daemon=True)
+            b.start()
+            assert waiting.wait(10)  # B has the plan of the overridden graph
+        finish.set()
+        a.join(10)
+        b.join(10)
+        assert not a.is_alive() and not b.is_alive(), "deadlock?"
+        assert made == ["fake", "real"]
+        assert got["creator"].flavour.name == "fake"  # made across the override: A's alone
+        assert got["waiter"].flavour.name == "real"
+        assert c.resolve(Flavoured) is got["waiter"]  # kept: made once for the restored graph
+
+
+@pytest.mark.anyio
+async def test_task_waiting_on_a_singleton_as_an_override_ends_builds_the_restored_graph() -> None:
+    """The aresolve twin: task B waits for Flavoured while task A makes it
+    under an override of Flavour that then ends."""
+    import anyio
+
+    made: list[str] = []
+    inside, finish = anyio.Event(), anyio.Event()
+    reg = di.Registry()
+    reg.register(Flavour, Flavour, singleton=True)
+
+    @reg.provider(singleton=True)
+    async def flavoured(flavour: Flavour) -> Flavoured:
+        made.append(flavour.name)
+        if flavour.name == "fake":
+            inside.set()
+            await finish.wait()
+        return Flavoured(flavour)
+
+    c = di.Container(reg)
+    got: dict[str, Flavoured] = {}
+
+    async def resolve(who: str) -> None:
+        got[who] = await c.aresolve(Flavoured)
+
+    async with c:
+        with anyio.fail_after(10):
+            async with anyio.create_task_group() as tg:
+                with c.override(Flavour, Flavour("fake")):
+                    tg.start_soon(resolve, "creator")
+                    await inside.wait()
+                    tg.start_soon(resolve, "waiter")
+                    for _ in range(5):
+                        await anyio.sleep(0)  # B queues up behind A's lock
+                finish.set()
+        assert made == ["fake", "real"]
+        assert got["creator"].flavour.name == "fake"
+        assert got["waiter"].flavour.name == "real"
+        assert await c.aresolve(Flavoured) is got["waiter"]
+
+
+class Pooled:
+    def __init__(self) -> None:
+        self.closed = False
+
+
+class UsesPooled:
+    def __init__(self, pooled: Pooled) -> None:
+        self.pooled = pooled
+
+
+def test_thread_waiting_on_a_singleton_across_a_forced_close_builds_on_fresh_ones() -> None:
+    """Pooled exists, so UsesPooled's plan has it baked in. Thread A is making
+    UsesPooled, thread B waits for it, and close(force=True) tears Pooled down.
+    A's instance is refused (the container closed meanwhile); B, taking the
+    lock after the close, must build on a fresh Pooled, and the container must
+    keep that, not an instance holding the torn-down Pooled."""
+    log: list[str] = []
+    inside, finish = threading.Event(), threading.Event()
+    reg = di.Registry()
+
+    @reg.provider(singleton=True)
+    def pooled() -> Iterator[Pooled]:
+        p = Pooled()
+        log.append("pooled open")
+        yield p
+        p.closed = True
+        log.append("pooled closed")
+
+    calls: list[None] = []
+
+    @reg.provider(singleton=True)
+    def uses_pooled(pooled: Pooled) -> UsesPooled:
+        calls.append(None)
+        if len(calls) == 1:
+            inside.set()
+            assert finish.wait(10)
+        return UsesPooled(pooled)
+
+    c = di.Container(reg)
+    got: dict[str, Any] = {}
+    waiting = threading.Event()
+
+    def run(who: str) -> None:
+        if who == "waiter":
+            _signal_at_lock(waiting)
+        try:
+            got[who] = c.resolve(UsesPooled)
+        except di.DIError as exc:
+            got[who] = exc
+
+    with c:
+        first = c.resolve(Pooled)
+        a = threading.Thread(target=run, args=("creator",), daemon=True)
+        a.start()
+        assert inside.wait(10)
+        b = threading.Thread(target=run, args=("waiter",), daemon=True)
+        b.start()
+        assert waiting.wait(10)
+        c.close(force=True)
+        assert first.closed
+        finish.set()
+        a.join(10)
+        b.join(10)
+        assert not a.is_alive() and not b.is_alive(), "deadlock?"
+        assert isinstance(got["creator"], di.CheckpointClosedError)
+        made = got["waiter"]
+        assert isinstance(made, UsesPooled)
+        assert not made.pooled.closed and made.pooled is not first
+        assert c.resolve(UsesPooled) is made
+        assert c.resolve(Pooled) is made.pooled
+    assert log == ["pooled open", "pooled closed", "pooled open", "pooled closed"]
+
+
+@pytest.mark.anyio
+async def test_task_waiting_on_a_singleton_across_a_forced_close_builds_on_fresh_ones() -> None:
+    """The aresolve twin, closed by aclose(force=True)."""
+    import anyio
+
+    log: list[str] = []
+    inside, finish = anyio.Event(), anyio.Event()
+    reg = di.Registry()
+
+    @reg.provider(singleton=True)
+    def pooled() -> Iterator[Pooled]:
+        p = Pooled()
+        log.append("pooled open")
+        yield p
+        p.closed = True
+        log.append("pooled closed")
+
+    calls: list[None] = []
+
+    @reg.provider(singleton=True)
+    async def uses_pooled(pooled: Pooled) -> UsesPooled:
+        calls.append(None)
+        if len(calls) == 1:
+            inside.set()
+            await finish.wait()
+        return UsesPooled(pooled)
+
+    c = di.Container(reg)
+    got: dict[str, Any] = {}
+
+    async def resolve(who: str) -> None:
+        try:
+            got[who] = await c.aresolve(UsesPooled)
+        except di.DIError as exc:
+            got[who] = exc
+
+    async with c:
+        first = await c.aresolve(Pooled)
+        with anyio.fail_after(10):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(resolve, "creator")
+                await inside.wait()
+                tg.start_soon(resolve, "waiter")
+                for _ in range(5):
+                    await anyio.sleep(0)  # B queues up behind A's lock
+                await c.aclose(force=True)
+                assert first.closed
+                finish.set()
+        assert isinstance(got["creator"], di.CheckpointClosedError)
+        made = got["waiter"]
+        assert isinstance(made, UsesPooled)
+        assert not made.pooled.closed and made.pooled is not first
+        assert await c.aresolve(UsesPooled) is made
+        assert await c.aresolve(Pooled) is made.pooled
+    assert log == ["pooled open", "pooled closed", "pooled open", "pooled closed"]
