@@ -55,6 +55,10 @@ def active_container() -> Container | None:
     return None if head is None else head[0]
 
 
+# How often a close looks again for holders, and an exit for the close it
+# found under way (only while one is).
+_POLL: Final = 0.005
+
 # What a singleton provider may return for the container to enter and release.
 _LIFECYCLES: Final = (RefCounted, ClientContext)
 
@@ -92,6 +96,7 @@ class Container:
         "_aplans",
         "_base",
         "_closes",
+        "_closing",
         "_compiler",
         "_count_lock",
         "_dropped",
@@ -110,6 +115,7 @@ class Container:
         "_root",
         "_storage",
         "_sync",
+        "_teardown",
         "_waiters",
         "shutdown_timeout",
     )
@@ -161,7 +167,14 @@ class Container:
         self._dropped: dict[Any, int] = {}
         self._count_lock = threading.Lock()
         self._open = False
+        # Serialises closes (a close holds it from its decision to its end).
         self._lifecycle_lock = aiologic.Lock()
+        # Under the count lock: a close has found the container unreferenced
+        # and will look again before it tears down (an exit that drops the
+        # last reference meanwhile leaves the closing to it), and, while a
+        # close tears down, the event it sets when done (enters wait for it).
+        self._closing = False
+        self._teardown: aiologic.Event | None = None
         self._fill_values()
         # The hot path: C-level dict lookups, no Python frame for a cache hit.
         self.__dict__["resolve"] = self._root.__getitem__
@@ -301,9 +314,10 @@ class Container:
 
     async def _aenter_lifecycle(self, value: Any, exits: list[Any]) -> Any:
         if isinstance(value, RefCounted) and not value.is_async:
-            # Entered (and later left) synchronously, so a sync close of the
-            # container can release it.
-            value.__enter__()
+            # Entered without blocking the loop (another thread may be opening
+            # it, and that open may need this loop), and left synchronously,
+            # so a sync close of the container can release it.
+            await value.__aenter__()
             exits.append(value.__exit__)
         elif isinstance(value, _LIFECYCLES):
             await value.__aenter__()
@@ -422,19 +436,33 @@ class Container:
     def _reset_entered(token: contextvars.Token[tuple[Container, Any, Any] | None]) -> None:
         _entered.reset(token)
 
-    # Enters count under the lifecycle lock, so an enter that arrives while
-    # the container closes waits for the close to finish. Exits drop their
-    # reference first, under a plain threading lock, and only then wait for
-    # the lifecycle lock to close: a cancelled async exit cannot keep its
-    # reference (RefCounted does the same).
+    # The lifecycle lock serialises closes; a close holds it from its decision
+    # to its end. Enters do not take it: they count under the plain count lock
+    # and wait only while a close is tearing down (``_teardown``, an event set
+    # when it is done), so a holder that enters the container while a close
+    # waits for it gets in, and the close, finding the reference when it is
+    # done waiting, defers to that block's last exit. Exits drop their
+    # reference first, under the count lock (a cancelled async exit cannot
+    # keep its reference; RefCounted does the same), then take the lifecycle
+    # lock to close; an exit finding it taken by a close that has committed
+    # (``_closing``: it counts the references again before tearing down)
+    # leaves the closing to it, and never waits for a close that may be
+    # waiting for this very exit's holder.
 
-    def _count_in(self) -> None:
+    def _count_in(self) -> aiologic.Event | None:
+        """Take a reference; or, while a close tears down, the event it sets
+        when done (nothing is taken then: wait for it and try again)."""
         with self._count_lock:
-            self._refs += 1
-            self._open = True
+            done = self._teardown
+            if done is None:
+                self._refs += 1
+                self._open = True
+            return done
 
-    def _release(self) -> bool:
-        """Drop a reference; True when it was the last."""
+    def _release(self) -> int | None:
+        """Drop a reference. When it was the last and no committed close will
+        count again, the close count now (to close unless a close came
+        first); else None."""
         with self._count_lock:
             if self._refs <= 0:
                 raise RuntimeError(
@@ -442,39 +470,73 @@ class Container:
                     "exit must pair with one `with container` / `async with container`"
                 )
             self._refs -= 1
-            return self._refs == 0
+            return self._closes if self._refs == 0 and not self._closing else None
 
-    @contextmanager
-    def _green_lock(self, what: str) -> Iterator[None]:
+    def _busy(self, what: str) -> ScopeError:
+        """Why ``what`` cannot wait for the close that holds the lifecycle
+        lock: aiologic refuses with a bare RuntimeError."""
         lock = self._lifecycle_lock
-        try:
-            lock.green_acquire()
-        except RuntimeError as exc:
+        if lock.green_owned():
+            closer = "thread"
+        elif (
+            aiologic.lowlevel.current_async_library(failsafe=True) is not None
+            and lock.async_owned()
+        ):
+            closer = "task"
+        else:
             # A thread cannot block on a lock that a task of its own event
             # loop holds: that task could never run to release it. The only
-            # such holder is an async close (async enters and non-closing exits
-            # never yield while holding it). aiologic refuses with a bare
-            # RuntimeError; say what happened and what to do instead.
-            raise ScopeError(
+            # such holder is an async close.
+            return ScopeError(
                 f"{what} cannot wait here: an async close of this container (aclose(), or "
                 f"the last `async with container` exit) is in progress in this thread's "
                 f"event loop, and waiting for it would block that loop for ever; use the "
                 f"async form (`async with container`, `await container.aclose()`) in async code"
-            ) from exc
+            )
+        # This very thread or task holds it: a teardown that the container's
+        # own close is running wants the container again.
+        return ScopeError(
+            f"{what} was called from a teardown that this container's own close is running "
+            f"(in this same {closer}): the container is being closed, and it cannot be entered "
+            f"or closed again from inside that close; resolve what the teardown needs before "
+            f"the container closes, and do not enter or close the container in teardowns"
+        )
+
+    def _green_acquire(self, what: str) -> None:
         try:
-            yield
-        finally:
-            lock.green_release()
+            self._lifecycle_lock.green_acquire()
+        except RuntimeError:
+            raise self._busy(what) from None
+
+    async def _async_acquire(self, what: str) -> None:
+        lock = self._lifecycle_lock
+        try:
+            await lock.async_acquire()
+        except RuntimeError:
+            if lock.async_owned():
+                raise self._busy(what) from None
+            raise
 
     def __enter__(self) -> Container:
-        with self._green_lock("`with container`"):
-            self._count_in()
+        while (done := self._count_in()) is not None:
+            # A close is tearing down: wait for it, unless it is this thread's
+            # own (or a task of this thread's event loop holds its lock).
+            lock = self._lifecycle_lock
+            try:
+                if lock.green_acquire(blocking=False):  # it has just finished
+                    lock.green_release()
+                    continue
+            except RuntimeError:
+                raise self._busy("`with container`") from None
+            done.wait()
         self._push_entered()
         return self
 
     async def __aenter__(self) -> Container:
-        async with self._lifecycle_lock:
-            self._count_in()
+        while (done := self._count_in()) is not None:
+            if self._lifecycle_lock.async_owned():  # this task's own close
+                raise self._busy("`async with container`")
+            await done
         self._push_entered()
         return self
 
@@ -497,6 +559,18 @@ class Container:
                     f"current in this task or thread; exit the scope first (scopes nest "
                     f"inside the container's block)"
                 )
+
+    def _refuse_close_inside_a_scope(self, what: str) -> None:
+        # close() / aclose() has no block of its own, so any live checkpoint of
+        # ours current here would see the singletons it resolves through close
+        # under it (LIFO broken; a later resolve there would make them again).
+        current = self._storage.get(None)
+        if current is not None and current._exits is not None:
+            raise ScopeError(
+                f"{what} was called while {current!r} is current in this task or thread: "
+                f"closing would tear the singletons down under it; leave the scope (or the "
+                f"hold()) first, or pass force=True to tear it down before the singletons"
+            )
 
     def _pop_entered(self) -> None:
         head = _entered.get()
@@ -525,22 +599,26 @@ class Container:
     ) -> None:
         self._refuse_last_exit_inside_a_scope()
         self._pop_entered()
-        if self._release():
-            lock = self._lifecycle_lock
-            try:
-                lock.green_acquire()
-            except RuntimeError:
-                # A task of this thread's event loop holds the lock, and the
-                # only holder that can be seen from here is a close in
-                # progress (enters and non-closing exits never yield while
-                # holding it): it leaves the container closed, which is what
-                # this exit wanted. Waiting for it would deadlock the loop.
-                return
-            try:
-                if self._refs == 0:  # nobody entered while we waited
-                    self._close_now()
-            finally:
-                lock.green_release()
+        closes = self._release()
+        if closes is None:
+            return
+        lock = self._lifecycle_lock
+        try:
+            while not lock.green_acquire(timeout=_POLL):
+                if self._closing or self._closes != closes:
+                    return  # a close committed after our release, or closed
+        except RuntimeError:
+            # A task of this thread's event loop holds the lock (or this
+            # thread's own close, running a teardown that exits a block): the
+            # only holder is a close in progress, and it leaves the container
+            # closed, which is what this exit wanted. Waiting for it would
+            # deadlock the loop.
+            return
+        try:
+            if self._closes == closes:  # not closed meanwhile
+                self._close_now()  # unless a block entered meanwhile
+        finally:
+            lock.green_release()
 
     async def __aexit__(
         self,
@@ -550,7 +628,8 @@ class Container:
     ) -> None:
         self._refuse_last_exit_inside_a_scope()
         self._pop_entered()
-        if not self._release():
+        closes = self._release()
+        if closes is None:
             return
         lock = self._lifecycle_lock
         # A free lock is taken without a checkpoint: under trio, a block that
@@ -558,40 +637,93 @@ class Container:
         # wait for, its async teardowns run in the cancelled scope and see the
         # cancellation, as under AsyncExitStack; a cancelled wait for holders
         # finishes shielded, see _aclose_interrupted). Only an exit cancelled
-        # while another close or enter holds the lock leaves the container
-        # open, unreferenced, until the next exit or close().
+        # while another close holds the lock leaves the container open,
+        # unreferenced, until the next exit or close().
         if not await lock.async_acquire(blocking=False):
-            await lock.async_acquire()
+            while not await lock.async_acquire(timeout=_POLL):
+                if self._closing or self._closes != closes:
+                    return  # as in __exit__
         try:
-            if self._refs == 0:  # nobody entered while we waited
+            if self._closes == closes:
                 await self._aclose_now()
         finally:
             lock.async_release()
 
     def close(self, force: bool = False) -> None:
         """Close every singleton (LIFO) now; while ``with`` blocks still hold
-        the container, warn and defer to the last exit unless ``force``."""
-        with self._green_lock("close()"):
-            if self._deferred(force):
-                return
-            self._close_now()
+        the container, warn and defer to the last exit unless ``force``.
+
+        Refused (`ScopeError`) inside a live scope of this container, which
+        would outlive the singletons it uses; ``force=True`` there tears this
+        task's (thread's) own scopes down first, then the singletons."""
+        if self._deferred(force):
+            return
+        if not force:
+            self._refuse_close_inside_a_scope("close()")
+        self._green_acquire("close()")
+        try:
+            self._close_now(force, asked=True)
+        finally:
+            self._lifecycle_lock.green_release()
 
     async def aclose(self, force: bool = False) -> None:
         """Async twin of `close`, for async teardowns."""
-        async with self._lifecycle_lock:
-            if self._deferred(force):
-                return
-            await self._aclose_now()
+        if self._deferred(force):
+            return
+        if not force:
+            self._refuse_close_inside_a_scope("aclose()")
+        await self._async_acquire("aclose()")
+        try:
+            await self._aclose_now(force, asked=True)
+        finally:
+            self._lifecycle_lock.async_release()
 
     def _deferred(self, force: bool) -> bool:
         if self._refs > 0 and not force:
-            log.warning(
-                "close() asked while the container is held by %d block(s); it will close at "
-                "the last exit (pass force=True to close now)",
-                self._refs,
-            )
+            self._warn_deferred()
             return True
         return False
+
+    def _warn_deferred(self) -> None:
+        log.warning(
+            "close() asked while the container is held by %d block(s); it will close at "
+            "the last exit (pass force=True to close now)",
+            self._refs,
+        )
+
+    def _commit(self, force: bool, asked: bool) -> bool:
+        """About to close (lifecycle lock held): False if a block holds the
+        container and this close is not forced (its last exit closes); else
+        mark the close committed, so that an exit dropping the last reference
+        from now on leaves the closing to it."""
+        with self._count_lock:
+            deferred = bool(self._refs) and not force
+            if not deferred:
+                self._closing = True
+        if deferred and asked:
+            self._warn_deferred()
+        return not deferred
+
+    def _begin_teardown(self, force: bool, asked: bool) -> bool:
+        """Done waiting for holders (lifecycle lock held): tear down now, or,
+        if a block entered the container meanwhile and this close is not
+        forced, leave it to that block's last exit (False)."""
+        with self._count_lock:
+            self._closing = False
+            if self._refs and not force:
+                deferred = True
+            else:
+                deferred = False
+                self._teardown = aiologic.Event()  # enters wait for it from now on
+        if deferred and asked:
+            self._warn_deferred()
+        return not deferred
+
+    def _end_teardown(self) -> None:
+        with self._count_lock:
+            done, self._teardown = self._teardown, None
+        if done is not None:
+            done.set()
 
     def _stragglers(self) -> list[Checkpoint]:
         # Checkpoints current in *this* task are our own enclosing blocks:
@@ -603,12 +735,39 @@ class Container:
             cp = cp._parent
         return [cp for cp in list(self._live) if id(cp) not in own and cp._held()]
 
+    def _own_scopes(self) -> list[Checkpoint]:
+        """The live checkpoints of this task's (thread's) own chain, which a
+        forced close cannot wait for: it tears them down before the
+        singletons, with a warning."""
+        own: list[Checkpoint] = []
+        cp = self._storage.get(None)
+        while cp is not None and cp is not self._root:
+            if cp._exits is not None:
+                own.append(cp)
+            cp = cp._parent
+        for cp in own:
+            log.warning(
+                "shutdown: close(force=True) was called inside %r (current in this task or "
+                "thread); tearing it down before the singletons",
+                cp,
+            )
+        return own
+
+    def _log_wait(self, held: list[Checkpoint]) -> None:
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug(
+                "shutdown: waiting up to %.3gs (shutdown_timeout) for %d held checkpoint(s): %s",
+                self.shutdown_timeout,
+                len(held),
+                ", ".join(f"{cp!r} held by {cp.describe_holders()}" for cp in held),
+            )
+
     def _wait_for_holders(self, deadline: float) -> list[Checkpoint]:
         while True:
             left = self._stragglers()
             if not left or time.monotonic() >= deadline:
                 return left
-            time.sleep(0.005)
+            time.sleep(_POLL)
 
     def _warn_forced(self, cps: list[Checkpoint], interrupted: BaseException | None = None) -> None:
         for cp in cps:
@@ -629,55 +788,130 @@ class Container:
                     type(interrupted).__name__,
                 )
 
-    def _to_tear_down(self, stuck: list[Checkpoint]) -> list[Checkpoint]:
-        """The stuck checkpoints plus those nobody holds but that still wait
-        for (async) teardown, deepest first: LIFO across levels."""
+    def _to_tear_down(self, stuck: list[Checkpoint], own: list[Checkpoint]) -> list[Checkpoint]:
+        """The stuck checkpoints, the caller's own ones (a forced close), and
+        those nobody holds but that still wait for (async) teardown, deepest
+        first: LIFO across levels."""
         unheld = [cp for cp in list(self._live) if cp._exits is not None and not cp._held()]
-        return sorted(stuck + unheld, key=lambda cp: -cp._level)
+        doomed = dict.fromkeys(stuck + own + unheld)  # each once
+        return sorted(doomed, key=lambda cp: -cp._level)
 
-    def _close_now(self) -> None:
-        stuck = self._wait_for_holders(time.monotonic() + self.shutdown_timeout)
-        self._warn_forced(stuck)
-        doomed = self._to_tear_down(stuck)
-        root = self._root
-        pending = [cp for cp in doomed if cp._exits and needs_async(cp._exits)]
-        if pending or needs_async(root._exits or []):
-            raise AsyncProviderError(
-                "the container holds async teardown (async generator or async context manager "
-                "providers); close it with `async with container` or `await container.aclose()`"
-            )
-        failure: BaseException | None = None
-        for cp in doomed:  # all of them, as ExitStack runs every exit
-            try:
-                cp._teardown(None)
-            except BaseException as exc:
-                _chain(exc, failure)  # every error stays visible, the latest raised
-                failure = exc
-        exits = self._take_root_exits()
+    def _close_now(self, force: bool = False, asked: bool = False) -> None:
+        """Close, with the lifecycle lock held: wait for held checkpoints (a
+        block may enter meanwhile: then, unless forced, nothing closes), tear
+        the stuck and waiting ones down, then the singletons."""
+        if not self._commit(force, asked):
+            return
         try:
-            unwind(exits, None)
-        except BaseException as exc:
-            _chain(exc, failure)
+            own = self._own_scopes() if force else []
+            stuck = self._stragglers()
+            if stuck:
+                self._log_wait(stuck)
+                stuck = self._wait_for_holders(time.monotonic() + self.shutdown_timeout)
+        except BaseException:
+            with self._count_lock:
+                self._closing = False
             raise
+        if not self._begin_teardown(force, asked):
+            return
+        try:
+            self._warn_forced(stuck)
+            doomed = self._to_tear_down(stuck, own)
+            root = self._root
+            pending = [cp for cp in doomed if cp._exits and needs_async(cp._exits)]
+            if pending or needs_async(root._exits or []):
+                raise AsyncProviderError(
+                    "the container holds async teardown (async generator or async context "
+                    "manager providers); close it with `async with container` or `await "
+                    "container.aclose()`"
+                )
+            failure: BaseException | None = None
+            for cp in doomed:  # all of them, as ExitStack runs every exit
+                try:
+                    cp._teardown(None)
+                except BaseException as exc:
+                    _chain(exc, failure)  # every error stays visible, the latest raised
+                    failure = exc
+            failure = self._unwind_root(failure)
         finally:
-            self._reset_root()
+            self._end_teardown()
         if failure is not None:
             raise failure
 
-    async def _aclose_now(self) -> None:
-        deadline = time.monotonic() + self.shutdown_timeout
-        try:
-            while (left := self._stragglers()) and time.monotonic() < deadline:
-                await aiologic.lowlevel.async_sleep(0.005)
-        except BaseException as exc:
-            # Cancelled (or interrupted) while waiting for holders: the wait
-            # stays cancellable, but the close is not abandoned half-way.
-            await self._aclose_interrupted(exc)
-            raise
-        self._warn_forced(left)
-        await self._afinish(left)
+    def _unwind_root(self, failure: BaseException | None) -> BaseException | None:
+        """Unwind the root's exits (singletons, LIFO) and empty the root.
 
-    async def _aclose_interrupted(self, interrupted: BaseException) -> None:
+        Unwound in place, as ExitStack pops its callbacks: a singleton that a
+        teardown makes meanwhile hands its exits to this same list and is
+        unwound next. The root is reset only once the list is empty, under the
+        lock a singleton's hand-over takes; what arrived after the last pass
+        gets another."""
+        exits = self._root._exits
+        if exits is None:  # never, for the root (it is entered from the start)
+            exits = []
+        reset = False
+        try:
+            while not reset:
+                try:
+                    unwind(exits, None)
+                except BaseException as exc:
+                    _chain(exc, failure)
+                    failure = exc
+                reset = self._reset_root(exits)
+        finally:
+            if not reset:
+                self._reset_root()
+        return failure
+
+    async def _aunwind_root(self, failure: BaseException | None) -> BaseException | None:
+        """Async twin of `_unwind_root`."""
+        exits = self._root._exits
+        if exits is None:  # never, for the root (it is entered from the start)
+            exits = []
+        reset = False
+        try:
+            while not reset:
+                try:
+                    await aunwind(exits, None)
+                except BaseException as exc:
+                    _chain(exc, failure)
+                    failure = exc
+                reset = self._reset_root(exits)
+        finally:
+            if not reset:
+                self._reset_root()
+        return failure
+
+    async def _aclose_now(self, force: bool = False, asked: bool = False) -> None:
+        if not self._commit(force, asked):
+            return
+        own = self._own_scopes() if force else []
+        left = self._stragglers()
+        if left:
+            deadline = time.monotonic() + self.shutdown_timeout
+            self._log_wait(left)
+            try:
+                while (left := self._stragglers()) and time.monotonic() < deadline:
+                    await aiologic.lowlevel.async_sleep(_POLL)
+            except BaseException as exc:
+                # Cancelled (or interrupted) while waiting for holders: the wait
+                # stays cancellable, but the close is not abandoned half-way
+                # (unless a block entered meanwhile: then it is that block's).
+                if self._begin_teardown(force, asked):
+                    try:
+                        await self._aclose_interrupted(exc, own)
+                    finally:
+                        self._end_teardown()
+                raise
+        if not self._begin_teardown(force, asked):
+            return
+        try:
+            self._warn_forced(left)
+            await self._afinish(left, own)
+        finally:
+            self._end_teardown()
+
+    async def _aclose_interrupted(self, interrupted: BaseException, own: list[Checkpoint]) -> None:
         """Finish a close whose wait for holders was cancelled: tear down now
         what is still held (with the usual warning), then the singletons.
 
@@ -705,16 +939,16 @@ class Container:
                 # every await (asyncio backend too): shield with one of
                 # theirs, which also stays in this task.
                 with anyio.CancelScope(shield=True):
-                    await self._afinish_logged(stuck)
+                    await self._afinish_logged(stuck, own)
             elif aiologic.lowlevel.current_async_library(failsafe=True) == "asyncio":
                 # In this very task: teardowns may be bound to the task that
                 # opened them (anyio cancel scopes, asyncio.timeout), and the
                 # cancellation already delivered does not recur unless the
                 # task is cancelled again. (asyncio's shield would run them in
                 # a task of their own.)
-                await self._afinish_logged(stuck)
+                await self._afinish_logged(stuck, own)
             else:  # trio: a shielded cancel scope, in this task
-                await aiologic.lowlevel.shield(self._afinish_logged(stuck))
+                await aiologic.lowlevel.shield(self._afinish_logged(stuck, own))
         except BaseException as late:
             # A second cancellation that arrived meanwhile (asyncio's shield
             # re-raises it once the teardown is done): the first one is
@@ -725,45 +959,41 @@ class Container:
             if self._closes == closes:  # the shielded teardown never got to run
                 self._reset_root()
 
-    async def _afinish_logged(self, stuck: list[Checkpoint]) -> None:
+    async def _afinish_logged(self, stuck: list[Checkpoint], own: list[Checkpoint]) -> None:
         try:
-            await self._afinish(stuck)
+            await self._afinish(stuck, own)
         except Exception:
             log.exception(
                 "shutdown: a teardown failed while closing after an interrupted wait for "
                 "holders; the interruption propagates instead"
             )
 
-    async def _afinish(self, stuck: list[Checkpoint]) -> None:
-        """Tear down the stuck checkpoints and the unheld ones left waiting,
-        then the root's exits (singletons, LIFO), and empty the root."""
+    async def _afinish(self, stuck: list[Checkpoint], own: list[Checkpoint]) -> None:
+        """Tear down the stuck checkpoints, the caller's own (a forced close)
+        and the unheld ones left waiting, then the root's exits (singletons,
+        LIFO), and empty the root."""
         failure: BaseException | None = None
-        for cp in self._to_tear_down(stuck):
+        for cp in self._to_tear_down(stuck, own):
             try:
                 await cp._ateardown(None)
             except BaseException as exc:
                 _chain(exc, failure)
                 failure = exc
-        exits = self._take_root_exits()
-        try:
-            await aunwind(exits, None)
-        except BaseException as exc:
-            _chain(exc, failure)
-            raise
-        finally:
-            self._reset_root()
+        failure = await self._aunwind_root(failure)
         if failure is not None:
             raise failure
 
-    def _take_root_exits(self) -> list[Any]:
-        # Under the override lock: atomic with a new singleton's hand-over to
-        # the root (Compiler._keep), which checks the list it began with.
-        with self._override_lock:
-            exits, self._root._exits = self._root._exits, []
-        return exits or []
-
-    def _reset_root(self) -> None:
+    def _reset_root(self, unwound: list[Any] | None = None) -> bool:
+        """Empty the root: the container is closed. Given ``unwound`` (the
+        root's exit list a close has just unwound), only if nothing was handed
+        to it since: False then, to unwind again. The root then gets a fresh
+        list, so a creation begun before the reset finds it swapped and
+        unwinds what it made itself (``Compiler._keep`` / ``_late``)."""
         with self._override_lock:  # an override entering or ending sees all or nothing
+            if unwound is not None:
+                if unwound:
+                    return False
+                self._root._exits = []
             dropped = dict(self._root)  # freed outside the lock: finalizers may resolve
             dict.clear(self._root)
             # Plans may have baked in the singletons just dropped: compile afresh.
@@ -775,6 +1005,7 @@ class Container:
             self._root._async = False
             self._fill_values()
         del dropped
+        return True
 
 
 _ABSENT: Final = object()

@@ -1113,3 +1113,727 @@ async def test_aresolve_enters_an_async_refcounted_reached_as_a_dependency(
             assert all(h.conn is rc for h in handlers)
             assert (rc.is_open, rc.ref_count) == (True, 1)
     assert journal.events == ["conn open", "conn close"]
+
+
+# -- a failed creation in a checkpoint a forced shutdown tore down meanwhile ----
+
+
+class Entered:
+    pass
+
+
+class NeedsEntered:
+    def __init__(self, entered: Entered) -> None:
+        self.entered = entered  # pragma: no cover - its factory raises
+
+
+class CreationFailed(Exception):
+    pass
+
+
+@pytest.mark.parametrize("shape", ["scoped", "transient, generated", "transient, first use"])
+def test_failed_creation_in_a_request_torn_down_meanwhile_unwinds_what_it_entered(
+    shape: str,
+) -> None:
+    """A thread holding a request is inside the setup of Entered (a transient
+    generator) when the container's last exit gives up waiting and tears the
+    request down; then NeedsEntered's factory raises. Entered was pushed onto
+    the torn-down request's exit list, which nobody unwinds again: the failed
+    resolve unwinds it at once and says the request closed (the factory's
+    error as its context), whether the plan is generated or interpreted."""
+    log: list[str] = []
+    slow, in_setup, go = threading.Event(), threading.Event(), threading.Event()
+    reg = di.Registry()
+
+    @reg.provider()
+    def entered() -> Iterator[Entered]:
+        log.append("setup")
+        if slow.is_set():
+            in_setup.set()
+            assert go.wait(TIMEOUT)
+        yield Entered()
+        log.append("teardown")
+
+    @reg.provider(scope="request" if shape == "scoped" else None)
+    def needs_entered(entered: Entered) -> NeedsEntered:
+        raise CreationFailed
+
+    c = di.Container(reg, shutdown_timeout=0.05)
+    outcome: list[BaseException] = []
+
+    def held(scope: di.Checkpoint) -> None:
+        with scope.hold():
+            try:
+                scope.resolve(NeedsEntered)
+            except BaseException as exc:
+                outcome.append(exc)
+
+    with c:
+        if shape == "transient, generated":
+            # The first resolve is interpreted; the next one runs generated code.
+            with c.scope("request") as warm, pytest.raises(CreationFailed):
+                warm.resolve(NeedsEntered)
+            assert log == ["setup", "teardown"]
+            log.clear()
+        slow.set()
+        with c.scope("request") as scope:
+            worker = threading.Thread(target=held, args=(scope,), daemon=True)
+            worker.start()
+            assert in_setup.wait(TIMEOUT)
+    # The last exit waited shutdown_timeout for the holder, then tore it down.
+    assert scope.closed and not c.is_open
+    go.set()
+    worker.join(TIMEOUT)
+    assert not worker.is_alive()
+    assert log == ["setup", "teardown"]
+    assert len(outcome) == 1 and isinstance(outcome[0], di.CheckpointClosedError), outcome
+    assert isinstance(outcome[0].__context__, CreationFailed)
+
+
+@pytest.mark.parametrize("shape", ["scoped", "transient"])
+def test_failed_async_creation_in_a_request_torn_down_meanwhile_unwinds_what_it_entered(
+    shape: str,
+) -> None:
+    """The aresolve twin, with an async generator: a task holding the request
+    is inside Entered's setup when the container's last ``async with`` exit
+    tears the request down, then NeedsEntered's factory raises."""
+    log: list[str] = []
+    reg = di.Registry()
+    slow = False
+    in_setup: asyncio.Event
+    go: asyncio.Event
+
+    @reg.provider()
+    async def entered() -> AsyncIterator[Entered]:
+        log.append("setup")
+        if slow:
+            in_setup.set()
+            await go.wait()
+        yield Entered()
+        log.append("teardown")
+
+    @reg.provider(scope="request" if shape == "scoped" else None)
+    def needs_entered(entered: Entered) -> NeedsEntered:
+        raise CreationFailed
+
+    c = di.Container(reg, shutdown_timeout=0.05)
+    outcome: list[BaseException] = []
+
+    async def main() -> None:
+        nonlocal slow, in_setup, go
+        in_setup, go = asyncio.Event(), asyncio.Event()
+
+        async def held(scope: di.Checkpoint) -> None:
+            async with scope.hold():
+                try:
+                    await scope.aresolve(NeedsEntered)
+                except BaseException as exc:
+                    outcome.append(exc)
+
+        async with c:
+            # Once, so that the plan is generated and cached before the race.
+            async with c.scope("request") as warm:
+                with pytest.raises(CreationFailed):
+                    await warm.aresolve(NeedsEntered)
+            assert log == ["setup", "teardown"]
+            log.clear()
+            slow = True
+            async with c.scope("request") as scope:
+                worker = asyncio.create_task(held(scope))
+                await asyncio.wait_for(in_setup.wait(), TIMEOUT)
+        assert scope.closed and not c.is_open
+        go.set()
+        await asyncio.wait_for(worker, TIMEOUT)
+
+    asyncio.run(main())
+    assert log == ["setup", "teardown"]
+    assert len(outcome) == 1 and isinstance(outcome[0], di.CheckpointClosedError), outcome
+    assert isinstance(outcome[0].__context__, CreationFailed)
+
+
+# -- closes: what a teardown makes, holders that enter, scopes of the caller ----
+
+
+class ClosePool:
+    """A singleton other resources use."""
+
+    closed = False
+
+
+class CloseLate:
+    """A singleton first made while the container closes."""
+
+
+class CloseSession:
+    pass
+
+
+class CloseReq:
+    def __init__(self, pool: ClosePool) -> None:
+        self.pool = pool
+
+
+class CloseAsyncReq:
+    pass
+
+
+def _closing_registry(log: list[str]) -> di.Registry:
+    """ClosePool (singleton), CloseSession (session), CloseReq (request,
+    needs ClosePool): generators that record their teardown, and whether the
+    pool was already closed when a request's teardown ran."""
+    reg = di.Registry()
+
+    @reg.provider(singleton=True)
+    def pool() -> Iterator[ClosePool]:
+        made = ClosePool()
+        log.append("pool open")
+        try:
+            yield made
+        finally:  # also when a later teardown's error is thrown in
+            made.closed = True
+            log.append("pool close")
+
+    @reg.provider(scope="session")
+    def session() -> Iterator[CloseSession]:
+        yield CloseSession()
+        log.append("session close")
+
+    @reg.provider(scope="request")
+    def req(pool: ClosePool) -> Iterator[CloseReq]:
+        yield CloseReq(pool)
+        log.append("req close, pool already closed" if pool.closed else "req close")
+
+    return reg
+
+
+class _OnCloseWaiting(logging.Handler):
+    """Calls ``then`` once a close of a container starts waiting for held
+    checkpoints (the ``di`` logger's DEBUG record); a context manager that
+    installs itself on that logger."""
+
+    def __init__(self, then: Callable[[], object]) -> None:
+        super().__init__(logging.DEBUG)
+        self.then = then
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.getMessage().startswith("shutdown: waiting"):
+            self.then()
+
+    def __enter__(self) -> None:
+        logger = logging.getLogger("di")
+        self.saved = logger.level
+        logger.addHandler(self)
+        logger.setLevel(logging.DEBUG)
+
+    def __exit__(self, *exc: object) -> None:
+        logger = logging.getLogger("di")
+        logger.removeHandler(self)
+        logger.setLevel(self.saved)
+
+
+def _forced_warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if "tearing it down" in r.getMessage()]
+
+
+def _capture_warnings(caplog: pytest.LogCaptureFixture) -> None:
+    # Another test module turns the di logger down for the whole session.
+    caplog.set_level(logging.WARNING, logger="di")
+
+
+# A singleton first made by another singleton's teardown during the close.
+
+
+@pytest.mark.parametrize("closer", ["last exit", "close()"])
+def test_a_singleton_a_teardown_makes_during_the_close_is_closed_by_that_close(
+    closer: str,
+) -> None:
+    """Like ExitStack, whose callbacks pushed while it unwinds run too: CloseLate,
+    first resolved by A's teardown, is closed by the same close, right after A
+    (LIFO: it was made after ClosePool), and a reopened container makes a fresh
+    one while none is open."""
+    log: list[str] = []
+    reg = _closing_registry(log)
+
+    @reg.provider(singleton=True)
+    def late() -> Iterator[CloseLate]:
+        log.append("late open")
+        yield CloseLate()
+        log.append("late close")
+
+    @reg.provider(singleton=True)
+    def a() -> Iterator[A]:
+        log.append("a open")
+        yield A()
+        log.append("a close")
+        made.append(c.resolve(CloseLate))  # a flush, a final report...
+
+    c = di.Container(reg)
+    made: list[CloseLate] = []
+    if closer == "last exit":
+        with c:
+            c.resolve(ClosePool)
+            c.resolve(A)
+    else:
+        c.resolve(ClosePool)
+        c.resolve(A)
+        c.close()
+    assert log == ["pool open", "a open", "a close", "late open", "late close", "pool close"]
+    assert not c.is_open
+    log.clear()
+    with c:
+        again = c.resolve(CloseLate)
+        assert again is not made[0] and log == ["late open"]
+    assert log == ["late open", "late close"]
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("closer", ["last exit", "aclose()"])
+async def test_a_singleton_an_async_teardown_makes_during_the_close_is_closed_by_it(
+    anyio_backend: str, closer: str
+) -> None:
+    """The async close unwinds the same way: an async generator singleton made
+    by an async teardown (with awaits on both sides) is closed by that close."""
+    log: list[str] = []
+    reg = _closing_registry(log)
+
+    @reg.provider(singleton=True)
+    async def late() -> AsyncIterator[CloseLate]:
+        await anyio.sleep(0)
+        log.append("late open")
+        yield CloseLate()
+        await anyio.sleep(0)
+        log.append("late close")
+
+    @reg.provider(singleton=True)
+    async def a() -> AsyncIterator[A]:
+        log.append("a open")
+        yield A()
+        await anyio.sleep(0)
+        log.append("a close")
+        await c.aresolve(CloseLate)
+
+    c = di.Container(reg)
+    with anyio.fail_after(TIMEOUT):
+        if closer == "last exit":
+            async with c:
+                await c.aresolve(ClosePool)
+                await c.aresolve(A)
+        else:
+            await c.aresolve(ClosePool)
+            await c.aresolve(A)
+            await c.aclose()
+        assert log == ["pool open", "a open", "a close", "late open", "late close", "pool close"]
+        assert not c.is_open
+        log.clear()
+        async with c:
+            await c.aresolve(CloseLate)
+        assert log == ["late open", "late close"]
+
+
+def test_a_singleton_another_thread_makes_during_the_close_is_closed_by_it() -> None:
+    """A thread that makes a singleton while the close unwinds the root (here:
+    while A's teardown runs) hands it to the list being unwound, so the close
+    tears it down as well: nothing is left registered on a closed container."""
+    log: list[str] = []
+    go, made = threading.Event(), threading.Event()
+    reg = _closing_registry(log)
+
+    @reg.provider(singleton=True)
+    def late() -> Iterator[CloseLate]:
+        log.append("late open")
+        yield CloseLate()
+        log.append("late close")
+
+    @reg.provider(singleton=True)
+    def a() -> Iterator[A]:
+        yield A()
+        go.set()
+        assert made.wait(TIMEOUT)  # the other thread's singleton is handed over
+        log.append("a close")
+
+    c = di.Container(reg)
+    got: list[object] = []
+
+    def other() -> None:
+        assert go.wait(TIMEOUT)
+        try:
+            got.append(c.resolve(CloseLate))
+        finally:
+            made.set()
+
+    worker = threading.Thread(target=other, daemon=True)
+    worker.start()
+    with c:
+        c.resolve(ClosePool)
+        c.resolve(A)
+    worker.join(TIMEOUT)
+    assert not worker.is_alive() and isinstance(got[0], CloseLate)
+    assert log == ["pool open", "late open", "a close", "late close", "pool close"]
+    assert not c.is_open
+    log.clear()
+    with c:
+        assert c.resolve(CloseLate) is not got[0]
+    assert log == ["late open", "late close"]
+
+
+# Work that holds a checkpoint and enters the container while a close waits for it.
+
+
+@pytest.mark.parametrize("closer", ["last exit", "close()"])
+def test_a_holder_thread_entering_the_container_while_the_close_waits_does_not_deadlock(
+    closer: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The close waits for the held request; the holder enters the container
+    meanwhile, resolves, leaves: neither waits for the other until
+    shutdown_timeout, nothing is forced, the holder's request is intact, and
+    the shutdown order stays: the held request first, then the singletons."""
+    _capture_warnings(caplog)
+    log: list[str] = []
+    c = di.Container(_closing_registry(log), shutdown_timeout=TIMEOUT)
+    waiting, holding = threading.Event(), threading.Event()
+    outcome: list[object] = []
+
+    def work(scope: di.Checkpoint) -> None:
+        with scope.hold():
+            holding.set()
+            assert waiting.wait(TIMEOUT)
+            with c:
+                try:
+                    outcome.append(scope.resolve(CloseReq))
+                except BaseException as exc:
+                    outcome.append(exc)
+
+    with _OnCloseWaiting(waiting.set):
+        if closer == "last exit":
+            with c, c.scope("request") as scope:
+                worker = threading.Thread(target=work, args=(scope,), daemon=True)
+                worker.start()
+                assert holding.wait(TIMEOUT)
+        else:
+            with c.scope("request") as scope:
+                worker = threading.Thread(target=work, args=(scope,), daemon=True)
+                worker.start()
+                assert holding.wait(TIMEOUT)
+            c.close()
+    worker.join(TIMEOUT)
+    assert not worker.is_alive()
+    assert isinstance(outcome[0], CloseReq), outcome
+    assert log == ["pool open", "req close", "pool close"]
+    assert not c.is_open and scope.closed and c.ref_count == 0
+    assert not _forced_warnings(caplog)
+
+
+def test_a_close_defers_to_a_block_that_entered_the_container_while_it_waited() -> None:
+    """A block that enters while the close waits for a holder holds the
+    container: when the wait ends the close leaves it open (nothing torn
+    down but the request its holder left), and that block's last exit
+    closes it."""
+    log: list[str] = []
+    c = di.Container(_closing_registry(log), shutdown_timeout=TIMEOUT)
+    waiting, holding, release, leave = (threading.Event() for _ in range(4))
+
+    def holder(scope: di.Checkpoint) -> None:
+        with scope.hold():
+            holding.set()
+            assert release.wait(TIMEOUT)
+
+    def user() -> None:
+        assert waiting.wait(TIMEOUT)
+        with c:
+            c.resolve(ClosePool)
+            release.set()  # the holder lets go: the close is done waiting
+            assert leave.wait(TIMEOUT)
+
+    users = threading.Thread(target=user, daemon=True)
+    users.start()
+    with _OnCloseWaiting(waiting.set), c, c.scope("request") as scope:
+        scope.resolve(CloseReq)
+        holders = threading.Thread(target=holder, args=(scope,), daemon=True)
+        holders.start()
+        assert holding.wait(TIMEOUT)
+    holders.join(TIMEOUT)
+    assert not holders.is_alive() and scope.closed
+    assert c.is_open and c.ref_count == 1 and log == ["pool open", "req close"]
+    leave.set()
+    users.join(TIMEOUT)
+    assert not users.is_alive()
+    assert log == ["pool open", "req close", "pool close"] and not c.is_open
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("closer", ["last exit", "aclose()"])
+async def test_a_holder_task_entering_the_container_while_the_close_waits_does_not_deadlock(
+    anyio_backend: str, closer: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The task twin (asyncio and trio, a nursery task holding the request):
+    the holder's `async with container` gets in while the close waits, and the
+    close finishes once the holder lets go, in the documented order."""
+    _capture_warnings(caplog)
+    log: list[str] = []
+    c = di.Container(_closing_registry(log), shutdown_timeout=TIMEOUT)
+    waiting = anyio.Event()
+    outcome: list[object] = []
+
+    async def work(scope: di.Checkpoint, *, task_status: Any) -> None:
+        async with scope.hold():
+            task_status.started()
+            await waiting.wait()
+            async with c:
+                try:
+                    outcome.append(await scope.aresolve(CloseReq))
+                except BaseException as exc:
+                    outcome.append(exc)
+
+    with anyio.fail_after(TIMEOUT), _OnCloseWaiting(waiting.set):
+        async with anyio.create_task_group() as tg:
+            if closer == "last exit":
+                async with c, c.scope("request") as scope:
+                    await tg.start(work, scope)
+            else:
+                async with c.scope("request") as scope:
+                    await tg.start(work, scope)
+                await c.aclose()
+            closed = (c.is_open, scope.closed)
+    assert closed == (False, True)
+    assert isinstance(outcome[0], CloseReq), outcome
+    assert log == ["pool open", "req close", "pool close"]
+    assert not _forced_warnings(caplog)
+
+
+def test_a_spawned_task_entering_the_container_while_the_close_waits_does_not_deadlock(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """spawn(): the spawned task holds the request and enters the container."""
+    _capture_warnings(caplog)
+    log: list[str] = []
+    c = di.Container(_closing_registry(log), shutdown_timeout=TIMEOUT)
+    outcome: list[object] = []
+
+    async def main() -> None:
+        waiting = asyncio.Event()
+
+        async def work(scope: di.Checkpoint) -> None:
+            await waiting.wait()
+            async with c:
+                outcome.append(await scope.aresolve(CloseReq))
+
+        with _OnCloseWaiting(waiting.set):
+            async with c, c.scope("request") as scope:
+                task = scope.spawn(work(scope))
+            assert task.done() and not c.is_open and scope.closed
+        await task
+
+    run_asyncio(main)
+    assert isinstance(outcome[0], CloseReq)
+    assert log == ["pool open", "req close", "pool close"]
+    assert not _forced_warnings(caplog)
+
+
+# close() inside one of the container's own scopes.
+
+
+@pytest.mark.parametrize("inside", ["the scope's block", "a hold() in a thread"])
+def test_close_inside_its_own_scope_is_refused_and_closes_nothing(inside: str) -> None:
+    """The request uses the pool: closing the singletons under it would tear
+    them down before it (and make them again on its next resolve). Refused,
+    as the container's last exit there is; once the scope is left, close()
+    works, in LIFO order."""
+    log: list[str] = []
+    c = di.Container(_closing_registry(log))
+    errors: list[BaseException] = []
+
+    def close_here() -> None:
+        try:
+            c.close()
+        except di.ScopeError as exc:
+            errors.append(exc)
+
+    def held(scope: di.Checkpoint) -> None:
+        with scope.hold():
+            close_here()
+
+    with c.scope("request") as scope:
+        req = scope.resolve(CloseReq)
+        if inside == "a hold() in a thread":
+            worker = threading.Thread(target=held, args=(scope,), daemon=True)
+            worker.start()
+            worker.join(TIMEOUT)
+            assert not worker.is_alive()
+        else:
+            close_here()
+        assert scope.resolve(ClosePool) is req.pool and not req.pool.closed
+    assert len(errors) == 1 and "leave the scope" in str(errors[0]), errors
+    assert log == ["pool open", "req close"]
+    c.close()
+    assert log == ["pool open", "req close", "pool close"] and not c.is_open
+
+
+@pytest.mark.anyio
+async def test_aclose_inside_its_own_scope_is_refused_and_closes_nothing(
+    anyio_backend: str,
+) -> None:
+    log: list[str] = []
+    c = di.Container(_closing_registry(log))
+    with anyio.fail_after(TIMEOUT):
+        async with c.scope("request") as scope:
+            req = await scope.aresolve(CloseReq)
+            with pytest.raises(di.ScopeError, match=r"aclose\(\) was called while .*leave the"):
+                await c.aclose()
+            assert await scope.aresolve(ClosePool) is req.pool and not req.pool.closed
+        await c.aclose()
+    assert log == ["pool open", "req close", "pool close"] and not c.is_open
+
+
+@pytest.mark.parametrize("inside", ["nested scopes", "a hold()"])
+def test_a_forced_close_inside_its_own_scopes_tears_them_down_before_the_singletons(
+    inside: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """DESIGN.md: held checkpoints are torn down, and only then singletons. The
+    caller's own scopes cannot be waited for (it is inside them), so a forced
+    close tears them down first, deepest first, with a warning; the blocks
+    still running in them then find them closed and leave quietly."""
+    _capture_warnings(caplog)
+    log: list[str] = []
+    c = di.Container(_closing_registry(log))
+    with c, c.scope("session") as session:
+        session.resolve(CloseSession)
+        with c.scope("request") as scope:
+            if inside == "a hold()":
+                with scope.hold():
+                    scope.resolve(CloseReq)
+                    c.close(force=True)
+            else:
+                scope.resolve(CloseReq)
+                c.close(force=True)
+            assert scope.closed and session.closed and not c.is_open
+            with pytest.raises(di.CheckpointClosedError):
+                scope.resolve(CloseReq)
+    assert log == ["pool open", "req close", "session close", "pool close"]
+    forced = [
+        r.getMessage() for r in caplog.records if "close(force=True) was called" in r.getMessage()
+    ]
+    assert len(forced) == 2, forced
+    with c:  # usable again
+        assert not c.resolve(ClosePool).closed
+    assert log[-2:] == ["pool open", "pool close"]
+
+
+@pytest.mark.anyio
+async def test_a_forced_aclose_inside_its_own_scope_tears_it_down_before_the_singletons(
+    anyio_backend: str,
+) -> None:
+    log: list[str] = []
+    reg = _closing_registry(log)
+
+    @reg.provider(scope="request")
+    async def res(pool: ClosePool) -> AsyncIterator[CloseAsyncReq]:
+        yield CloseAsyncReq()
+        await anyio.sleep(0)
+        log.append("async req close, pool already closed" if pool.closed else "async req close")
+
+    c = di.Container(reg)
+    with anyio.fail_after(TIMEOUT):
+        async with c, c.scope("request") as scope:
+            await scope.aresolve(CloseAsyncReq)
+            await c.aclose(force=True)
+            assert scope.closed and not c.is_open
+    assert log == ["pool open", "async req close", "pool close"]
+
+
+# A teardown that enters or closes the container during that container's own close.
+
+
+@pytest.mark.parametrize("closer", ["last exit", "close()"])
+@pytest.mark.parametrize("call", ["close()", "with container"])
+def test_entering_or_closing_from_a_teardown_of_the_sync_close_says_so(
+    closer: str, call: str
+) -> None:
+    """In a plain thread (no event loop anywhere): a clear ScopeError naming
+    this thread's own close, not an async close in an event loop; the close
+    still runs every teardown and leaves the container closed."""
+    log: list[str] = []
+    reg = _closing_registry(log)
+
+    @reg.provider(singleton=True)
+    def a() -> Iterator[A]:
+        yield A()
+        log.append("a close")
+        if call == "close()":
+            c.close()
+        else:
+            with c:
+                pass  # pragma: no cover - refused
+
+    c = di.Container(reg)
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            if closer == "last exit":
+                with c:
+                    c.resolve(ClosePool)
+                    c.resolve(A)
+            else:
+                c.resolve(ClosePool)
+                c.resolve(A)
+                c.close()
+        except BaseException as exc:
+            errors.append(exc)
+
+    worker = threading.Thread(target=run, daemon=True)
+    worker.start()
+    worker.join(TIMEOUT)
+    assert not worker.is_alive()
+    assert len(errors) == 1 and isinstance(errors[0], di.ScopeError), errors
+    message = str(errors[0])
+    assert "own close is running (in this same thread)" in message, message
+    assert "event loop" not in message
+    assert log == ["pool open", "a close", "pool close"] and not c.is_open
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("closer", ["last exit", "aclose()"])
+@pytest.mark.parametrize(
+    "call", ["await aclose()", "async with container", "close() from a sync teardown"]
+)
+async def test_entering_or_closing_from_a_teardown_of_the_async_close_says_so(
+    anyio_backend: str, closer: str, call: str
+) -> None:
+    """Under asyncio and trio: a ScopeError naming this task's own close, not
+    aiologic's bare RuntimeError; the close still finishes."""
+    log: list[str] = []
+    reg = _closing_registry(log)
+
+    if call == "close() from a sync teardown":
+
+        @reg.provider(singleton=True)
+        def a() -> Iterator[A]:
+            yield A()
+            log.append("a close")
+            c.close()
+
+    else:
+
+        @reg.provider(singleton=True)
+        async def a() -> AsyncIterator[A]:
+            yield A()
+            await anyio.sleep(0)
+            log.append("a close")
+            if call == "await aclose()":
+                await c.aclose()
+            else:
+                async with c:
+                    pass  # pragma: no cover - refused
+
+    c = di.Container(reg)
+    with anyio.fail_after(TIMEOUT), pytest.raises(di.ScopeError) as info:
+        if closer == "last exit":
+            async with c:
+                await c.aresolve(ClosePool)
+                await c.aresolve(A)
+        else:
+            await c.aresolve(ClosePool)
+            await c.aresolve(A)
+            await c.aclose()
+    assert "own close is running (in this same task)" in str(info.value), info.value
+    assert log == ["pool open", "a close", "pool close"] and not c.is_open
