@@ -42,9 +42,10 @@ T = TypeVar("T")
 log = logging.getLogger("di")
 
 # The containers entered in this task or thread, innermost first, as a
-# linked tuple (container, rest, the checkpoint current at that enter):
+# linked tuple (container, rest, the checkpoint current at that enter, the
+# hold() that made the entry or None for a `with container` block):
 # `di.inject` resolves from the head.
-_entered: contextvars.ContextVar[tuple[Container, Any, Any] | None] = contextvars.ContextVar(
+_entered: contextvars.ContextVar[tuple[Container, Any, Any, Any] | None] = contextvars.ContextVar(
     "di.entered", default=None
 )
 
@@ -427,14 +428,11 @@ class Container:
         """True from the first enter until the container closes."""
         return self._open
 
-    def _push_entered(self) -> contextvars.Token[tuple[Container, Any, Any] | None]:
-        # Also what Checkpoint.hold() does, so `inject` finds the container
-        # in a thread or task that holds a checkpoint without entering it.
-        return _entered.set((self, _entered.get(), self._storage.get(None)))
-
-    @staticmethod
-    def _reset_entered(token: contextvars.Token[tuple[Container, Any, Any] | None]) -> None:
-        _entered.reset(token)
+    def _push_entered(self, holder: object = None) -> None:
+        # Also what Checkpoint.hold() does (``holder``: the Hold), so `inject`
+        # finds the container in a thread or task that holds a checkpoint
+        # without entering it.
+        _entered.set((self, _entered.get(), self._storage.get(None), holder))
 
     # The lifecycle lock serialises closes; a close holds it from its decision
     # to its end. Enters do not take it: they count under the plain count lock
@@ -550,7 +548,7 @@ class Container:
         if self._refs == 1:
             current = self._storage.get(None)
             node = _entered.get()
-            while node is not None and node[0] is not self:
+            while node is not None and (node[0] is not self or node[3] is not None):
                 node = node[1]
             at_enter = node[2] if node is not None else None
             if current is not None and current is not at_enter and current._exits is not None:
@@ -572,24 +570,28 @@ class Container:
                 f"hold()) first, or pass force=True to tear it down before the singletons"
             )
 
-    def _pop_entered(self) -> None:
+    def _pop_entered(self, holder: object = None) -> bool:
+        """Drop this container's innermost entry made by ``holder`` (None: a
+        ``with container`` block) from this task's chain, wherever it sits:
+        blocks and holds left out of order must not leave a closed container
+        active here. The entries above it are rebuilt as they were. False if
+        there is none here (another context made it)."""
         head = _entered.get()
-        if head is not None and head[0] is self:
+        if head is not None and head[0] is self and head[3] is holder:
             _entered.set(head[1])
-            return
-        # Containers left out of order: drop this one's innermost entry
-        # wherever it sits, so a closed container never stays active here.
-        inner: list[tuple[Container, Any, Any]] = []
+            return True
+        inner: list[tuple[Container, Any, Any, Any]] = []
         node = head
-        while node is not None and node[0] is not self:
+        while node is not None and (node[0] is not self or node[3] is not holder):
             inner.append(node)
             node = node[1]
         if node is None:
-            return
+            return False
         rest = node[1]
-        for container, _, at_enter in reversed(inner):
-            rest = (container, rest, at_enter)
+        for container, _, at_enter, by in reversed(inner):
+            rest = (container, rest, at_enter, by)
         _entered.set(rest)
+        return True
 
     def __exit__(
         self,

@@ -600,7 +600,9 @@ class Checkpoint(dict[Any, Any]):
             # A task cancelled before its first step never enters run()'s body.
             if not released:
                 coro.close()
-                _background.add(cleanup := loop.create_task(self._arelease(None, key)))
+                # Its cancellation goes into the teardown, as for any last holder.
+                exc = asyncio.CancelledError() if task.cancelled() else None
+                _background.add(cleanup := loop.create_task(self._arelease(exc, key)))
                 cleanup.add_done_callback(_background.discard)
 
         task = context.run(loop.create_task, run())
@@ -751,7 +753,7 @@ class Checkpoint(dict[Any, Any]):
 class Hold:
     """The context manager `Checkpoint.hold()` returns."""
 
-    __slots__ = ("_cp", "_entered", "_token")
+    __slots__ = ("_cp", "_owner", "_token")
 
     _token: Any  # the storage's token, or _ALREADY
 
@@ -770,34 +772,45 @@ class Hold:
         # inside, and this hold's exit, coming after the block's, would make
         # the torn-down checkpoint current again. Nothing set, nothing to undo.
         self._token = _ALREADY if storage.get(None) is cp else storage.set(cp)
-        self._entered = container._push_entered()
+        self._owner = _here()
+        container._push_entered(self)
 
     def _restore(self, cp: Checkpoint) -> ScopeError | None:
-        """Undo `_make_current`. A scope entered inside the hold and still
-        current is an exit out of order: refused, nothing changed. Left in a
-        task that did not enter it: the error to raise once released."""
+        """Undo `_make_current`. Left in a task or thread that did not enter
+        it: nothing of this hold's is current there; the error to raise once
+        released. A scope entered inside the hold and still current is an
+        exit out of order: refused, nothing changed."""
         container = cp._container
+        owner, self._owner = self._owner, None
+        if owner != _here():
+            return self._left_elsewhere(cp)
         storage = container._storage
         current = storage.get(None)
         node = current
         while node is not None and node is not cp:
             node = node._parent
         if node is cp and current is not cp:
+            self._owner = owner
             raise ScopeError(
                 f"hold() of {cp!r} left while {current!r}, entered inside it, is still "
                 f"current; exit the inner scope first"
             )
-        try:
-            container._reset_entered(self._entered)
-            if self._token is not _ALREADY and current is cp:
+        if not container._pop_entered(self):  # the same thread, another context
+            return self._left_elsewhere(cp)
+        if self._token is not _ALREADY and current is cp:
+            try:
                 storage.reset(self._token)
-        except ValueError:  # a token of another context
-            return ScopeError(
-                f"hold() of {cp!r} was left in a task that did not enter it (e.g. an "
-                f"abandoned async generator finalized by the event loop); it has been "
-                f"released. Leave a hold in the task or thread that entered it"
-            )
+            except ValueError:  # the same thread, another context (Context.run)
+                return self._left_elsewhere(cp)
         return None
+
+    @staticmethod
+    def _left_elsewhere(cp: Checkpoint) -> ScopeError:
+        return ScopeError(
+            f"hold() of {cp!r} was left in a task or thread that did not enter it (e.g. an "
+            f"abandoned async generator finalized by the event loop); it has been released. "
+            f"Leave a hold in the task or thread that entered it"
+        )
 
     def __enter__(self) -> Checkpoint:
         cp = self._cp
@@ -840,6 +853,15 @@ class Hold:
 
 async def _ready(value: T) -> T:
     return value
+
+
+def _here() -> object:
+    """The task (asyncio, trio) or else the thread running here."""
+    try:
+        task = aiologic.lowlevel.current_async_task()
+    except Exception:  # no event loop here: a plain thread
+        task = None
+    return threading.get_ident() if task is None else task
 
 
 def _who() -> str:

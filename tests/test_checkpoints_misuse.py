@@ -389,3 +389,83 @@ async def test_async_held_childs_teardown_error_goes_into_the_parents_teardown()
             await asyncio.wait_for(task, 10)
     assert _chain(info.value) == ["ParentFailed", "ChildFailed"]
     assert got == ["ChildFailed('action teardown')"]
+
+
+# -- holds left by another task, in entry order, and spawns cancelled early ------
+
+
+@pytest.mark.anyio
+async def test_hold_left_by_another_task_inside_a_child_scope_is_released() -> None:
+    c, log = _container()
+    async with c:
+        async with c.scope("request") as scope:
+            await scope.aresolve(Session)
+            hold = scope.hold()
+            await asyncio.ensure_future(hold.__aenter__())  # entered by another task
+            async with c.scope("action") as action:
+                action.resolve(Action)
+                with pytest.raises(di.ScopeError, match="did not enter it"):
+                    await hold.__aexit__(None, None, None)
+                assert c.current_scope is action  # this task's stack untouched
+            assert scope.holds == 0
+        assert scope.closed  # released: the block's exit was the last
+        assert log == ["open session", "close action", "close session"]
+
+
+@pytest.mark.parametrize("storage", ["contextvar", "thread"])
+def test_holds_left_in_entry_order_leave_no_container_active(storage: str) -> None:
+    class Settings:
+        pass
+
+    r = di.Registry()
+    r.provider(singleton=True)(Settings)
+    r.provider(scope="request")(Session)
+    c = di.Container(r, storage=storage)
+
+    @di.inject
+    def settings(settings: Settings = di.Depends(Settings)) -> Settings:
+        return settings
+
+    with c, c.scope("request") as scope:
+        scope.resolve(Session)
+        first, second = scope.hold(), scope.hold()
+        first.__enter__()
+        second.__enter__()
+        first.__exit__(None, None, None)
+        second.__exit__(None, None, None)
+        assert isinstance(settings(), Settings)
+    with pytest.raises(di.NoActiveScopeError):
+        settings()  # the closed container is not active here any more
+
+
+@pytest.mark.anyio
+async def test_spawned_task_cancelled_before_it_starts_tears_down_with_the_cancellation() -> None:
+    seen: list[str] = []
+    r = di.Registry()
+
+    @r.provider(scope="request")
+    async def session() -> AsyncIterator[Session]:
+        try:
+            yield Session()
+        except BaseException as exc:
+            seen.append(type(exc).__name__)
+            raise
+        seen.append("clean exit")
+
+    async def work() -> None:
+        pass
+
+    c = di.Container(r)
+    async with c:
+        async with c.scope("request") as scope:
+            await scope.aresolve(Session)
+            task = scope.spawn(work())
+            task.cancel()  # before its first step
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        for _ in range(1000):  # the release runs in a task of its own
+            if scope.closed:
+                break
+            await asyncio.sleep(0)
+        assert scope.closed
+    assert seen == ["CancelledError"]
