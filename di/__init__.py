@@ -17,6 +17,7 @@ from di.errors import (
     NoActiveScopeError,
     ProviderNotFoundError,
     ScopeError,
+    UnresolvableAnnotationError,
 )
 from di.inject import Depends, Injected, inject
 from di.levels import Scope
@@ -44,6 +45,7 @@ __all__ = [
     "Registry",
     "Scope",
     "ScopeError",
+    "UnresolvableAnnotationError",
     "default_registry",
     "inject",
     "register_provider",

@@ -23,6 +23,7 @@ __all__ = [
     "NoActiveScopeError",
     "ProviderNotFoundError",
     "ScopeError",
+    "UnresolvableAnnotationError",
     "describe_key",
 ]
 
@@ -112,6 +113,13 @@ class GraphError(DIError):
 class DuplicateProviderError(DIError):
     """The same key was registered twice in one registry without
     ``override=True``."""
+
+
+class UnresolvableAnnotationError(DIError, NameError):
+    """A provider's annotation names something that does not exist when the
+    provider is registered (a class defined further down, an import made only
+    under ``if TYPE_CHECKING:``). A `NameError` too, as the failed evaluation
+    was: ``name`` is the missing name."""
 
 
 class ProviderNotFoundError(DIError, LookupError):

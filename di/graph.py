@@ -206,7 +206,11 @@ class Graph:
                     problems.append(self._scope_problem(key, dkey, dneeds))
                 if dneeds > deepest:
                     deepest = dneeds
-            needs_level[key] = deepest
+            # A key with a level of its own is resolved at that level: a
+            # dependency deeper than it is its own violation (reported just
+            # above), and is not passed on to its dependents, which would
+            # otherwise be reported for holding a key that outlives them.
+            needs_level[key] = deepest if own is None else own
             async_below[key] = is_async
             if sync and kind.asynchronous and key not in reported:
                 reported.add(key)

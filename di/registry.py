@@ -12,14 +12,29 @@ import contextlib
 import enum
 import functools
 import inspect
+import operator
 import sys
 import typing
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from types import FunctionType, GenericAlias, MethodType, SimpleNamespace
-from typing import Annotated, Any, Final, NamedTuple, TypeVar, overload
+from types import (
+    CodeType,
+    FrameType,
+    FunctionType,
+    GenericAlias,
+    MethodType,
+    ModuleType,
+    SimpleNamespace,
+    UnionType,
+)
+from typing import Annotated, Any, Final, ForwardRef, NamedTuple, TypeVar, overload
 
-from di.errors import DuplicateProviderError, ScopeError, describe_key
+from di.errors import (
+    DuplicateProviderError,
+    ScopeError,
+    UnresolvableAnnotationError,
+    describe_key,
+)
 from di.levels import DEFAULT_ORDER
 
 __all__ = [
@@ -77,19 +92,42 @@ else:
     def type_hints(fn: Any, globalns: dict[str, Any] | None = None) -> dict[str, Any]:
         """`typing.get_type_hints` of ``fn``, ``Annotated`` kept, as 3.11 reads
         it: 3.10 wraps the hint of a parameter whose default is ``None`` in
-        ``Optional`` (``repo: Repo = None`` would need ``Optional[Repo]``).
-        A holder with the same annotations but no defaults, read in the same
-        globals, is left as written."""
+        ``Optional`` (``repo: Repo = None`` would need ``Optional[Repo]``), and
+        leaves a string inside a builtin generic as it is (``list["Engine"]``).
+        A holder with the same annotations but no defaults, each string inside
+        a builtin generic made a ``ForwardRef``, is read in the same globals."""
         annotations = getattr(fn, "__annotations__", None)
-        if not isinstance(annotations, dict) or not hasattr(fn, "__code__"):
+        if not isinstance(annotations, dict) or isinstance(fn, (type, ModuleType)):
             return typing.get_type_hints(fn, globalns, include_extras=True)
         if globalns is None:  # where get_type_hints takes them from
             nsobj = fn
             while hasattr(nsobj, "__wrapped__"):
                 nsobj = nsobj.__wrapped__
             globalns = getattr(nsobj, "__globals__", {})
-        holder = SimpleNamespace(__annotations__=annotations)
+        holder = SimpleNamespace(__annotations__={k: _refs(v) for k, v in annotations.items()})
         return typing.get_type_hints(holder, globalns, include_extras=True)
+
+    def _refs(hint: Any) -> Any:
+        """``hint`` with each string inside a builtin generic made a
+        ``ForwardRef``, which 3.10's `typing.get_type_hints` then evaluates
+        (3.11 does so itself). Rebuilt the way 3.10's ``typing._eval_type``
+        rebuilds what it evaluates."""
+        if not isinstance(hint, (GenericAlias, UnionType, typing._GenericAlias)):  # type: ignore[attr-defined]
+            return hint
+        if typing.get_origin(hint) in (typing.Literal, cabc.Callable):
+            return hint  # literal strings are values; Callable's arguments are not rebuilt
+        old: tuple[Any, ...] = hint.__args__
+        if isinstance(hint, GenericAlias):
+            args = tuple(ForwardRef(a) if type(a) is str else _refs(a) for a in old)
+        else:
+            args = tuple(_refs(a) for a in old)
+        if all(a is b for a, b in zip(args, old, strict=True)):
+            return hint
+        if isinstance(hint, GenericAlias):
+            return GenericAlias(typing.get_origin(hint), args)
+        if isinstance(hint, UnionType):
+            return functools.reduce(operator.or_, args)
+        return hint.copy_with(args)
 
 
 def normalize_key(hint: Any) -> Any:
@@ -158,15 +196,20 @@ class Provider(NamedTuple):
     kind: Kind
     scope: str | None
     dependencies: tuple[Dependency, ...]
-    origin: Any  # a code object (rendered only when an error needs it) or "file:line"
+    # Where it was registered, rendered only when an error needs it: the
+    # caller's (code, f_lasti), or "file:line"; a code object (its definition)
+    # when nothing registered it (a container's override).
+    origin: Any
 
     @property
     def source(self) -> str:
         """Where it was registered, as ``file:line``."""
-        code = self.origin
-        if isinstance(code, str):
-            return code
-        return f"{code.co_filename}:{code.co_firstlineno}"
+        origin = self.origin
+        if isinstance(origin, str):
+            return origin
+        if isinstance(origin, tuple):
+            return _render(origin)
+        return f"{origin.co_filename}:{origin.co_firstlineno}"
 
     @property
     def is_async(self) -> bool:
@@ -187,14 +230,92 @@ _ASYNC_CM_ORIGINS = (contextlib.AbstractAsyncContextManager,)
 
 def _hints(fn: Any) -> dict[str, Any]:
     # Reading __annotations__ directly costs about a tenth of get_type_hints;
-    # only string annotations (PEP 563 or forward references) need evaluating.
+    # only a string or forward reference, at the top or nested (`Annotated["Engine",
+    # Named("x")]`, `Optional["Engine"]`, `list["Engine"]`), needs evaluating.
     ann = getattr(fn, "__annotations__", None)
     if not ann:
         return {}
     for value in ann.values():
-        if type(value) is str:
-            return type_hints(fn)
+        if type(value) is not type and value is not None and _unevaluated(value):
+            return _evaluated(fn, ann)
     return ann  # type: ignore[no-any-return]  # read only, never mutated
+
+
+def _unevaluated(hint: Any) -> bool:
+    """Whether ``hint`` is, or holds, a string or ``ForwardRef`` that only
+    `type_hints` evaluates: ``"Engine"``, ``Optional["Engine"]``,
+    ``Annotated["Engine", Named("x")]``, ``list["Engine"]``."""
+    if type(hint) is str or type(hint) is ForwardRef:
+        return True
+    if _is_class(hint):
+        return False
+    args = getattr(hint, "__args__", None)
+    if type(args) is not tuple or typing.get_origin(hint) is typing.Literal:
+        return False  # not generic; or a Literal, whose strings are values
+    return any(
+        _unevaluated(arg) if type(arg) is not list else any(map(_unevaluated, arg))
+        for arg in args
+        if type(arg) is not type
+    )
+
+
+def _evaluated(
+    fn: Any, ann: dict[str, Any], globalns: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """The annotations ``ann`` of ``fn``, evaluated by `type_hints`. A name
+    that is not defined at registration is an `UnresolvableAnnotationError`
+    naming the parameter; in the return annotation only, it is kept as an
+    `_Unresolvable` that `make_provider` raises unless ``provides=`` makes the
+    annotation unneeded (a class's ``__init__`` never needs it)."""
+    try:
+        return type_hints(fn, globalns)
+    except NameError:
+        pass
+    # The error path: evaluate each annotation on its own, in the same
+    # globals, to name the one that fails.
+    if globalns is None:
+        nsobj = fn
+        while hasattr(nsobj, "__wrapped__"):
+            nsobj = nsobj.__wrapped__
+        globalns = getattr(nsobj, "__globals__", {})
+    hints: dict[str, Any] = {}
+    for name, value in ann.items():
+        holder = SimpleNamespace(__annotations__={name: value})
+        try:
+            hints.update(type_hints(holder, globalns))
+        except NameError as exc:
+            error = _unresolvable(fn, name, value, exc)
+            if name != "return":
+                raise error from None
+            hints[name] = _Unresolvable(error)
+    return hints
+
+
+class _Unresolvable(NamedTuple):
+    """A return annotation that could not be evaluated, and the error saying so."""
+
+    error: UnresolvableAnnotationError
+
+
+def _unresolvable(fn: Any, name: str, value: Any, exc: NameError) -> UnresolvableAnnotationError:
+    text = value if type(value) is str else describe_key(value)
+    where = getattr(fn, "__qualname__", None) or repr(fn)
+    # A class is registered, not its __init__ (or __new__).
+    registered = where.rpartition(".")[0] if where.endswith((".__init__", ".__new__")) else where
+    missing = exc.name if getattr(exc, "name", None) else str(exc)
+    if name == "return":
+        what = f"the return annotation {text!r} of {where}"
+        fix = "or pass provides=... to the registration, so di does not need the return annotation"
+    else:
+        what = f"the annotation {text!r} of parameter {name!r} of {where}"
+        fix = "or annotate the parameter with a type that exists when it is registered"
+    return UnresolvableAnnotationError(
+        f"di cannot evaluate {what}: name {missing!r} is not defined. di reads a provider's "
+        f"types when it is registered, so {missing!r} must exist then: import it at run time "
+        f"(not only under `if TYPE_CHECKING:`) and define it before registering {registered}, "
+        f"{fix}",
+        name=exc.name,
+    )
 
 
 def _unwrap(hint: Any, origins: tuple[Any, ...]) -> Any:
@@ -229,24 +350,21 @@ def _parameters(fn: Any, hints: dict[str, Any], skip_first: bool) -> tuple[Depen
     return tuple(deps)
 
 
-def class_provider(
-    cls: type, key: Any, kind: Kind, scope: str | None, source: str | None
-) -> Provider:
+def class_provider(cls: type, key: Any, kind: Kind, scope: str | None, source: Origin) -> Provider:
     """The provider of a class, autowired from its ``__init__`` (or, when
     that is ``object.__init__``, from a Python ``__new__``: `_from_new`).
 
     Positional parameters only: a cold start registers every class through
     here. The common ``__init__`` -- positional parameters, each annotated
     with a plain class, no defaults -- is read in one tight loop, about half
-    the cost of the general path (`_hints` + `_parameters`), which takes
-    everything else."""
+    the cost of the general path (`_wire_class`), which takes everything
+    else."""
     init = cls.__init__  # type: ignore[misc]
     if type(init) is not FunctionType:  # object.__init__ or a C-level __init__
         if init is object.__init__:
             new = cls.__new__
             if type(new) is FunctionType:  # a Python __new__ (NamedTuple...) takes the arguments
-                read, origin = _from_new(cls, new, source)
-                return _new_provider(Provider, (key, cls, kind, scope, read, origin))
+                return _wire_class(cls, key, kind, scope, source)
         return _new_provider(Provider, (key, cls, kind, scope, (), source or _caller_location()))
     code = init.__code__
     deps: Any = None
@@ -259,16 +377,61 @@ def class_provider(
                 deps = None
                 break
             deps.append(_new_dependency(Dependency, (name, hint, False, NO_DEFAULT)))
-    if deps is None or (not deps and getattr(init, "__wrapped__", None) is not None):
-        # Every other shape; or a decorator's wrapper, whose own (*args,
-        # **kwargs) the loop read as nothing: `_read` reads what it wraps.
-        _, deps, code = _read(init, skip_first=True)
-    else:
-        deps = tuple(deps)
-    return _new_provider(Provider, (key, cls, kind, scope, deps, source or code))
+    if deps is None or (
+        not deps and (init is _PROTOCOL_INIT or getattr(init, "__wrapped__", None) is not None)
+    ):
+        # Every other shape; or a (*args, **kwargs) the loop read as nothing:
+        # typing's Protocol placeholder, or a decorator's wrapper.
+        return _wire_class(cls, key, kind, scope, source)
+    return _new_provider(Provider, (key, cls, kind, scope, tuple(deps), source or code))
 
 
-def _from_new(cls: type, new: Any, source: str | None) -> tuple[tuple[Dependency, ...], Any]:
+# What typing.Protocol gives a class that lists a protocol before the base
+# whose __init__ it means: called, it finds that __init__ along the MRO.
+_PROTOCOL_INIT: Final = getattr(typing, "_no_init_or_replace_init", None)
+
+
+def _wire_class(
+    cls: type, key: Any, kind: Kind, scope: str | None, source: Origin, alias: Any = None
+) -> Provider:
+    """The general path of `class_provider`, and the one of a parameterised
+    alias (``alias``: ``Repo[int]``, which keeps the key and is called).
+
+    Reads the ``__init__`` that runs -- the first along the MRO that is not
+    typing's Protocol placeholder -- through `_read`, or, for
+    ``object.__init__``, a Python ``__new__`` (`_from_new`). Type variables in
+    its hints are bound through the alias's arguments and the
+    ``__orig_bases__`` of the classes between ``cls`` and the one that defines
+    the method (`_bind_type_variables`); one left free is refused here."""
+    owner, init = _init_of(cls)
+    if type(init) is FunctionType:
+        _, deps, origin = _read(init, skip_first=True)
+    elif init is object.__init__ and type(cls.__new__) is FunctionType:
+        owner = next(k for k in cls.__mro__ if "__new__" in vars(k))
+        init = cls.__new__
+        deps, origin = _from_new(cls, init, source)
+    else:  # a C-level __init__
+        deps, origin = (), None
+    if any(_type_variables(dep.key) for dep in deps):
+        deps = _bind_type_variables(alias, cls, owner, init, deps)
+    origin = source or origin or _caller_location()
+    return _new_provider(
+        Provider, (key, cls if alias is None else alias, kind, scope, deps, origin)
+    )
+
+
+def _init_of(cls: type) -> tuple[type, Any]:
+    """The class along the MRO whose ``__init__`` runs, and that ``__init__``:
+    the first that is not typing's Protocol placeholder (which, called,
+    finds the same one)."""
+    for owner in cls.__mro__:
+        init = vars(owner).get("__init__")
+        if init is not None and init is not _PROTOCOL_INIT:
+            return owner, getattr(owner, "__init__", init)
+    return object, object.__init__  # pragma: no cover - object defines __init__
+
+
+def _from_new(cls: type, new: Any, source: Origin) -> tuple[tuple[Dependency, ...], Any]:
     """The dependencies and origin of a class whose ``__init__`` is
     ``object.__init__``, read from its Python ``__new__`` (``cls`` skipped) by
     the same rules as an ``__init__``.
@@ -281,10 +444,10 @@ def _from_new(cls: type, new: Any, source: str | None) -> tuple[tuple[Dependency
         _, deps, code = _read(new, skip_first=True)
         return deps, source or code
     hints = new.__annotations__
-    if any(type(hint) is str or type(hint) is typing.ForwardRef for hint in hints.values()):
+    if any(_unevaluated(hint) for hint in hints.values()):
         owner = next(k for k in cls.__mro__ if "__new__" in vars(k))
         module = sys.modules.get(owner.__module__)
-        hints = type_hints(new, getattr(module, "__dict__", None))
+        hints = _evaluated(new, hints, getattr(module, "__dict__", None))
     return _parameters(new, hints, skip_first=True), source or _caller_location()
 
 
@@ -321,18 +484,33 @@ def _ends_unwrapping(fn: Any) -> bool:
 def _from_signature(fn: Any, skip_first: bool) -> tuple[dict[str, Any], tuple[Dependency, ...]]:
     """The hints and dependencies `inspect.signature` gives: for a wrapper
     with an explicit ``__signature__``, and for callables with no code object
-    of their own (callable instances, ``functools.partial``, builtins)."""
-    sig = inspect.signature(fn, eval_str=True)
+    of their own (callable instances, ``functools.partial``, builtins).
+
+    What a ``functools.partial`` binds is no dependency: `inspect.signature`
+    drops its positional arguments, and shows each bound keyword as a
+    parameter with that default, which is left out here (the bound argument
+    wins, as an argument passed to a `di.inject` function does)."""
+    sig = inspect.signature(fn)
     params = list(sig.parameters.values())[1 if skip_first else 0 :]
+    bound: set[str] = set()
+    inner = fn
+    while isinstance(inner, functools.partial):
+        bound.update(inner.keywords)
+        inner = inner.func
+    if bound:
+        params = [p for p in params if p.name not in bound]
     hints = {p.name: p.annotation for p in params if p.annotation is not p.empty}
     if sig.return_annotation is not sig.empty:
         hints["return"] = sig.return_annotation
-    if any(type(hint) is str for hint in hints.values()):
-        # An explicit __signature__ is taken as it is: evaluate its strings
-        # where the innermost function was written.
-        globalns = getattr(inspect.unwrap(fn), "__globals__", None)
-        carrier = SimpleNamespace(__annotations__=hints)
-        hints = typing.get_type_hints(carrier, globalns, include_extras=True)
+    if any(_unevaluated(hint) for hint in hints.values()):
+        # Evaluated where the function that makes the call was written (what
+        # `inspect.signature(eval_str=True)` would use), also an explicit
+        # __signature__, which is taken as it is.
+        written = inspect.unwrap(call_target(fn) or fn)
+        globalns = getattr(written, "__globals__", None)
+        name = getattr(fn, "__qualname__", None) or getattr(written, "__qualname__", None)
+        carrier = SimpleNamespace(__annotations__=hints, __qualname__=name or repr(fn))
+        hints = _evaluated(carrier, hints, globalns)
     deps = [
         _dependency(fn, p.name, hints, p.kind is p.KEYWORD_ONLY, p.default)
         for p in params
@@ -355,12 +533,40 @@ def _dependency(fn: Any, name: str, hints: dict[str, Any], kw: bool, default: An
 
 def _caller_location() -> str:
     # The first frame outside this module is where the user registered.
-    frame = sys._getframe(1)
-    while frame is not None and frame.f_code.co_filename == __file__:
-        frame = frame.f_back  # type: ignore[assignment]
-    if frame is None:  # pragma: no cover - only when called from this module's top
-        return "<unknown>"
+    frame = _caller()
     return f"{frame.f_code.co_filename}:{frame.f_lineno}"
+
+
+_getframe: Final = sys._getframe
+
+_Site = tuple[CodeType, int]
+"""Where a registration was made: the caller's code object and ``f_lasti``
+(two attribute reads; the line is looked up only when an error names it)."""
+
+Origin = _Site | str | None
+"""What a registration passes down as its place: a `_Site`, ``file:line``,
+or None (the factory's own code object then stands for it)."""
+
+
+def _caller() -> FrameType:
+    """The frame that called into this module: the first one outside it."""
+    frame = _getframe(2)
+    while frame.f_code.co_filename == __file__ and frame.f_back is not None:
+        frame = frame.f_back
+    return frame
+
+
+def _site() -> _Site:
+    """The `_Site` of the caller (`_caller`)."""
+    frame = _caller()
+    return frame.f_code, frame.f_lasti
+
+
+def _render(site: _Site) -> str:
+    """``file:line`` of a `_Site`."""
+    code, lasti = site
+    line = next((n for start, end, n in code.co_lines() if start <= lasti < end), None)
+    return f"{code.co_filename}:{line if line is not None else code.co_firstlineno}"
 
 
 def call_target(fn: Any) -> Any:
@@ -387,7 +593,7 @@ def make_provider(
     provides: Any = None,
     scope: str | None = None,
     cm: bool = False,
-    source: str | None = None,
+    source: Origin = None,
 ) -> Provider:
     """Read one factory: what it provides, what it needs, how it makes it."""
     if type(factory) is type or _is_class(factory):  # a class; Repo[int] is read below
@@ -413,7 +619,11 @@ def make_provider(
         code = None
         target = call_target(factory)
     ret = hints.get("return", inspect.Parameter.empty)
+    if type(ret) is _Unresolvable and (provides is None or cm):
+        raise ret.error  # cm=True reads the return annotation for sync or async
     if cm:
+        if not _calls_return(target):
+            raise TypeError(_cm_misfit(factory, target))
         origin = typing.get_origin(ret) or ret
         is_async = (
             origin in _ASYNC_ITERATOR_ORIGINS
@@ -443,23 +653,49 @@ def make_provider(
     return Provider(normalize_key(key), factory, kind, scope, deps, origin)
 
 
+def _calls_return(target: Any) -> bool:
+    """Whether calling returns the value itself: False for a coroutine
+    function (a coroutine to await), a generator or an async generator."""
+    return not (
+        inspect.iscoroutinefunction(target)
+        or inspect.isgeneratorfunction(target)
+        or inspect.isasyncgenfunction(target)
+    )
+
+
+def _cm_misfit(factory: Any, target: Any) -> str:
+    """Why ``factory`` cannot be registered with ``cm=True``."""
+    name = getattr(factory, "__qualname__", None) or repr(factory)
+    if inspect.iscoroutinefunction(target):
+        return (
+            f"{name!r} is a coroutine function (async def), registered with cm=True: di enters "
+            f"what the factory returns, and an async def returns a coroutine, not a context "
+            f"manager; make it a plain def that returns the (async) context manager, or an async "
+            f"generator (yield the value, teardown after the yield) registered without cm=True"
+        )
+    what = "an async generator" if inspect.isasyncgenfunction(target) else "a generator"
+    wrap = "asynccontextmanager" if inspect.isasyncgenfunction(target) else "contextmanager"
+    return (
+        f"{name!r} is {what}, registered with cm=True: di enters what the factory returns, and "
+        f"{what} function returns {what}, not a context manager; register it without cm=True "
+        f"(its code after the yield is teardown already), or decorate it with "
+        f"@contextlib.{wrap}"
+    )
+
+
 def _generic_class_provider(
-    alias: Any, cls: type, provides: Any, scope: str | None, cm: bool, source: str | None
+    alias: Any, cls: type, provides: Any, scope: str | None, cm: bool, source: Origin
 ) -> Provider:
     """The provider of a parameterised generic class, ``Repo[int]``: wired
     from ``cls`` as `class_provider` wires it, keyed by the alias, and called
     as the alias (which sets ``__orig_class__`` on the instance, as Python
-    does). Type variables in the hints of the class's own ``__init__`` (or
-    ``__new__``) are bound to the alias's arguments: ``item: T`` needs ``int``."""
+    does). Type variables in the hints of the ``__init__`` (or ``__new__``)
+    are bound to the alias's arguments: ``item: T`` needs ``int``."""
     kind = _CALL
     if cm:
         kind = Kind.ASYNC_CM if hasattr(cls, "__aenter__") else Kind.CM
     key = alias if provides is None else normalize_key(provides)
-    made = class_provider(cls, key, kind, scope, source)
-    deps = made.dependencies
-    if any(_type_variables(dep.key) for dep in deps):
-        deps = _bind_type_variables(alias, cls, deps)
-    return made._replace(factory=alias, dependencies=deps)
+    return _wire_class(cls, key, kind, scope, source, alias)
 
 
 def _type_variables(hint: Any) -> tuple[Any, ...]:
@@ -471,45 +707,76 @@ def _type_variables(hint: Any) -> tuple[Any, ...]:
     return tuple(getattr(hint, "__parameters__", ()))
 
 
-def _bind_type_variables(
-    alias: Any, cls: type, deps: tuple[Dependency, ...]
-) -> tuple[Dependency, ...]:
-    """``deps`` with the type variables of ``cls`` bound to the arguments of
-    ``alias``. Only a method ``cls`` defines itself is bound: an inherited one
-    is written in terms of its own class's variables. A variable left free is
-    an error, unless the parameter has a default to keep."""
-    method = "__init__" if type(cls.__init__) is FunctionType else "__new__"  # type: ignore[misc]
+def _substitute(hint: Any, bound: dict[Any, Any]) -> Any:
+    """``hint`` with its type variables replaced as ``bound`` says."""
+    if type(hint) is TypeVar:
+        return bound.get(hint, hint)
+    free = _type_variables(hint)
+    if any(var in bound for var in free):
+        return hint[tuple(bound.get(var, var) for var in free)]
+    return hint
+
+
+def _type_arguments(cls: type, alias: Any) -> dict[Any, dict[Any, Any]]:
+    """For ``cls`` and each generic class along its MRO, what its type
+    variables stand for: bound by ``alias``'s arguments (``Box[int]``) for
+    ``cls``, and for a base by how the class below subscripted it in its
+    ``__orig_bases__`` (``class IntBox(Box[int])``, ``class Sub(Box[list[T]])``)."""
     params = tuple(getattr(cls, "__parameters__", ()))
-    args = typing.get_args(alias)
-    bound: dict[Any, Any] = {}
-    own = method in vars(cls)
-    if own and len(params) == len(args) and all(type(p) is TypeVar for p in params):
-        bound = dict(zip(params, args, strict=True))
+    args = typing.get_args(alias) if alias is not None else ()
+    own: dict[Any, Any] = {}
+    if len(params) == len(args) and all(type(p) is TypeVar for p in params):
+        own = dict(zip(params, args, strict=True))
+    bound = {cls: own}
+    for klass in cls.__mro__:  # a class comes before its bases
+        mine = bound.get(klass, {})
+        for base in vars(klass).get("__orig_bases__", ()):
+            origin = typing.get_origin(base)
+            base_params = tuple(getattr(origin, "__parameters__", ()))
+            base_args = typing.get_args(base)
+            if (
+                origin not in bound
+                and len(base_params) == len(base_args)
+                and all(type(p) is TypeVar for p in base_params)
+            ):
+                bound[origin] = {
+                    p: _substitute(a, mine) for p, a in zip(base_params, base_args, strict=True)
+                }
+    return bound
+
+
+def _bind_type_variables(
+    alias: Any, cls: type, owner: type, method: Any, deps: tuple[Dependency, ...]
+) -> tuple[Dependency, ...]:
+    """``deps`` of ``method`` (defined by ``owner``, ``cls`` or one of its
+    bases) with its type variables bound as `_type_arguments` says. A
+    variable left free is an error, unless the parameter has a default to
+    keep."""
+    bound = _type_arguments(cls, alias).get(owner, {})
     wired = []
     for dep in deps:
-        free = _type_variables(dep.key)
-        if free:
-            if type(dep.key) is TypeVar:
-                key = bound.get(dep.key, dep.key)
-            elif any(var in bound for var in free):
-                key = dep.key[tuple(bound.get(var, var) for var in free)]
-            else:
-                key = dep.key
+        if _type_variables(dep.key):
+            key = _substitute(dep.key, bound)
             left = _type_variables(key)
             if left and not dep.has_default:
-                where = getattr(getattr(cls, method), "__qualname__", method)
-                why = ""
-                if not own:
-                    why = (
-                        f"; {cls.__qualname__} inherits {where}, and di binds the type "
-                        f"variables of a class's own {method} only"
+                where = getattr(method, "__qualname__", None) or f"{owner.__qualname__}.__init__"
+                what = describe_key(cls if alias is None else alias)
+                fix = "annotate the parameter with a concrete type, or give it a default"
+                generic: Any = next(
+                    (k for k in (cls, owner) if getattr(k, "__parameters__", ())), None
+                )
+                if generic is not None:  # e.g. Box[int], or class IntBox(Box[int])
+                    params = ", ".join("int" for _ in generic.__parameters__)
+                    example = f"{generic.__name__}[{params}]"
+                    fix = (
+                        f"register an alias or a subclass that binds it (like {example}, or "
+                        f"`class Int{generic.__name__}({example})`), {fix}"
                     )
                 raise TypeError(
                     f"parameter {dep.name!r} of {where!r} is annotated with "
-                    f"{describe_key(dep.key)}, which {describe_key(alias)} does not bind to a "
-                    f"type (type variable {', '.join(map(describe_key, left))} is left{why}), "
-                    f"so di cannot tell what to inject; annotate it with a concrete type or "
-                    f"give it a default"
+                    f"{describe_key(dep.key)}, which {what} does not bind to a type (type "
+                    f"variable {', '.join(map(describe_key, left))} is left free), so di cannot "
+                    f"tell what to inject; {fix}"
                 )
             dep = dep._replace(key=normalize_key(key))
         wired.append(dep)
@@ -614,10 +881,14 @@ class Registry:
         """
         if factory is not None and scope is None and not (singleton or provides or cm):
             # `@registry.provider` / `registry.provider(cls)`: the plain transient case.
+            # Where it is registered is the caller (register_provider never
+            # comes here): kept as (code, f_lasti), rendered only by an error.
+            caller = _getframe(1)
+            site = (caller.f_code, caller.f_lasti)
             if type(factory) is type:  # a plain class (no metaclass): the common case
-                made = class_provider(factory, factory, _CALL, None, None)
+                made = class_provider(factory, factory, _CALL, None, site)
             else:
-                made = make_provider(factory)
+                made = make_provider(factory, source=site)
             key = made[0]  # .provides: a NamedTuple field read is unspecialised on 3.11
             if override or key not in self._providers:
                 self._providers[key] = made
@@ -627,7 +898,8 @@ class Registry:
         level = self._level(singleton, scope)
 
         def decorate(fn: F) -> F:
-            self.add(make_provider(fn, provides=provides, scope=level, cm=cm), override=override)
+            made = make_provider(fn, provides=provides, scope=level, cm=cm, source=_site())
+            self.add(made, override=override)
             return fn
 
         return decorate(factory) if factory is not None else decorate
@@ -701,8 +973,17 @@ class Registry:
 
 def _same(a: Provider, b: Provider) -> bool:
     """The same registration: one Provider, or an equal one (the same factory,
-    compared by identity, never by a user's ``__eq__``)."""
-    return a is b or (a.factory is b.factory and a[2:] == b[2:])
+    compared by identity, never by a user's ``__eq__``). Where a factory was
+    registered tells two apart only for `register`, `value` and `context`
+    (``file:line``): one factory registered in two registries by `provider`
+    is one."""
+    if a is b:
+        return True
+    if a.factory is not b.factory or a[2:5] != b[2:5]:
+        return False
+    if isinstance(a.origin, str) or isinstance(b.origin, str):
+        return bool(a.origin == b.origin)
+    return True
 
 
 default_registry: Final = Registry()

@@ -341,6 +341,39 @@ def test_scope_violation_through_a_transient() -> None:
     assert matching(problems, "Cache", "Middle", "request"), problems
 
 
+def test_a_scope_violation_is_reported_once_not_passed_on_to_dependents() -> None:
+    """The singleton holding a request-scoped value is the one problem: a
+    session-scoped key may hold that singleton (or a transient over it), and
+    is not reported for it."""
+
+    class Middle:
+        def __init__(self, cache: Cache) -> None:
+            pass
+
+    reg = di.Registry()
+    reg.context(Request, scope="request")
+
+    @reg.provider(singleton=True)
+    def cache(req: Request) -> Cache:  # the real violation
+        return Cache()
+
+    reg.provider()(Middle)  # transient over the singleton
+
+    @reg.provider(scope="session")
+    def state(c: Cache, m: Middle) -> SessionState:  # legal: holds a singleton
+        return SessionState()
+
+    @reg.provider(singleton=True)
+    def engine(m: Middle) -> Engine:  # legal too, Middle needs the container only
+        return Engine()
+
+    problems = build_errors(reg)
+    assert len(problems) == 1, problems
+    assert problems[0].startswith("scope violation: singleton Cache depends on request-scoped"), (
+        problems
+    )
+
+
 def test_longer_lived_dependencies_are_fine() -> None:
     reg = di.Registry()
     reg.provider(singleton=True)(Engine)
@@ -604,6 +637,51 @@ def test_random_graphs_agree_with_an_oracle(seed: int) -> None:
                     assert isinstance(request.resolve(key), key)
                 with pytest.raises(di.NoActiveScopeError):
                     session.resolve(key)
+
+
+_VIOLATION = re.compile(r"scope violation: \S+ (K\d+) depends on (?:transient |\S+ )?(K\d+)")
+
+
+@pytest.mark.parametrize("seed", range(300))
+def test_random_graphs_report_only_real_scope_violations(seed: int) -> None:
+    """Every scope violation reported is an edge from a key with a level to a
+    dependency that needs a deeper one, where a scoped dependency needs just
+    its own level (its own violations are reported on their own), and a
+    transient what its dependencies need; and every such edge is reported.
+    Graphs with a cycle are left out: there a needed level is not defined."""
+    reg, spec = _random_graph(random.Random(seed))
+    used = {k: [d for d, default in deps if d in spec] for k, (_, deps) in spec.items()}
+    for start in spec:  # skip graphs with a cycle
+        seen, todo = set(), list(used[start])
+        while todo:
+            k = todo.pop()
+            if k == start:
+                return
+            if k not in seen:
+                seen.add(k)
+                todo.extend(used[k])
+    needs: dict[type, int] = {}
+
+    def needed(k: type) -> int:
+        if k not in needs:
+            level = spec[k][0]
+            needs[k] = level if level is not None else max(map(needed, used[k]), default=0)
+        return needs[k]
+
+    expected = {
+        (k.__name__, d.__name__)
+        for k, (level, _) in spec.items()
+        if level is not None
+        for d in used[k]
+        if needed(d) > level
+    }
+    try:
+        di.Container(reg)
+        problems: list[str] = []
+    except di.GraphError as error:
+        problems = error.problems
+    reported = {m.groups() for p in problems if (m := _VIOLATION.match(p))}
+    assert reported == expected, problems
 
 
 # -- deep chains ------------------------------------------------------------------
