@@ -617,12 +617,9 @@ class Compiler:
         # the override lock, as every change to them is made).
         built, opened = container._generation, container._closes
 
-        def plan(cp: Any) -> Any:
-            # Made already: no lock. (Resolved from a scope, a singleton
-            # misses that scope's dict and lands here on every call.)
-            value = dict.get(root, key, _M)
-            if value is not _M:
-                return value
+        def attempt(cp: Any) -> Any:
+            """Take the key's lock and make it, unless made meanwhile; _STALE
+            if this plan went out of date while waiting for the lock."""
             if lock.green_owned():
                 raise CircularDependencyError(
                     f"{describe_key(key)} needed itself while being created: its factory "
@@ -630,6 +627,8 @@ class Compiler:
                 )
             try:
                 lock.green_acquire()
+            except RecursionError:
+                raise
             except RuntimeError:  # aiologic: a task of this thread holds it
                 raise CircularDependencyError(
                     f"{describe_key(key)} is being created by `aresolve` in a task of this "
@@ -643,30 +642,46 @@ class Compiler:
                     return value
                 closes, generation, began = container._closes, container._generation, root._exits
                 # Both compared: a close bumps `_closes`, then `_generation`,
-                # and these reads may fall in between.
-                if generation == built and closes == opened:
-                    # The singleton's own teardowns (its inlined transients,
-                    # itself) gather here: a failed creation unwinds them at
-                    # once, like a failed `with`, and a good one hands them to
-                    # the root, LIFO.
-                    exits: list[Any] = []
-                    try:
-                        value = enter(make(root, exits), exits)
-                    except BaseException as exc:
-                        unwind(exits, exc)
-                        raise
-                    if not self._keep(key, value, exits, closes, generation, began):
-                        self._late(root, exits, key)
-                    return value
+                # and these reads may fall in between. Out of date, `make` may
+                # be compiled for a graph no longer in force (an override began
+                # or ended), or have singletons of a closed open state baked in.
+                if generation != built or closes != opened:
+                    return _STALE
+                # The singleton's own teardowns (its inlined transients,
+                # itself) gather here: a failed creation unwinds them at once,
+                # like a failed `with`, and a good one hands them to the root,
+                # LIFO.
+                exits: list[Any] = []
+                try:
+                    value = enter(make(root, exits), exits)
+                except BaseException as exc:
+                    unwind(exits, exc)
+                    raise
+                if not self._keep(key, value, exits, closes, generation, began):
+                    self._late(root, exits, key)
+                return value
             finally:
                 lock.green_release()
-            # Plans and singletons were dropped while this call waited for the
-            # lock (an override began or ended, or the container closed):
-            # `make` may be compiled for a graph no longer in force, or have
-            # singletons of a closed open state baked in. The current plan
-            # makes it (only creation gets here: no cost once it exists).
-            return container._plan(key)(cp)
 
+        def plan(cp: Any) -> Any:
+            # Made already: no lock. (Resolved from a scope, a singleton
+            # misses that scope's dict and lands here on every call.)
+            value = dict.get(root, key, _M)
+            if value is not _M:
+                return value
+            value = attempt(cp)
+            # Out of date: the current plan makes it (only creation gets here).
+            # A loop, not a call: under steady overrides a waiter may find
+            # plan after plan out of date.
+            while value is _STALE:
+                current = container._plan(key)
+                again = getattr(current, "attempt", None)
+                if again is None:  # an override made the key a value or a factory
+                    return current(cp)
+                value = again(cp)
+            return value
+
+        plan.attempt = attempt  # type: ignore[attr-defined]
         return plan
 
     def _async_singleton_plan(self, key: Any) -> APlan:
@@ -677,10 +692,7 @@ class Compiler:
         aenter = container._aenter_lifecycle
         built, opened = container._generation, container._closes
 
-        async def plan(cp: Any) -> Any:
-            value = dict.get(root, key, _M)
-            if value is not _M:
-                return value
+        async def attempt(cp: Any) -> Any:
             if lock.async_owned():
                 raise CircularDependencyError(
                     f"{describe_key(key)} needed itself while being created: its factory "
@@ -691,19 +703,32 @@ class Compiler:
                 if value is not _M:
                     return value
                 closes, generation, began = container._closes, container._generation, root._exits
-                if generation == built and closes == opened:
-                    exits: list[Any] = []
-                    try:
-                        value = await aenter(await make(root, exits), exits)
-                    except BaseException as exc:
-                        await aunwind(exits, exc)
-                        raise
-                    if not self._keep(key, value, exits, closes, generation, began):
-                        await self._alate(root, exits, key)
-                    return value
-            # Out of date, as in _singleton_plan: the current plan makes it.
-            return await container._aplan(key)(cp)
+                if generation != built or closes != opened:
+                    return _STALE  # as in _singleton_plan
+                exits: list[Any] = []
+                try:
+                    value = await aenter(await make(root, exits), exits)
+                except BaseException as exc:
+                    await aunwind(exits, exc)
+                    raise
+                if not self._keep(key, value, exits, closes, generation, began):
+                    await self._alate(root, exits, key)
+                return value
 
+        async def plan(cp: Any) -> Any:
+            value = dict.get(root, key, _M)
+            if value is not _M:
+                return value
+            value = await attempt(cp)
+            while value is _STALE:  # as in _singleton_plan
+                current = container._aplan(key)
+                again = getattr(current, "attempt", None)
+                if again is None:
+                    return await current(cp)
+                value = await again(cp)
+            return value
+
+        plan.attempt = attempt  # type: ignore[attr-defined]
         return plan
 
     def _async_only(self, key: Any) -> Plan:
@@ -793,9 +818,11 @@ class Compiler:
         with container._override_lock:
             if container._closes != closes or root._exits is not began or began is None:
                 return False
-            began.extend(exits)
             if needs_async(exits):
+                if container._sync_unwind:  # a sync close could not run its exit
+                    return False
                 root._async = True
+            began.extend(exits)
             if container._dropped.get(key, 0) <= generation:
                 dict.__setitem__(root, key, value)
             return True
@@ -902,6 +929,9 @@ def _creating_below(mark: object) -> bool:
             return True
         frame = frame.f_back
     return False
+
+
+_STALE: Any = object()  # a singleton plan's attempt found itself out of date
 
 
 class _MarkerKey:

@@ -116,6 +116,7 @@ class Container:
         "_root",
         "_storage",
         "_sync",
+        "_sync_unwind",
         "_teardown",
         "_waiters",
         "shutdown_timeout",
@@ -176,6 +177,9 @@ class Container:
         # close tears down, the event it sets when done (enters wait for it).
         self._closing = False
         self._teardown: aiologic.Event | None = None
+        # Under the override lock: a sync close is unwinding the root, which
+        # refuses exits it could not run (Compiler._keep).
+        self._sync_unwind = False
         self._fill_values()
         # The hot path: C-level dict lookups, no Python frame for a cache hit.
         self.__dict__["resolve"] = self._root.__getitem__
@@ -508,6 +512,8 @@ class Container:
 
     async def _async_acquire(self, what: str) -> None:
         lock = self._lifecycle_lock
+        if lock.green_owned():  # this thread's sync close, in a loop its teardown runs
+            raise self._busy(what)
         try:
             await lock.async_acquire()
         except RuntimeError:
@@ -532,7 +538,10 @@ class Container:
 
     async def __aenter__(self) -> Container:
         while (done := self._count_in()) is not None:
-            if self._lifecycle_lock.async_owned():  # this task's own close
+            lock = self._lifecycle_lock
+            # This task's own close, or this thread's sync close running a
+            # teardown that runs an event loop: either would wait for itself.
+            if lock.async_owned() or lock.green_owned():
                 raise self._busy("`async with container`")
             await done
         self._push_entered()
@@ -607,8 +616,11 @@ class Container:
         lock = self._lifecycle_lock
         try:
             while not lock.green_acquire(timeout=_POLL):
-                if self._closing or self._closes != closes:
-                    return  # a close committed after our release, or closed
+                # A close committed after our release, or one tearing down
+                # (it empties the root whatever the count: a forced one may
+                # be waiting for this very block's thread), or closed.
+                if self._closing or self._teardown is not None or self._closes != closes:
+                    return
         except RuntimeError:
             # A task of this thread's event loop holds the lock (or this
             # thread's own close, running a teardown that exits a block): the
@@ -643,7 +655,7 @@ class Container:
         # unreferenced, until the next exit or close().
         if not await lock.async_acquire(blocking=False):
             while not await lock.async_acquire(timeout=_POLL):
-                if self._closing or self._closes != closes:
+                if self._closing or self._teardown is not None or self._closes != closes:
                     return  # as in __exit__
         try:
             if self._closes == closes:
@@ -851,6 +863,20 @@ class Container:
         exits = self._root._exits
         if exits is None:  # never, for the root (it is entered from the start)
             exits = []
+        # From here a singleton with async teardown made meanwhile (aresolve
+        # in another thread's loop) is refused and unwound by its maker
+        # (Compiler._keep), since this sync unwind could not run its exit;
+        # one handed over since the check in _close_now is refused here.
+        with self._override_lock:
+            arrived = needs_async(exits)
+            self._sync_unwind = not arrived
+        if arrived:
+            error = AsyncProviderError(
+                "an async singleton was made while this sync close began; the singletons "
+                "are left open: close the container with `await container.aclose()`"
+            )
+            _chain(error, failure)
+            raise error
         reset = False
         try:
             while not reset:
@@ -861,6 +887,7 @@ class Container:
                     failure = exc
                 reset = self._reset_root(exits)
         finally:
+            self._sync_unwind = False
             if not reset:
                 self._reset_root()
         return failure

@@ -1837,3 +1837,271 @@ async def test_entering_or_closing_from_a_teardown_of_the_async_close_says_so(
             await c.aclose()
     assert "own close is running (in this same task)" in str(info.value), info.value
     assert log == ["pool open", "a close", "pool close"] and not c.is_open
+
+
+# An async singleton another thread's event loop makes while a sync close runs.
+
+
+class HandoverSync:
+    pass
+
+
+class HandoverAsync:
+    pass
+
+
+class HandoverReq:
+    pass
+
+
+@pytest.mark.parametrize("loop", ["asyncio", "trio"])
+@pytest.mark.parametrize("when", ["while it unwinds the singletons", "just before that unwind"])
+def test_an_async_singleton_made_in_another_thread_during_a_sync_close_is_never_dropped(
+    when: str, loop: str
+) -> None:
+    """A sync close() cannot await an async generator's cleanup. One that
+    another thread's `aresolve` makes while the close unwinds the singletons
+    (here: while HandoverSync's teardown runs) is refused: that aresolve gets
+    a CheckpointClosedError, the async cleanup of what it made runs there, and
+    the close completes. One handed over just before that unwind (here: while
+    the forced close tears down the caller's own request scope) makes the
+    close raise AsyncProviderError and leaves the singletons open for
+    `await container.aclose()`. Never an internal error, never an async exit
+    popped by the sync unwind and dropped."""
+    log: list[str] = []
+    reached, made, go_on = threading.Event(), threading.Event(), threading.Event()
+    during = when == "while it unwinds the singletons"
+    reg = di.Registry()
+
+    def hand_over() -> None:
+        reached.set()
+        assert made.wait(TIMEOUT)  # the other thread's aresolve is done
+
+    @reg.provider(singleton=True)
+    def sync_res() -> Iterator[HandoverSync]:
+        log.append("sync open")
+        yield HandoverSync()
+        if during:
+            hand_over()
+        log.append("sync close")
+
+    @reg.provider(scope="request")
+    def req() -> Iterator[HandoverReq]:
+        yield HandoverReq()
+        if not during:
+            hand_over()
+        log.append("req close")
+
+    @reg.provider(singleton=True)
+    async def async_res() -> AsyncIterator[HandoverAsync]:
+        log.append("async open")
+        try:
+            yield HandoverAsync()
+        finally:
+            await anyio.sleep(0)
+            log.append("async close")
+
+    c = di.Container(reg)
+    got: list[object] = []
+    later: list[BaseException] = []
+
+    async def in_loop() -> None:
+        with anyio.fail_after(TIMEOUT):
+            try:
+                got.append(await c.aresolve(HandoverAsync))
+            except BaseException as exc:
+                got.append(exc)
+            made.set()
+            # This loop lives on (a server's): its async generators are not
+            # finalised by the loop's shutdown behind the container's back.
+            assert await anyio.to_thread.run_sync(go_on.wait, TIMEOUT)
+            if not during:
+                try:
+                    await c.aclose()
+                except BaseException as exc:
+                    later.append(exc)
+
+    def other() -> None:
+        assert reached.wait(TIMEOUT)
+        anyio.run(in_loop, backend=loop)
+
+    worker = threading.Thread(target=other, daemon=True)
+    worker.start()
+    error: BaseException | None = None
+    first = c.resolve(HandoverSync)
+    try:
+        if during:
+            c.close()
+        else:
+            with c.scope("request") as scope:
+                scope.resolve(HandoverReq)
+                c.close(force=True)
+    except BaseException as exc:
+        error = exc
+    at_close = list(log)
+    # Left open (the close raised before unwinding): still the same singleton.
+    left_open = not during and c.resolve(HandoverSync) is first
+    go_on.set()
+    worker.join(TIMEOUT)
+    assert not worker.is_alive()
+    if during:
+        assert error is None, repr(error)
+        assert len(got) == 1 and isinstance(got[0], di.CheckpointClosedError), got
+        assert at_close == ["sync open", "async open", "async close", "sync close"]
+        assert log == at_close
+    else:
+        assert isinstance(error, di.AsyncProviderError), repr(error)
+        assert "aclose()" in str(error)
+        assert len(got) == 1 and isinstance(got[0], HandoverAsync), got
+        assert at_close == ["sync open", "async open", "req close"] and left_open
+        assert later == []  # the aclose() in the other thread's loop closes them, LIFO
+        assert log == [*at_close, "async close", "sync close"]
+
+
+# A forced close whose teardown waits for a worker leaving its block.
+
+
+def test_a_forced_close_whose_teardown_joins_a_worker_leaving_its_with_block_finishes() -> None:
+    """A worker thread is inside `with container`; a forced close tears the
+    singletons down under it, and the pool's teardown stops the worker and
+    joins it (a worker pool). The worker's exit drops the last reference
+    while the close tears down: it leaves the closing to that close and
+    returns at once, rather than waiting for the close, which waits for it."""
+    log: list[str] = []
+    inside, stop = threading.Event(), threading.Event()
+    workers: list[threading.Thread] = []
+    reg = di.Registry()
+
+    @reg.provider(singleton=True)
+    def pool() -> Iterator[ClosePool]:
+        yield ClosePool()
+        stop.set()
+        for w in workers:
+            w.join(TIMEOUT)
+            log.append("worker still running" if w.is_alive() else "worker joined")
+        log.append("pool close")
+
+    c = di.Container(reg)
+
+    def work() -> None:
+        with c:
+            c.resolve(ClosePool)
+            inside.set()
+            assert stop.wait(TIMEOUT)
+        log.append("worker left")
+
+    c.resolve(ClosePool)
+    workers.append(threading.Thread(target=work, daemon=True))
+    workers[0].start()
+    assert inside.wait(TIMEOUT)
+    closing = threading.Thread(target=c.close, kwargs={"force": True}, daemon=True)
+    closing.start()
+    closing.join(2 * TIMEOUT)  # the teardown's own join is bounded by TIMEOUT
+    assert not closing.is_alive()
+    workers[0].join(TIMEOUT)
+    assert not workers[0].is_alive()
+    assert log == ["worker left", "worker joined", "pool close"]
+    assert not c.is_open and c.ref_count == 0
+
+
+@pytest.mark.anyio
+async def test_a_forced_aclose_whose_teardown_awaits_a_task_leaving_its_async_with_finishes(
+    anyio_backend: str,
+) -> None:
+    """The task twin, under asyncio and trio: aclose(force=True) while a task
+    is inside `async with container`, and the pool's async teardown stops that
+    task and waits for it. The task's `async with` exit returns at once while
+    the close tears down."""
+    log: list[str] = []
+    inside, stop, left = anyio.Event(), anyio.Event(), anyio.Event()
+    reg = di.Registry()
+
+    @reg.provider(singleton=True)
+    async def pool() -> AsyncIterator[ClosePool]:
+        yield ClosePool()
+        stop.set()
+        with anyio.move_on_after(TIMEOUT):
+            await left.wait()
+        log.append("worker left" if left.is_set() else "worker still inside")
+        log.append("pool close")
+
+    c = di.Container(reg)
+
+    async def work() -> None:
+        async with c:
+            await c.aresolve(ClosePool)
+            inside.set()
+            await stop.wait()
+        left.set()
+
+    with anyio.fail_after(2 * TIMEOUT):
+        await c.aresolve(ClosePool)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(work)
+            await inside.wait()
+            await c.aclose(force=True)
+    assert log == ["worker left", "pool close"]
+    assert not c.is_open and c.ref_count == 0
+
+
+# An event loop that a teardown of the sync close runs enters or closes the container.
+
+
+@pytest.mark.parametrize("runner", ["asyncio", "trio"])
+@pytest.mark.parametrize("closer", ["last exit", "close()"])
+@pytest.mark.parametrize("call", ["async with container", "await aclose()"])
+def test_entering_or_closing_from_an_event_loop_a_teardown_of_the_sync_close_runs_says_so(
+    runner: str, closer: str, call: str
+) -> None:
+    """A sync teardown that flushes through a short event loop of its own
+    (`asyncio.run`, `trio.run`) whose code does `async with container` or
+    `await container.aclose()`: this thread's own close holds the container,
+    so waiting for it would hang. A ScopeError names that close; the close
+    still runs every teardown and leaves the container closed."""
+    log: list[str] = []
+    reg = _closing_registry(log)
+    outcome: list[BaseException] = []
+
+    @reg.provider(singleton=True)
+    def a() -> Iterator[A]:
+        yield A()
+        log.append("a close")
+
+        async def flush() -> None:
+            with anyio.fail_after(TIMEOUT):
+                if call == "await aclose()":
+                    await c.aclose()
+                else:
+                    async with c:
+                        pass  # pragma: no cover - refused
+
+        try:
+            anyio.run(flush, backend=runner)
+        except BaseException as exc:
+            outcome.append(exc)
+
+    c = di.Container(reg)
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            if closer == "last exit":
+                with c:
+                    c.resolve(ClosePool)
+                    c.resolve(A)
+            else:
+                c.resolve(ClosePool)
+                c.resolve(A)
+                c.close()
+        except BaseException as exc:
+            errors.append(exc)
+
+    worker = threading.Thread(target=run, daemon=True)
+    worker.start()
+    worker.join(2 * TIMEOUT)  # the teardown's own wait is bounded by TIMEOUT
+    assert not worker.is_alive()
+    assert errors == []
+    assert len(outcome) == 1 and isinstance(outcome[0], di.ScopeError), outcome
+    message = str(outcome[0])
+    assert "own close is running (in this same thread)" in message, message
+    assert log == ["pool open", "a close", "pool close"] and not c.is_open

@@ -1128,3 +1128,79 @@ async def test_task_waiting_on_a_singleton_across_a_forced_close_builds_on_fresh
         assert await c.aresolve(UsesPooled) is made
         assert await c.aresolve(Pooled) is made.pooled
     assert log == ["pooled open", "pooled closed", "pooled open", "pooled closed"]
+
+
+# ------------------------------------- waiters under steady override churn
+
+
+class Churned:
+    pass
+
+
+class FakeChurned(Churned):
+    pass
+
+
+class UsesChurned:
+    def __init__(self, dep: Churned) -> None:
+        time.sleep(0.01)  # a creation that takes a moment: waiters queue behind it
+        self.dep = dep
+
+
+@pytest.mark.timeout(30)
+def test_waiters_under_steady_override_churn_hand_over_without_recursing() -> None:
+    """16 threads resolve a singleton while another keeps entering and leaving
+    an override of its dependency: a waiter whose plan went out of date while
+    it waited for the lock hands over to the current plan, again and again
+    under the churn. Each hand-over must loop, not recurse: no GraphError
+    ("deeper than Python's recursion limit"), CircularDependencyError or
+    RecursionError, and no key lock left wedged.
+
+    A stress test, bounded to 1.5 s of churn; the recursion limit is lowered
+    (and restored) so that a recursive hand-over reaches it within that time."""
+    reg = di.Registry()
+    reg.provider(Churned)
+    reg.provider(UsesChurned, singleton=True)
+    c = di.Container(reg)
+    stop = threading.Event()
+    errors: list[BaseException] = []
+
+    def churn() -> None:
+        while not stop.is_set():
+            with c.override(Churned, FakeChurned()):
+                time.sleep(0.0002)  # pacing only: the override stays in force a moment
+            time.sleep(0.0002)
+
+    def user() -> None:
+        while not stop.is_set():
+            try:
+                c.resolve(UsesChurned)
+            except BaseException as exc:
+                errors.append(exc)
+                stop.set()
+
+    threads = [threading.Thread(target=user, daemon=True) for _ in range(16)]
+    threads.append(threading.Thread(target=churn, daemon=True))
+    saved = sys.getrecursionlimit()
+    sys.setrecursionlimit(250)
+    try:
+        for t in threads:
+            t.start()
+        stop.wait(1.5)  # the churn's time bound (or the first error)
+        stop.set()
+        deadline = time.monotonic() + 10
+        for t in threads:
+            t.join(max(0.0, deadline - time.monotonic()))
+    finally:
+        sys.setrecursionlimit(saved)
+    stuck = sum(t.is_alive() for t in threads)
+    assert errors == [], [f"{type(e).__name__}: {e}" for e in errors[:3]]
+    assert not stuck, f"{stuck} thread(s) still blocked after the churn stopped"
+    # The key's lock is free: with the churn over, a fresh resolve gets through.
+    got: list[UsesChurned] = []
+    probe = threading.Thread(target=lambda: got.append(c.resolve(UsesChurned)), daemon=True)
+    probe.start()
+    probe.join(10)
+    assert not probe.is_alive() and type(got[0].dep) is Churned
+    assert c.resolve(UsesChurned) is got[0]
+    c.close()
