@@ -830,8 +830,8 @@ class Compiler:
     @staticmethod
     def _closed_container(key: Any) -> CheckpointClosedError:
         return CheckpointClosedError(
-            f"the container closed while {describe_key(key)} was being made (a shutdown "
-            f"forced while work still held a scope); what it made has been torn down"
+            f"the container closed while {describe_key(key)} was being made; what it made "
+            f"has been torn down"
         )
 
     # ``cp`` was torn down while ``key`` was being made into ``exits`` (only a

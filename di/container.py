@@ -880,6 +880,7 @@ class Container:
         reset = False
         try:
             while not reset:
+                self._drop_singletons()
                 try:
                     unwind(exits, None)
                 except BaseException as exc:
@@ -900,6 +901,7 @@ class Container:
         reset = False
         try:
             while not reset:
+                self._drop_singletons()
                 try:
                     await aunwind(exits, None)
                 except BaseException as exc:
@@ -1011,6 +1013,18 @@ class Container:
         failure = await self._aunwind_root(failure)
         if failure is not None:
             raise failure
+
+    def _drop_singletons(self) -> None:
+        """Before each pass over the root's exits: a singleton torn down must
+        not be served meanwhile, by a hit or by a plan that baked it in. One
+        resolved during the close is made afresh (and closed by this close)."""
+        with self._override_lock:
+            dropped = dict(self._root)  # freed outside the lock: finalizers may resolve
+            dict.clear(self._root)
+            self._plans.clear()
+            self._aplans.clear()
+            self._generation += 1
+        del dropped
 
     def _reset_root(self, unwound: list[Any] | None = None) -> bool:
         """Empty the root: the container is closed. Given ``unwound`` (the

@@ -355,6 +355,10 @@ class Checkpoint(dict[Any, Any]):
         # (when the block raised nothing) generator providers, finished right
         # here as `unwind` would, without its frame and its general loop.
         self._exits = None
+        # Emptied before its exits run: an instance already torn down must not
+        # be served by a hit meanwhile (a later finalizer, another thread).
+        # The claim goes too; a late hold() finds _exits None and refuses.
+        _clear(self)
         try:
             if exits and exc is None:
                 try:
@@ -368,9 +372,8 @@ class Checkpoint(dict[Any, Any]):
                     return unwind_raised(exits, exc)
             return unwind(exits, exc) if exits else False
         finally:
-            # _after_teardown() without its _live pop: a checkpoint nobody
-            # held was never registered.
-            _clear(self)
+            # _after_teardown() without its _live pop and clear: a checkpoint
+            # nobody held was never registered, and it is empty already.
             if self._container._waiters:
                 self._container._compiler.forget(self)
 
@@ -411,6 +414,7 @@ class Checkpoint(dict[Any, Any]):
         if exits is None:
             return False
         self._exits = None
+        _clear(self)  # as in __exit__
         try:
             # As in __exit__: generators and async generators finished inline.
             if exits and exc is None:
@@ -433,7 +437,6 @@ class Checkpoint(dict[Any, Any]):
                     return await aunwind_raised(exits, exc)
             return await aunwind(exits, exc) if exits else False
         finally:
-            _clear(self)
             if self._container._waiters:
                 self._container._compiler.forget(self)
 
@@ -706,6 +709,7 @@ class Checkpoint(dict[Any, Any]):
                 f"will be torn down when the container closes"
             )
         self._exits = None
+        self._empty()
         try:
             suppressed = unwind(exits, exc)
         except BaseException as error:
@@ -717,6 +721,15 @@ class Checkpoint(dict[Any, Any]):
         # So does the holder's error, unless this teardown suppressed it.
         return self._closed_release_parent(None if suppressed else exc) or suppressed
 
+    def _empty(self) -> None:
+        # Before the exits run, as in __exit__: nothing torn down is served by
+        # a hit meanwhile. The hold state stays until _closed() (for holders
+        # still leaving).
+        hold = dict.get(self, _HOLD)
+        _clear(self)
+        if hold is not None:
+            dict.__setitem__(self, _HOLD, hold)
+
     def _closed_release_parent(self, exc: BaseException | None) -> bool:
         self._closed()
         parent = self._parent_holds()
@@ -727,6 +740,7 @@ class Checkpoint(dict[Any, Any]):
         if exits is None:
             return False
         self._exits = None
+        self._empty()
         try:
             suppressed = await aunwind(exits, exc) if self._async else unwind(exits, exc)
         except BaseException as error:

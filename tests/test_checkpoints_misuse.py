@@ -469,3 +469,53 @@ async def test_spawned_task_cancelled_before_it_starts_tears_down_with_the_cance
             await asyncio.sleep(0)
         assert scope.closed
     assert seen == ["CancelledError"]
+
+
+class Old:
+    pass
+
+
+class New:
+    closed = False
+
+
+def test_a_checkpoint_torn_down_at_shutdown_serves_nothing_while_its_exits_run() -> None:
+    reg = di.Registry()
+    in_old_teardown, release_old, holding = threading.Event(), threading.Event(), threading.Event()
+    result: list[object] = []
+
+    @reg.provider(scope="request")
+    def old() -> Iterator[Old]:
+        yield Old()
+        in_old_teardown.set()  # Old is older: torn down last
+        release_old.wait(10)
+
+    @reg.provider(scope="request")
+    def new() -> Iterator[New]:
+        made = New()
+        yield made
+        made.closed = True  # torn down first
+
+    c = di.Container(reg, shutdown_timeout=0.05)
+
+    def worker(scope: di.Checkpoint) -> None:
+        try:
+            with scope.hold():  # still running when the shutdown gives up waiting
+                holding.set()
+                assert in_old_teardown.wait(10)
+                try:
+                    result.append(scope.resolve(New))
+                except di.CheckpointClosedError as exc:
+                    result.append(exc)
+                release_old.set()
+        except di.DIError:
+            pass
+
+    with c, c.scope("request") as scope:
+        scope.resolve(Old)
+        scope.resolve(New)
+        thread = threading.Thread(target=worker, args=(scope,))
+        thread.start()
+        assert holding.wait(10)
+    thread.join(10)
+    assert len(result) == 1 and isinstance(result[0], di.CheckpointClosedError)

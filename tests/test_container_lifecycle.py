@@ -2105,3 +2105,76 @@ def test_entering_or_closing_from_an_event_loop_a_teardown_of_the_sync_close_run
     message = str(outcome[0])
     assert "own close is running (in this same thread)" in message, message
     assert log == ["pool open", "a close", "pool close"] and not c.is_open
+
+
+class _Older:
+    pass
+
+
+class _Newer:
+    closed = False
+
+
+def test_a_singleton_torn_down_by_the_close_is_not_served_by_a_later_teardown() -> None:
+    # B is newer: the close tears it down first, then A's teardown resolves B.
+    A, B = _Older, _Newer
+    reg = di.Registry()
+    seen: list[_Newer] = []
+
+    @reg.provider(singleton=True)
+    def a() -> Iterator[_Older]:
+        yield A()
+        seen.append(c.resolve(B))
+
+    @reg.provider(singleton=True)
+    def b() -> Iterator[_Newer]:
+        made = B()
+        yield made
+        made.closed = True
+
+    c = di.Container(reg)
+    with c:
+        c.resolve(A)
+        first = c.resolve(B)
+    assert first.closed
+    # a fresh B, made during the close and closed by it (it is the newest)
+    assert len(seen) == 1 and seen[0] is not first and seen[0].closed
+    assert not c.is_open
+
+
+def test_a_singleton_torn_down_by_the_close_is_not_served_to_another_thread() -> None:
+    A, B = _Older, _Newer
+    reg = di.Registry()
+    in_a_teardown, checked = threading.Event(), threading.Event()
+
+    @reg.provider(singleton=True)
+    def a() -> Iterator[_Older]:
+        yield A()
+        in_a_teardown.set()
+        assert checked.wait(10)
+
+    @reg.provider(singleton=True)
+    def b() -> Iterator[_Newer]:
+        made = B()
+        yield made
+        made.closed = True
+
+    c = di.Container(reg)
+    got: list[object] = []
+
+    def other() -> None:
+        assert in_a_teardown.wait(10)
+        try:
+            got.append(c.resolve(B))
+        except di.DIError as exc:  # a closed container may refuse: never serve the old one
+            got.append(exc)
+        checked.set()
+
+    thread = threading.Thread(target=other)
+    thread.start()
+    with c:
+        c.resolve(A)
+        first = c.resolve(B)
+    thread.join(10)
+    assert len(got) == 1 and got[0] is not first
+    assert not isinstance(got[0], B) or got[0].closed  # closed by this close, if made
