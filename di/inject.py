@@ -109,7 +109,9 @@ def _hints(fn: Callable[..., Any]) -> tuple[dict[str, Any], dict[str, Exception]
             continue
         holder = types.SimpleNamespace(__annotations__={name: value})
         try:
-            hints.update(typing.get_type_hints(holder, globalns, include_extras=True))
+            # Locals of their own: typing caches a ForwardRef's value when the two
+            # namespaces are one, and one ForwardRef may serve several modules.
+            hints.update(typing.get_type_hints(holder, globalns, {}, include_extras=True))
         except Exception as exc:
             failed[name] = exc
     return hints, failed

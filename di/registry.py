@@ -27,7 +27,16 @@ from types import (
     SimpleNamespace,
     UnionType,
 )
-from typing import Annotated, Any, Final, ForwardRef, NamedTuple, TypeVar, overload
+from typing import (
+    Annotated,
+    Any,
+    Final,
+    ForwardRef,
+    NamedTuple,
+    ParamSpec,
+    TypeVar,
+    overload,
+)
 
 from di.errors import (
     DuplicateProviderError,
@@ -81,11 +90,26 @@ def _is_class(obj: Any) -> bool:
     return isinstance(obj, type) and not isinstance(obj, GenericAlias)
 
 
+def _own_locals(fn: Any) -> dict[str, Any] | None:
+    """The locals `type_hints` passes: a fresh empty dict, except for a class
+    (whose own namespace `typing.get_type_hints` takes, a fresh dict per base).
+
+    typing interns what it builds: ``Optional["Engine"]`` and
+    ``Annotated["Engine", Named("x")]`` written in two modules are one object,
+    holding one ``ForwardRef``, and a ``ForwardRef`` evaluated with locals that
+    *are* the globals (`get_type_hints`' default) keeps its first value for
+    good, so the second module would get the first one's ``Engine``. Locals
+    of their own make it evaluate again, in these globals (names resolve as
+    before: an empty locals dict, then the globals)."""
+    return None if isinstance(fn, type) else {}
+
+
 if sys.version_info >= (3, 11):
 
     def type_hints(fn: Any, globalns: dict[str, Any] | None = None) -> dict[str, Any]:
-        """`typing.get_type_hints` of ``fn``, ``Annotated`` kept."""
-        return typing.get_type_hints(fn, globalns, include_extras=True)
+        """`typing.get_type_hints` of ``fn``, ``Annotated`` kept, each forward
+        reference evaluated in ``fn``'s globals (`_own_locals`)."""
+        return typing.get_type_hints(fn, globalns, _own_locals(fn), include_extras=True)
 
 else:
 
@@ -98,14 +122,14 @@ else:
         a builtin generic made a ``ForwardRef``, is read in the same globals."""
         annotations = getattr(fn, "__annotations__", None)
         if not isinstance(annotations, dict) or isinstance(fn, (type, ModuleType)):
-            return typing.get_type_hints(fn, globalns, include_extras=True)
+            return typing.get_type_hints(fn, globalns, _own_locals(fn), include_extras=True)
         if globalns is None:  # where get_type_hints takes them from
             nsobj = fn
             while hasattr(nsobj, "__wrapped__"):
                 nsobj = nsobj.__wrapped__
             globalns = getattr(nsobj, "__globals__", {})
         holder = SimpleNamespace(__annotations__={k: _refs(v) for k, v in annotations.items()})
-        return typing.get_type_hints(holder, globalns, include_extras=True)
+        return typing.get_type_hints(holder, globalns, {}, include_extras=True)
 
     def _refs(hint: Any) -> Any:
         """``hint`` with each string inside a builtin generic made a
@@ -114,8 +138,9 @@ else:
         rebuilds what it evaluates."""
         if not isinstance(hint, (GenericAlias, UnionType, typing._GenericAlias)):  # type: ignore[attr-defined]
             return hint
-        if typing.get_origin(hint) in (typing.Literal, cabc.Callable):
-            return hint  # literal strings are values; Callable's arguments are not rebuilt
+        origin = typing.get_origin(hint)
+        if origin is typing.Literal:
+            return hint  # literal strings are values
         old: tuple[Any, ...] = hint.__args__
         if isinstance(hint, GenericAlias):
             args = tuple(ForwardRef(a) if type(a) is str else _refs(a) for a in old)
@@ -124,6 +149,14 @@ else:
         if all(a is b for a, b in zip(args, old, strict=True)):
             return hint
         if isinstance(hint, GenericAlias):
+            if origin is cabc.Callable:
+                # ``Callable[["Engine"], R]`` holds its argument list flat,
+                # (``"Engine"``, R): rebuilt as an argument list and a result,
+                # or ``...`` / a ParamSpec / ``Concatenate[...]`` and a result.
+                *params, result = args
+                if len(params) == 1 and typing._is_param_expr(params[0]):  # type: ignore[attr-defined]
+                    return cabc.Callable[params[0], result]
+                return cabc.Callable[params, result]
             return GenericAlias(typing.get_origin(hint), args)
         if isinstance(hint, UnionType):
             return functools.reduce(operator.or_, args)
@@ -421,13 +454,23 @@ def _wire_class(
 
 
 def _init_of(cls: type) -> tuple[type, Any]:
-    """The class along the MRO whose ``__init__`` runs, and that ``__init__``:
-    the first that is not typing's Protocol placeholder (which, called,
-    finds the same one)."""
-    for owner in cls.__mro__:
-        init = vars(owner).get("__init__")
+    """The class that defines the ``__init__`` that runs, and that
+    ``__init__``: the first along the MRO that is not typing's Protocol
+    placeholder (which, called, finds the same one).
+
+    The placeholder, called once, puts the base's ``__init__`` into the
+    class's own ``__dict__`` (``SqlRepo.__init__ = BaseRepo.__init__``), as
+    may a user (``__init__ = Base.__init__``): the function belongs to the
+    last class along the MRO that holds it as its own, whose type variables
+    are the ones it means."""
+    for klass in cls.__mro__:
+        init = vars(klass).get("__init__")
         if init is not None and init is not _PROTOCOL_INIT:
-            return owner, getattr(owner, "__init__", init)
+            owner = klass
+            for base in klass.__mro__[1:]:
+                if vars(base).get("__init__") is init:
+                    owner = base
+            return owner, getattr(klass, "__init__", init)
     return object, object.__init__  # pragma: no cover - object defines __init__
 
 
@@ -503,11 +546,10 @@ def _from_signature(fn: Any, skip_first: bool) -> tuple[dict[str, Any], tuple[De
     if sig.return_annotation is not sig.empty:
         hints["return"] = sig.return_annotation
     if any(_unevaluated(hint) for hint in hints.values()):
-        # Evaluated where the function that makes the call was written (what
+        # Evaluated where the function that takes the call was written (what
         # `inspect.signature(eval_str=True)` would use), also an explicit
         # __signature__, which is taken as it is.
-        written = inspect.unwrap(call_target(fn) or fn)
-        globalns = getattr(written, "__globals__", None)
+        written, globalns = _written(fn)
         name = getattr(fn, "__qualname__", None) or getattr(written, "__qualname__", None)
         carrier = SimpleNamespace(__annotations__=hints, __qualname__=name or repr(fn))
         hints = _evaluated(carrier, hints, globalns)
@@ -517,6 +559,39 @@ def _from_signature(fn: Any, skip_first: bool) -> tuple[dict[str, Any], tuple[De
         if p.kind is not p.VAR_POSITIONAL and p.kind is not p.VAR_KEYWORD
     ]
     return hints, tuple(deps)
+
+
+def _written(fn: Any) -> tuple[Any, dict[str, Any] | None]:
+    """The function whose annotations `inspect.signature` shows for ``fn``,
+    unwrapped, and the globals they were written in. A class, also behind a
+    ``functools.partial`` or as a parameterised alias (``Repo[int]``), is read
+    from the method that takes the call: its metaclass's Python ``__call__``,
+    else the ``__init__`` that runs (`_init_of`), else a Python ``__new__``
+    (one `collections.namedtuple` wrote has no module: the module of the
+    class that defines it, as `_from_new` reads it)."""
+    target = fn
+    while isinstance(target, functools.partial):
+        target = target.func
+    origin = typing.get_origin(target)
+    if origin is not Annotated and isinstance(origin, type):  # Repo[int]
+        target = origin
+    target = call_target(target) or fn
+    if _is_class(target):
+        cls = target
+        call = getattr(type(cls), "__call__", None)  # noqa: B004 - the metaclass's method
+        _, init = _init_of(cls)
+        if type(call) is FunctionType:
+            target = call
+        elif type(init) is FunctionType or type(cls.__new__) is not FunctionType:
+            target = init
+        else:
+            target = cls.__new__
+            if target.__module__ not in sys.modules:
+                owner = next(k for k in cls.__mro__ if "__new__" in vars(k))
+                module = sys.modules.get(owner.__module__)
+                return target, getattr(module, "__dict__", None)
+    target = inspect.unwrap(target)
+    return target, getattr(target, "__globals__", None)
 
 
 def _dependency(fn: Any, name: str, hints: dict[str, Any], kw: bool, default: Any) -> Dependency:
@@ -619,8 +694,11 @@ def make_provider(
         code = None
         target = call_target(factory)
     ret = hints.get("return", inspect.Parameter.empty)
-    if type(ret) is _Unresolvable and (provides is None or cm):
-        raise ret.error  # cm=True reads the return annotation for sync or async
+    if type(ret) is _Unresolvable:
+        if provides is None:
+            raise ret.error
+        # provides= replaces it: read as unannotated (with cm=True too)
+        ret = inspect.Parameter.empty
     if cm:
         if not _calls_return(target):
             raise TypeError(_cm_misfit(factory, target))
@@ -717,70 +795,143 @@ def _substitute(hint: Any, bound: dict[Any, Any]) -> Any:
     return hint
 
 
+def _pair(params: tuple[Any, ...], args: tuple[Any, ...]) -> dict[Any, Any]:
+    """Each `TypeVar` among a generic class's ``params`` and the argument at
+    its place in ``args``. A ParamSpec's argument (an argument list) is
+    skipped, as are a TypeVarTuple's: it takes the arguments left over, so
+    the parameters before it pair from the start and those after it from the
+    end. Nothing pairs when the numbers cannot match."""
+    star = next((i for i, p in enumerate(params) if type(p) is _TYPE_VAR_TUPLE), None)
+    if star is None:
+        if len(params) != len(args):
+            return {}
+        pairs = list(zip(params, args, strict=True))
+    else:
+        after = len(params) - star - 1
+        if len(args) < star + after:
+            return {}
+        pairs = list(zip(params[:star], args[:star], strict=True))
+        pairs += zip(params[star + 1 :], args[len(args) - after :], strict=True)
+    return {p: a for p, a in pairs if type(p) is TypeVar}
+
+
+_TYPE_VAR_TUPLE: Final = getattr(typing, "TypeVarTuple", None)  # 3.11+
+
+
 def _type_arguments(cls: type, alias: Any) -> dict[Any, dict[Any, Any]]:
     """For ``cls`` and each generic class along its MRO, what its type
     variables stand for: bound by ``alias``'s arguments (``Box[int]``) for
     ``cls``, and for a base by how the class below subscripted it in its
-    ``__orig_bases__`` (``class IntBox(Box[int])``, ``class Sub(Box[list[T]])``)."""
+    ``__orig_bases__`` (``class IntBox(Box[int])``, ``class Sub(Box[list[T]])``).
+    Only type variables: a ParamSpec or TypeVarTuple is left out (`_pair`)."""
     params = tuple(getattr(cls, "__parameters__", ()))
-    args = typing.get_args(alias) if alias is not None else ()
-    own: dict[Any, Any] = {}
-    if len(params) == len(args) and all(type(p) is TypeVar for p in params):
-        own = dict(zip(params, args, strict=True))
+    own = _pair(params, typing.get_args(alias)) if alias is not None else {}
     bound = {cls: own}
     for klass in cls.__mro__:  # a class comes before its bases
         mine = bound.get(klass, {})
         for base in vars(klass).get("__orig_bases__", ()):
             origin = typing.get_origin(base)
-            base_params = tuple(getattr(origin, "__parameters__", ()))
-            base_args = typing.get_args(base)
-            if (
-                origin not in bound
-                and len(base_params) == len(base_args)
-                and all(type(p) is TypeVar for p in base_params)
-            ):
-                bound[origin] = {
-                    p: _substitute(a, mine) for p, a in zip(base_params, base_args, strict=True)
-                }
+            if origin in bound or not isinstance(origin, type):
+                continue  # bound by a nearer class; or no class (NamedTuple's function)
+            pairs = _pair(tuple(getattr(origin, "__parameters__", ())), typing.get_args(base))
+            bound[origin] = {p: _substitute(a, mine) for p, a in pairs.items()}
     return bound
+
+
+def _field_homes(owner: type, method: Any) -> dict[str, type]:
+    """For the ``__init__`` that `dataclasses` generated for ``owner``: each
+    field's name and the class that declared it, along the MRO (``item: T``
+    of ``class DBox(Generic[T])`` in ``class DSub(DBox[int])``'s ``__init__``
+    means DBox's ``T``). A class inherits its bases' `dataclasses.Field`
+    objects as they are, so a field's home is the last class that holds the
+    same one. Empty for any other method: its hints were all written where
+    it is defined."""
+    fields = vars(owner).get("__dataclass_fields__")
+    code = getattr(method, "__code__", None)
+    if not isinstance(fields, dict) or code is None or code.co_filename != "<string>":
+        return {}
+    homes = {}
+    for name, field in fields.items():
+        home = owner
+        for base in owner.__mro__[1:]:
+            if vars(base).get("__dataclass_fields__", {}).get(name) is field:
+                home = base
+        homes[name] = home
+    return homes
 
 
 def _bind_type_variables(
     alias: Any, cls: type, owner: type, method: Any, deps: tuple[Dependency, ...]
 ) -> tuple[Dependency, ...]:
     """``deps`` of ``method`` (defined by ``owner``, ``cls`` or one of its
-    bases) with its type variables bound as `_type_arguments` says. A
-    variable left free is an error, unless the parameter has a default to
-    keep."""
-    bound = _type_arguments(cls, alias).get(owner, {})
+    bases) with its type variables bound as `_type_arguments` says, for
+    ``owner`` and every class along its MRO (the nearest binding of a
+    variable wins): a ``__init__`` may use its bases' type variables
+    (`dataclasses` writes inherited fields' hints into the subclass's, each
+    bound as in the class that declared it: `_field_homes`). A variable left
+    free is an error, unless the parameter has a default to keep."""
+    arguments = _type_arguments(cls, alias)
+    homes = _field_homes(owner, method)
+    combined: dict[type, dict[Any, Any]] = {}
     wired = []
     for dep in deps:
         if _type_variables(dep.key):
+            home = homes.get(dep.name, owner)
+            bound = combined.get(home)
+            if bound is None:
+                bound = combined[home] = {}
+                for klass in home.__mro__:  # a class comes before its bases
+                    for var, arg in arguments.get(klass, {}).items():
+                        bound.setdefault(var, arg)
             key = _substitute(dep.key, bound)
             left = _type_variables(key)
             if left and not dep.has_default:
-                where = getattr(method, "__qualname__", None) or f"{owner.__qualname__}.__init__"
-                what = describe_key(cls if alias is None else alias)
-                fix = "annotate the parameter with a concrete type, or give it a default"
-                generic: Any = next(
-                    (k for k in (cls, owner) if getattr(k, "__parameters__", ())), None
-                )
-                if generic is not None:  # e.g. Box[int], or class IntBox(Box[int])
-                    params = ", ".join("int" for _ in generic.__parameters__)
-                    example = f"{generic.__name__}[{params}]"
-                    fix = (
-                        f"register an alias or a subclass that binds it (like {example}, or "
-                        f"`class Int{generic.__name__}({example})`), {fix}"
-                    )
-                raise TypeError(
-                    f"parameter {dep.name!r} of {where!r} is annotated with "
-                    f"{describe_key(dep.key)}, which {what} does not bind to a type (type "
-                    f"variable {', '.join(map(describe_key, left))} is left free), so di cannot "
-                    f"tell what to inject; {fix}"
-                )
+                raise TypeError(_left_free(alias, cls, owner, method, dep, left))
             dep = dep._replace(key=normalize_key(key))
         wired.append(dep)
     return tuple(wired)
+
+
+def _left_free(
+    alias: Any, cls: type, owner: type, method: Any, dep: Dependency, left: tuple[Any, ...]
+) -> str:
+    """Why ``dep`` cannot be wired: type variables ``left`` are not bound."""
+    where = getattr(method, "__qualname__", None) or f"{owner.__qualname__}.__init__"
+    what = describe_key(cls if alias is None else alias)
+    fix = "annotate the parameter with a concrete type, or give it a default"
+    generic: Any = next((k for k in (cls, owner) if getattr(k, "__parameters__", ())), None)
+    examples = [_example(p) for p in getattr(generic, "__parameters__", ())]
+    if examples and None not in examples:  # e.g. Box[int], or class IntBox(Box[int])
+        example = f"{generic.__name__}[{', '.join(map(str, examples))}]"
+        first = str(examples[0]).strip("[]")
+        fix = (
+            f"register an alias or a subclass that binds it (like {example}, or "
+            f"`class {first[:1].upper()}{first[1:]}{generic.__name__}({example})`), {fix}"
+        )
+    return (
+        f"parameter {dep.name!r} of {where!r} is annotated with {describe_key(dep.key)}, "
+        f"which {what} does not bind to a type (type variable "
+        f"{', '.join(map(describe_key, left))} is left free), so di cannot tell what to "
+        f"inject; {fix}"
+    )
+
+
+def _example(param: Any) -> str | None:
+    """An argument for a generic class's parameter in a suggested alias:
+    ``int`` for a type variable (its first constraint or its bound if it has
+    one, when that is a class), ``[int]`` (an argument list) for a ParamSpec,
+    ``int`` for a TypeVarTuple; None when there is no such argument to
+    suggest."""
+    if type(param) is TypeVar:
+        given = param.__constraints__[0] if param.__constraints__ else param.__bound__
+        if given is None:
+            return "int"
+        return given.__name__ if _is_class(given) else None
+    if type(param) is ParamSpec:
+        return "[int]"
+    if type(param) is _TYPE_VAR_TUPLE:
+        return "int"
+    return None
 
 
 # -- the registry --------------------------------------------------------------

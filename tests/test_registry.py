@@ -8,11 +8,25 @@ could trip over.
 
 import collections
 import contextlib
+import dataclasses
 import functools
 import inspect
 import sys
+import textwrap
+import types
+import typing
 from collections.abc import AsyncIterator, Callable, Iterator
-from typing import TYPE_CHECKING, Annotated, Any, Generic, NamedTuple, Optional, Protocol, TypeVar
+from typing import (
+    TYPE_CHECKING,
+    Annotated,
+    Any,
+    Generic,
+    NamedTuple,
+    Optional,
+    ParamSpec,
+    Protocol,
+    TypeVar,
+)
 
 import pytest
 
@@ -27,6 +41,13 @@ def anyio_backend(request: pytest.FixtureRequest) -> str:
 def here() -> int:
     """The caller's current line number."""
     return sys._getframe(1).f_lineno
+
+
+def make_module(name: str, source: str) -> types.ModuleType:
+    """A module of its own (its own globals) running ``source``."""
+    module = types.ModuleType(name)
+    exec(compile(textwrap.dedent(source), f"<{name}>", "exec"), module.__dict__)
+    return module
 
 
 class Engine:
@@ -1575,6 +1596,84 @@ def test_a_type_variable_left_free_is_an_error_naming_it() -> None:
         assert c.resolve(Maybe[U]).item is None  # type: ignore[valid-type]
 
 
+P = ParamSpec("P")
+
+
+class Handled(Generic[T, P]):
+    def __init__(self, value: T) -> None:
+        self.value = value
+
+
+def test_type_variables_are_bound_beside_a_param_spec() -> None:
+    class IntHandled(Handled[int, [str]]):
+        pass
+
+    reg = di.Registry()
+    reg.value(int, 7)
+    reg.provider(IntHandled)
+    reg.provider(Handled[int, [str]])
+    for key in (IntHandled, Handled[int, [str]]):
+        assert [d.key for d in reg.get(key).dependencies] == [int]  # type: ignore[union-attr]
+    c = di.Container(reg)
+    with c:
+        assert c.resolve(IntHandled).value == 7
+        assert c.resolve(Handled[int, [str]]).value == 7
+    # the suggested alias gives the ParamSpec an argument list
+    with pytest.raises(
+        TypeError,
+        match=r"~T is left free.*like Handled\[int, \[int\]\], or "
+        r"`class IntHandled\(Handled\[int, \[int\]\]\)`",
+    ):
+        reg.provider(Handled)
+
+
+@pytest.mark.skipif(sys.version_info < (3, 11), reason="TypeVarTuple is new in 3.11")
+def test_type_variables_are_bound_around_a_type_var_tuple() -> None:
+    Ts = typing.TypeVarTuple("Ts")  # type: ignore[attr-defined,unused-ignore]
+
+    class Row(Generic[T, typing.Unpack[Ts], U]):  # type: ignore[attr-defined,misc,unused-ignore]
+        def __init__(self, first: T, last: U) -> None:
+            self.args = (first, last)
+
+    class IntRow(Row[int, bytes]):  # type: ignore[misc,unused-ignore]  # Ts takes nothing
+        pass
+
+    reg = di.Registry()
+    reg.value(int, 1)
+    reg.value(bytes, b"2")
+    reg.provider(Row[int, str, float, bytes])
+    reg.provider(IntRow)
+    assert [d.key for d in reg.get(Row[int, str, float, bytes]).dependencies] == [int, bytes]  # type: ignore[union-attr]
+    c = di.Container(reg)
+    with c:
+        assert c.resolve(Row[int, str, float, bytes]).args == (1, b"2")
+        assert c.resolve(IntRow).args == (1, b"2")
+
+
+E = TypeVar("E", bound=Engine)
+S = TypeVar("S", bound="Engine")
+
+
+def test_a_type_variable_left_free_suggests_arguments_that_fit() -> None:
+    class Fleet(Generic[E]):
+        def __init__(self, engine: E) -> None:
+            self.engine = engine
+
+    class Garage(Generic[S]):  # a bound that is no class: no alias is suggested
+        def __init__(self, engine: S) -> None:
+            self.engine = engine
+
+    reg = di.Registry()
+    with pytest.raises(
+        TypeError, match=r"like Fleet\[Engine\], or `class EngineFleet\(Fleet\[Engine\]\)`"
+    ):
+        reg.provider(Fleet)
+    with pytest.raises(TypeError) as info:
+        reg.provider(Garage)
+    assert "~S is left free), so di cannot tell what to inject; annotate" in str(info.value)
+    assert "like" not in str(info.value)
+
+
 # -- the same on every supported Python --------------------------------------
 # Before 3.11 a parameterised class (``list[int]``, ``Crate[int]``: a
 # types.GenericAlias) passes ``isinstance(alias, type)``, and 3.10's
@@ -1642,6 +1741,38 @@ def test_describe_key_renders_generic_aliases_as_written(key: Any, text: str) ->
     from di.errors import describe_key
 
     assert describe_key(key) == text
+
+
+class TakesCallables:
+    def __init__(
+        self,
+        make: Callable[["Engine"], Handler],
+        later: Callable[..., "Engine"],
+        now: Callable[[], "Engine"],
+        makers: list[Callable[["Engine", Repo], "Handler"]],
+    ) -> None:
+        self.args = (make, later, now, makers)
+
+
+def test_strings_inside_a_callable_hint_are_evaluated() -> None:
+    # 3.10 leaves a string inside collections.abc.Callable's argument list as it is.
+    make, later, now = (lambda e: Handler(Repo(e))), Engine, Engine
+    makers = [lambda e, r: Handler(r)]
+    reg = di.Registry()
+    reg.value(Callable[[Engine], Handler], make)
+    reg.value(Callable[..., Engine], later)
+    reg.value(Callable[[], Engine], now)
+    reg.value(list[Callable[[Engine, Repo], Handler]], makers)
+    reg.provider(TakesCallables)
+    assert [d.key for d in reg.get(TakesCallables).dependencies] == [  # type: ignore[union-attr]
+        Callable[[Engine], Handler],
+        Callable[..., Engine],
+        Callable[[], Engine],
+        list[Callable[[Engine, Repo], Handler]],
+    ]
+    c = di.Container(reg)
+    with c:
+        assert c.resolve(TakesCallables).args == (make, later, now, makers)
 
 
 def needs_engine_or_none(engine: "Engine" = None) -> Repo:  # type: ignore[assignment]
@@ -1712,6 +1843,47 @@ def test_a_forward_reference_nested_in_a_hint_is_evaluated() -> None:
         assert c.resolve(Service).args == (replica, 1)
 
 
+FORWARD_MODULE = """
+    from typing import Annotated, Optional
+
+    import di
+
+
+    class Engine:
+        pass
+
+
+    class Service:
+        def __init__(self, engine: Optional["Engine"]) -> None:
+            self.engine = engine
+
+
+    def service(engine: Annotated["Engine", di.Named("cross-module")]) -> Service:
+        return Service(engine)
+"""
+
+
+def test_a_nested_forward_reference_is_evaluated_in_its_own_module() -> None:
+    # typing makes Optional["Engine"] (and Annotated["Engine", ...]) written in two
+    # modules one object, holding one ForwardRef: each module still means its own Engine.
+    for name in ("di_test_forward_one", "di_test_forward_two"):
+        module = make_module(name, FORWARD_MODULE)
+        named = Annotated[module.Engine, di.Named("cross-module")]
+        reg = di.Registry()
+        reg.provider(module.service)
+        reg.register(Annotated[module.Service, di.Named("class")], module.Service)
+        assert [d.key for d in reg.get(module.Service).dependencies] == [named]  # type: ignore[union-attr]
+        by_class = reg.get(Annotated[module.Service, di.Named("class")])
+        assert [d.key for d in by_class.dependencies] == [Optional[module.Engine]]  # type: ignore[union-attr]  # noqa: UP045
+        engine = module.Engine()
+        reg.value(named, engine)
+        reg.value(Optional[module.Engine], engine)  # noqa: UP045
+        c = di.Container(reg)
+        with c:
+            assert c.resolve(module.Service).engine is engine
+            assert c.resolve(Annotated[module.Service, di.Named("class")]).engine is engine
+
+
 def test_an_annotation_undefined_at_registration_is_a_di_error_naming_it() -> None:
     if TYPE_CHECKING:
         from decimal import Decimal  # only for type checkers: not there at run time
@@ -1753,6 +1925,22 @@ def test_an_undefined_return_annotation_is_an_error_unless_provides_is_given() -
     c = di.Container(reg)
     with c:
         assert c.resolve(Engine).url == "later://"
+
+
+def test_cm_true_with_provides_needs_no_return_annotation() -> None:
+    def conn() -> "NotImportedManager[Conn]":  # type: ignore[name-defined]  # noqa: F821
+        return contextlib.nullcontext(Conn())
+
+    reg = di.Registry()
+    with pytest.raises(
+        di.errors.UnresolvableAnnotationError,
+        match=r"return annotation 'NotImportedManager\[Conn\]' of .*conn: .*pass provides=",
+    ):
+        reg.provider(scope="request", cm=True)(conn)
+    reg.provider(scope="request", cm=True, provides=Conn)(conn)  # read as unannotated
+    c = di.Container(reg)
+    with c, c.scope("request") as s:
+        assert isinstance(s.resolve(Conn), Conn)
 
 
 # ------------------------------------------------------ which __init__ is read
@@ -1826,6 +2014,77 @@ def test_a_subclass_of_a_parameterised_generic_binds_the_inherited_init() -> Non
         reg.provider(Listed)
 
 
+def test_a_protocol_subclass_is_wired_alike_after_its_first_instance() -> None:
+    class RepoProtocol(Protocol):
+        def get(self) -> object: ...
+
+    class BaseRepo(Generic[T]):
+        def __init__(self, dep: T) -> None:
+            self.dep = dep
+
+    # typing's placeholder __init__, called once, puts BaseRepo.__init__ into
+    # SqlRepo's own __dict__: still BaseRepo's function, with BaseRepo's T
+    class SqlRepo(RepoProtocol, BaseRepo[Engine]):
+        def get(self) -> object:
+            return self.dep
+
+    class Aliased(BaseRepo[Url]):
+        __init__ = BaseRepo.__init__  # the same, written by hand
+
+    engine, url = Engine(), Url()
+    for _ in range(2):  # a registry (a container) per test: the class is read again
+        reg = di.Registry()
+        reg.value(Engine, engine)
+        reg.register(RepoProtocol, SqlRepo)
+        assert [d.key for d in reg.get(RepoProtocol).dependencies] == [Engine]  # type: ignore[union-attr]
+        c = di.Container(reg)
+        with c:
+            assert c.resolve(RepoProtocol).dep is engine  # type: ignore[attr-defined]
+    reg = di.Registry()
+    reg.value(Url, url)
+    reg.provider(Aliased)
+    assert [d.key for d in reg.get(Aliased).dependencies] == [Url]  # type: ignore[union-attr]
+    c = di.Container(reg)
+    with c:
+        assert c.resolve(Aliased).dep is url
+
+
+def test_a_generic_dataclass_subclass_with_fields_of_its_own_binds_the_inherited_ones() -> None:
+    @dataclasses.dataclass
+    class DBox(Generic[T]):
+        item: T
+
+    # dataclasses writes each subclass an __init__ of its own, ``item: T`` (DBox's T) included
+    @dataclasses.dataclass
+    class DSub(DBox[int]):
+        label: str = "x"
+
+    @dataclasses.dataclass
+    class DRe(DBox[U]):
+        label: str = "x"
+
+    @dataclasses.dataclass
+    class Pair(DBox[int], Generic[T]):  # item is DBox's T (int); extra is Pair's own T
+        extra: T
+
+    reg = di.Registry()
+    reg.value(int, 42)
+    reg.value(bytes, b"b")
+    reg.provider(DSub)
+    reg.provider(DRe[int])
+    reg.provider(Pair[bytes])
+    assert [d.key for d in reg.get(DSub).dependencies] == [int, str]  # type: ignore[union-attr]
+    assert [d.key for d in reg.get(DRe[int]).dependencies] == [int, str]  # type: ignore[union-attr]
+    assert [d.key for d in reg.get(Pair[bytes]).dependencies] == [int, bytes]  # type: ignore[union-attr]
+    c = di.Container(reg)
+    with c:
+        assert c.resolve(DSub) == DSub(42)
+        assert c.resolve(DRe[int]) == DRe(42)
+        assert c.resolve(Pair[bytes]) == Pair(42, b"b")
+    with pytest.raises(TypeError, match=r"parameter 'item' of '\S*DRe.__init__' .*~U is left free"):
+        reg.provider(DRe)
+
+
 # -------------------------------------------------------------------- cm=True
 
 
@@ -1888,6 +2147,40 @@ def test_arguments_bound_by_partial_are_not_dependencies() -> None:
         assert c.resolve(Repo).engine is replica  # the bound argument wins
         assert c.resolve(Handler).repo.engine is replica
         assert c.resolve(Annotated[Handler, di.Named("nested")]).repo.engine is replica
+
+
+PARTIAL_MODULE = """
+    class Db:
+        pass
+
+
+    class Engine:
+        def __init__(self, db: "Db", url: str = "sqlite://") -> None:
+            self.db, self.url = db, url
+"""
+
+
+def test_a_partial_of_a_class_reads_string_annotations_where_its_init_was_written() -> None:
+    module = make_module("di_test_partial", PARTIAL_MODULE)  # Db is not defined here
+    reg = di.Registry()
+    reg.provider(singleton=True)(module.Db)
+    reg.provider(provides=module.Engine)(functools.partial(module.Engine, url="pg://"))
+    assert [(d.name, d.key) for d in reg.get(module.Engine).dependencies] == [  # type: ignore[union-attr]
+        ("db", module.Db)
+    ]
+    # a NamedTuple's __new__, which collections.namedtuple wrote outside any module
+    url, engine = Url(), Engine("e://")
+    reg.value(Url, url)
+    reg.value(Engine, engine)
+    reg.register(TupleFields, functools.partial(TupleFields, label="y"))
+    reg.register(Forward, functools.partial(Forward, url))
+    assert [d.key for d in reg.get(TupleFields).dependencies] == [Url, Engine]  # type: ignore[union-attr]
+    c = di.Container(reg)
+    with c:
+        made = c.resolve(module.Engine)
+        assert made.db is c.resolve(module.Db) and made.url == "pg://"
+        assert c.resolve(TupleFields).args == (url, engine, "y")
+        assert c.resolve(Forward).args == (url, engine)
 
 
 # ------------------------------------------------- where a duplicate was made
