@@ -51,9 +51,14 @@ _entered: contextvars.ContextVar[tuple[Container, Any, Any, Any] | None] = conte
 
 
 def active_container() -> Container | None:
-    """The container entered (``with``/``async with``) in this task or thread."""
+    """The container entered (``with``/``async with``) in this task or thread,
+    the one `di.inject` resolves from; None if there is none, or if the block
+    this task inherited the container from (a task created inside it) has
+    ended and the container has closed since."""
     head = _entered.get()
-    return None if head is None else head[0]
+    if head is None or (head[3] is None and not head[0]._open):
+        return None
+    return head[0]
 
 
 # How often a close looks again for holders, and an exit for the close it

@@ -28,11 +28,13 @@ import inspect
 import re
 import types
 import typing
-from collections.abc import AsyncGenerator, Callable, Generator
+from collections.abc import AsyncGenerator, Awaitable, Callable, Generator
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
-from di.container import active_container
-from di.errors import NoActiveScopeError, describe_key
+from aiologic.lowlevel import current_async_library
+
+from di.container import _entered
+from di.errors import AsyncProviderError, NoActiveScopeError, describe_key
 from di.registry import INJECT_MARKER, normalize_key, type_hints
 from di.scopes import new_checkpoint
 from di.teardown import aunwind, unwind
@@ -82,6 +84,14 @@ def Depends(key: TypeForm[T], /) -> T:
     return _Depends(normalize_key(key))  # type: ignore[return-value]
 
 
+def _globals(fn: Callable[..., Any]) -> dict[str, Any]:
+    """Where `typing.get_type_hints` takes the globals of ``fn`` from."""
+    nsobj: Any = fn
+    while hasattr(nsobj, "__wrapped__"):
+        nsobj = nsobj.__wrapped__
+    return getattr(nsobj, "__globals__", {})
+
+
 def _hints(fn: Callable[..., Any]) -> tuple[dict[str, Any], dict[str, Exception]]:
     """The evaluated annotations of `fn`, and why each one that could not be
     evaluated failed.
@@ -98,10 +108,7 @@ def _hints(fn: Callable[..., Any]) -> tuple[dict[str, Any], dict[str, Exception]
         annotations = getattr(fn, "__annotations__", None)
         if not isinstance(annotations, dict):
             raise
-    nsobj: Any = fn  # where get_type_hints takes the globals from
-    while hasattr(nsobj, "__wrapped__"):
-        nsobj = nsobj.__wrapped__
-    globalns = getattr(nsobj, "__globals__", {})
+    globalns = _globals(fn)
     hints: dict[str, Any] = {}
     failed: dict[str, Exception] = {}
     for name, value in annotations.items():
@@ -118,17 +125,35 @@ def _hints(fn: Callable[..., Any]) -> tuple[dict[str, Any], dict[str, Exception]
 
 
 _MARKED_TEXT = re.compile(r"\b(?:Injected|INJECT_MARKER)\b")
+_OUTER_NAME = re.compile(r"\s*([A-Za-z_]\w*(?:\s*\.\s*[A-Za-z_]\w*)*)\s*\[")
 
 
-def _is_marked(annotation: Any) -> bool:
+def _is_marker(obj: Any) -> bool:
+    return typing.get_origin(obj) is Annotated and INJECT_MARKER in getattr(obj, "__metadata__", ())
+
+
+def _is_marked(annotation: Any, globalns: dict[str, Any]) -> bool:
     """Whether an annotation that could not be evaluated marks its parameter
-    for injection: its text names ``Injected``, or it is an ``Annotated``
-    with the marker around a forward reference (``Injected["Later"]``)."""
-    if isinstance(annotation, str):
-        return _MARKED_TEXT.search(annotation) is not None
-    return typing.get_origin(annotation) is Annotated and INJECT_MARKER in getattr(
-        annotation, "__metadata__", ()
-    )
+    for injection: its text names ``Injected``; or it subscripts a name that
+    is ``Injected`` in the function's globals (an alias: ``from di import
+    Injected as Inj``, ``Inj[Later]``), only that outer (dotted) name being
+    looked up; or it is an ``Annotated`` with the marker around a forward
+    reference (``Injected["Later"]``)."""
+    if not isinstance(annotation, str):
+        return _is_marker(annotation)
+    if _MARKED_TEXT.search(annotation) is not None:
+        return True
+    match = _OUTER_NAME.match(annotation)
+    if match is None:
+        return False
+    first, *rest = (part.strip() for part in match.group(1).split("."))
+    try:
+        obj = globalns[first]
+        for part in rest:
+            obj = getattr(obj, part)
+    except Exception:
+        return False
+    return _is_marker(obj)
 
 
 def _unevaluable(fn: Callable[..., Any], name: str, annotation: Any, exc: Exception) -> Exception:
@@ -173,18 +198,13 @@ def _targets(
             key = param.default.key
         elif param.name in failed:
             annotation = fn.__annotations__[param.name]
-            if _is_marked(annotation):
+            if _is_marked(annotation, _globals(fn)):
                 exc = failed[param.name]
                 raise _unevaluable(fn, param.name, annotation, exc) from exc
             key = _NOT_INJECTED
         else:
             hint = hints.get(param.name)
-            if typing.get_origin(hint) is Annotated and INJECT_MARKER in getattr(
-                hint, "__metadata__", ()
-            ):
-                key = normalize_key(hint)
-            else:
-                key = _NOT_INJECTED
+            key = normalize_key(hint) if _is_marker(hint) else _NOT_INJECTED
         if param.kind is param.POSITIONAL_ONLY:
             positional.append((key, param.default))
             if key is not _NOT_INJECTED:
@@ -209,13 +229,191 @@ def _frame(container: Container) -> Checkpoint:
 
 
 def _container(fn: Callable[..., Any]) -> Container:
-    container = active_container()
-    if container is None:
+    head = _entered.get()
+    if head is None:
         raise NoActiveScopeError(
             f"{fn.__qualname__} needs injection but no container is entered in this task or "
             f"thread; wrap the call in `with container:` (or `async with container:`)"
         )
+    container = head[0]
+    if head[3] is None and not container._open:
+        # The entry of a `with container` block this task or thread inherited
+        # (a task created inside the block) that outlived the block: resolving
+        # would make singletons in a closed container that nothing tears down.
+        # (A hold() entry keeps its checkpoint, which says itself if closed.)
+        raise NoActiveScopeError(
+            f"{fn.__qualname__} needs injection but the container this task or thread "
+            f"inherited (it was created inside the container's block) has closed; enter it "
+            f"again (`with container:` / `async with container:`) or do the work inside its "
+            f"block"
+        )
     return container
+
+
+def _wrapped_kind(fn: Callable[..., Any]) -> bool:
+    """Whether ``fn``, a callable that is no coroutine, generator or async
+    generator function itself, wraps one (``functools.wraps`` decorators:
+    ``__wrapped__``) and so may return what that one returns."""
+    if not hasattr(fn, "__wrapped__"):
+        return False
+    try:
+        target = inspect.unwrap(fn)
+    except ValueError:  # a __wrapped__ cycle
+        return False
+    return (
+        inspect.iscoroutinefunction(target)
+        or inspect.isgeneratorfunction(target)
+        or inspect.isasyncgenfunction(target)
+    )
+
+
+async def _settle(result: Any, exits: list[Any]) -> Any:
+    """Await what a plain wrapper returned, then close the call's resources."""
+    try:
+        value = await result
+    except BaseException as exc:
+        if not await aunwind(exits, exc):
+            raise
+        return None
+    await aunwind(exits, None)
+    return value
+
+
+def _finish_generator(body: Generator[Any, Any, Any], exits: list[Any]) -> Generator[Any, Any, Any]:
+    """Run the generator a plain wrapper returned, then close the call's resources."""
+    try:
+        result = yield from body
+    except BaseException as exc:  # GeneratorExit included: closed early
+        if not unwind(exits, exc):
+            raise
+        return None
+    unwind(exits, None)
+    return result
+
+
+async def _finish_async_generator(
+    start: Callable[[], Awaitable[Any]], exits: list[Any]
+) -> AsyncGenerator[Any, Any]:
+    """Run the async generator ``start`` gives (at the first iteration), then
+    close the call's resources."""
+    try:
+        body = await start()
+        try:
+            item = await body.asend(None)
+            while True:
+                try:
+                    sent = yield item
+                except GeneratorExit:
+                    await body.aclose()
+                    raise
+                except BaseException as exc:
+                    thrown = exc
+                else:
+                    item = await body.asend(sent)
+                    continue
+                try:
+                    item = await body.athrow(thrown)
+                finally:
+                    del thrown
+        except StopAsyncIteration:
+            pass
+    except BaseException as exc:
+        if not await aunwind(exits, exc):
+            raise
+        return
+    await aunwind(exits, None)
+
+
+def _handing_wrapper(
+    fn: Callable[..., Any],
+    missing: Callable[[tuple[Any, ...], dict[str, Any]], list[tuple[Any, Any]]],
+    place: Callable[[tuple[Any, ...], dict[Any, Any]], tuple[Any, ...]] | None,
+) -> Callable[..., Any]:
+    """The wrapper of a plain function that wraps a coroutine, generator or
+    async generator function (a ``functools.wraps`` decorator below
+    ``inject``).
+
+    It stays a plain function, as the decorator made it: the decorator may
+    return the inner function's coroutine or generator, or run it to
+    completion itself (``asyncio.run`` in a sync adapter), and only the call
+    tells. A call resolves synchronously, like any plain function's; when the
+    result is an awaitable, a generator or an async generator, the call's
+    resources stay open until that has been awaited or run out (or closed),
+    and are closed then; any other result closes them at once. A dependency
+    that needs an async provider, in a thread running an event loop, makes
+    the call return a coroutine (or, for an async generator function, an
+    async generator) that resolves the rest asynchronously, calls, and
+    awaits (or iterates) what the wrapper returns."""
+    target = inspect.unwrap(fn)
+    asyncgen = inspect.isasyncgenfunction(target)
+
+    async def resolve_rest(
+        frame: Checkpoint, args: tuple[Any, ...], kwargs: dict[Any, Any], rest: Any
+    ) -> Any:
+        for name, key in rest:
+            kwargs[name] = await frame.aresolve(key)
+        if place is not None:
+            args = place(args, kwargs)
+        return fn(*args, **kwargs)
+
+    async def deferred(
+        frame: Checkpoint, args: tuple[Any, ...], kwargs: dict[Any, Any], rest: Any
+    ) -> Any:
+        exits = frame._exits
+        assert exits is not None
+        try:
+            result = await resolve_rest(frame, args, kwargs, rest)
+            if inspect.isawaitable(result):
+                result = await result
+        except BaseException as exc:
+            if not await aunwind(exits, exc):
+                raise
+            return None
+        await aunwind(exits, None)
+        return result
+
+    @functools.wraps(fn)
+    def handing_wrapper(*args: Any, **kwargs: Any) -> Any:
+        todo = missing(args, kwargs)
+        if not todo:
+            return fn(*args, **kwargs)
+        frame = _frame(_container(fn))
+        exits = frame._exits
+        assert exits is not None
+        try:
+            for index, (name, key) in enumerate(todo):
+                try:
+                    kwargs[name] = frame[key]
+                except AsyncProviderError:
+                    if current_async_library(failsafe=True) is None:
+                        raise  # no event loop here to await it in: the clear error
+                    rest = todo[index:]
+                    if asyncgen:
+                        return _finish_async_generator(
+                            functools.partial(resolve_rest, frame, args, kwargs, rest), exits
+                        )
+                    return deferred(frame, args, kwargs, rest)
+            if place is not None:
+                args = place(args, kwargs)
+            result = fn(*args, **kwargs)
+        except BaseException as exc:
+            if not unwind(exits, exc):
+                raise
+            return None
+        if inspect.isawaitable(result):
+            return _settle(result, exits)
+        if inspect.isgenerator(result):
+            return _finish_generator(result, exits)
+        if inspect.isasyncgen(result):
+            return _finish_async_generator(functools.partial(_ready, result), exits)
+        unwind(exits, None)
+        return result
+
+    return handing_wrapper
+
+
+async def _ready(value: Any) -> Any:
+    return value
 
 
 def inject(fn: F) -> F:
@@ -235,7 +433,15 @@ def inject(fn: F) -> F:
     Positional-only parameters are injected positionally. A coroutine,
     generator or async generator function stays one; a generator's
     dependencies are resolved at its first iteration and the resources it
-    opened are closed when it finishes, raises or is closed.
+    opened are closed when it finishes, raises or is closed. A plain function
+    wrapping one (a ``functools.wraps`` decorator below ``inject``) stays
+    plain: when a call returns an awaitable or a generator, its resources
+    stay open until that is awaited or run out. On top of ``@staticmethod`` or
+    ``@classmethod``, the function inside is wrapped, and stays one.
+
+    `NoActiveScopeError` if no container is entered in this task or thread,
+    or if the one it inherited (a task started inside ``async with
+    container``) has closed since.
 
     Annotations are evaluated at decoration; one that cannot be (a name
     imported only under ``if TYPE_CHECKING:``, a class defined later) is
@@ -244,6 +450,11 @@ def inject(fn: F) -> F:
     naming the parameter and the missing name); a ``Depends`` default needs
     no annotation.
     """
+    if isinstance(fn, (staticmethod, classmethod)):
+        # On top of @staticmethod / @classmethod: wrap the function and wrap
+        # the result the same way, so the class binds it as before (a class
+        # method's wrapper gets ``cls`` as its first, explicit argument).
+        return type(fn)(inject(fn.__func__))
     keyword, positional = _targets(fn)
 
     # A call's todo is a list of (name, key): name is the keyword to pass the
@@ -387,6 +598,9 @@ def inject(fn: F) -> F:
                 await aunwind(exits, None)
 
         return async_generator_wrapper  # type: ignore[return-value]
+
+    if _wrapped_kind(fn):
+        return _handing_wrapper(fn, missing, place)  # type: ignore[return-value]
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:

@@ -904,3 +904,195 @@ def test_an_injected_string_hint_defaulting_to_none_is_still_injected() -> None:
 
     with c:
         assert isinstance(handler(), Repo)
+
+
+def _logged(f: Any) -> Any:
+    """An ordinary decorator: a plain def that returns what ``f`` returns."""
+    import functools
+
+    @functools.wraps(f)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        return f(*args, **kwargs)
+
+    return wrapper
+
+
+@pytest.mark.anyio
+async def test_plain_wraps_decorator_below_inject_on_async_def_keeps_resources_open() -> None:
+    reg, _, log = make_registry()
+    c = di.Container(reg)
+
+    @di.inject
+    @_logged
+    async def handler(tmp: Tmp = di.Depends(Tmp)) -> list[Any]:
+        await anyio.sleep(0)
+        return list(log)  # what was closed while the body ran
+
+    @di.inject
+    @_logged
+    async def needs_async(thing: AsyncThing = di.Depends(AsyncThing)) -> list[Any]:
+        await anyio.sleep(0)
+        return list(log)
+
+    @di.inject
+    @_logged
+    def numbers(tmp: Tmp = di.Depends(Tmp)) -> Iterator[list[Any]]:
+        yield list(log)
+
+    with anyio.fail_after(10):
+        async with c:
+            assert await handler() == ["open tmp"]
+            assert log == ["open tmp", ("close tmp", None)]
+            log.clear()
+            assert await needs_async() == ["open async"]  # no AsyncProviderError
+            assert log == ["open async", ("close async", None)]
+            log.clear()
+            assert list(numbers()) == [["open tmp"]]
+            assert log == ["open tmp", ("close tmp", None)]
+
+
+def test_plain_wraps_decorator_running_the_coroutine_itself_still_returns_its_value() -> None:
+    # A sync adapter below inject (asyncio.run with functools.wraps) stays sync.
+    import asyncio
+    import functools
+
+    reg, _, log = make_registry()
+    c = di.Container(reg)
+
+    def run(f: Any) -> Any:
+        @functools.wraps(f)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            return asyncio.run(f(*args, **kwargs))
+
+        return wrapper
+
+    @di.inject
+    @run
+    async def command(tmp: Tmp = di.Depends(Tmp)) -> list[Any]:
+        return list(log)
+
+    with c:
+        assert command() == ["open tmp"]
+    assert log == ["open tmp", ("close tmp", None)]
+
+
+def test_inject_on_top_of_staticmethod_and_classmethod() -> None:
+    reg, _, _ = make_registry()
+    c = di.Container(reg)
+
+    class Service:
+        @di.inject  # type: ignore[misc]
+        @staticmethod
+        def static(repo: Repo = di.Depends(Repo)) -> Repo:
+            return repo
+
+        @di.inject  # type: ignore[misc]
+        @classmethod
+        def klass(cls, x: int, repo: Repo = di.Depends(Repo)) -> tuple[type, int, Repo]:
+            return cls, x, repo
+
+    class Sub(Service):
+        pass
+
+    assert isinstance(Service.__dict__["static"], staticmethod)
+    assert isinstance(Service.__dict__["klass"], classmethod)
+    with c:
+        assert isinstance(Service.static(), Repo)
+        assert isinstance(Service().static(), Repo)  # the instance is not taken as `repo`
+        mine = Repo()
+        assert Service().static(mine) is mine
+        cls, x, repo = Service.klass(1)
+        assert cls is Service and x == 1 and isinstance(repo, Repo)
+        cls, x, repo = Sub().klass(2)
+        assert cls is Sub and x == 2 and isinstance(repo, Repo)
+
+
+@pytest.mark.anyio
+async def test_task_outliving_the_container_block_gets_no_active_scope_error() -> None:
+    reg = di.Registry()
+    log: list[str] = []
+
+    @reg.provider(singleton=True)
+    def pool() -> Iterator[Conn]:
+        log.append("open")
+        yield Conn()
+        log.append("close")
+
+    c = di.Container(reg)
+
+    @di.inject
+    async def handler(conn: Conn = di.Depends(Conn)) -> Conn:
+        return conn
+
+    ended = anyio.Event()
+    outcome: dict[str, Any] = {}
+
+    async def background() -> None:
+        await ended.wait()  # the container's block has ended: it is closed
+        outcome["active"] = di.container.active_container()
+        try:
+            await handler()
+        except di.NoActiveScopeError as exc:
+            outcome["error"] = str(exc)
+
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as tg:
+            async with c:
+                tg.start_soon(background)  # inherits the container's entry
+                assert di.container.active_container() is c
+            assert not c.is_open
+            ended.set()
+    assert outcome["active"] is None
+    assert "has closed" in outcome["error"] and "enter it again" in outcome["error"]
+    assert log == []  # no singleton made in the closed container
+    # Entered again, it serves a new block as usual.
+    async with c:
+        assert isinstance(await handler(), Conn)
+    assert log == ["open", "close"]
+
+
+def test_marked_via_alias_with_unevaluable_annotation_fails_at_decoration(
+    tmp_path: Path,
+) -> None:
+    source = tmp_path / "di_test_alias_module.py"
+    source.write_text(
+        textwrap.dedent(
+            """
+            from __future__ import annotations
+
+            import di
+            from di import Injected as Inj
+
+
+            try:
+
+                @di.inject
+                def handler(x: int, repo: Inj[Repo]) -> object:
+                    return repo
+
+            except NameError as exc:
+                error = exc
+
+
+            @di.inject  # not marked: skipped, no error
+            def unmarked(x: int, repo: list[Repo]) -> object:
+                return repo
+
+
+            class Repo:  # defined after the functions that name it
+                pass
+            """
+        )
+    )
+    spec = importlib.util.spec_from_file_location(source.stem, source)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[source.stem] = module
+    try:
+        spec.loader.exec_module(module)  # decorating `handler` passed silently here
+        error = module.error
+        assert isinstance(error, NameError) and error.name == "Repo"
+        assert "parameter 'repo' of handler" in str(error)
+        assert "name 'Repo' is not defined" in str(error)
+    finally:
+        del sys.modules[source.stem]
