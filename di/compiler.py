@@ -569,10 +569,15 @@ class Compiler:
         late = "await _alate" if is_async else "_late"
         fn.lines += [
             f"{pad}v = {expr}",
+            f"{pad}c[{k}] = v",
             # Torn down meanwhile (a forced shutdown while a holder was
             # creating): what was made must not outlive it, nor be served.
-            f"{pad}if c._exits is not ex: {late}(c, ex, {k})",
-            f"{pad}c[{k}] = v",
+            # Checked after the store: the teardown empties the dict after
+            # marking it closed, so a store before that is cleared there, one
+            # after it is taken back here.
+            f"{pad}if c._exits is not ex:",
+            f"{pad}    _pop(c, {k}, None)",
+            f"{pad}    {late}(c, ex, {k})",
             "    except BaseException:",
             f"        _pop(c, {pk}, None)",
             f"        if _waiters: _wake(c, {pk})",
@@ -823,7 +828,7 @@ class Compiler:
                     return False
                 root._async = True
             began.extend(exits)
-            if container._dropped.get(key, 0) <= generation:
+            if container._dropped.get(key, 0) <= generation and not container._unwinding:
                 dict.__setitem__(root, key, value)
             return True
 

@@ -123,6 +123,7 @@ class Container:
         "_sync",
         "_sync_unwind",
         "_teardown",
+        "_unwinding",
         "_waiters",
         "shutdown_timeout",
     )
@@ -185,6 +186,9 @@ class Container:
         # Under the override lock: a sync close is unwinding the root, which
         # refuses exits it could not run (Compiler._keep).
         self._sync_unwind = False
+        # Under the override lock: a close is unwinding the root (from its
+        # first pass to the reset); new singletons are not cached meanwhile.
+        self._unwinding = False
         self._fill_values()
         # The hot path: C-level dict lookups, no Python frame for a cache hit.
         self.__dict__["resolve"] = self._root.__getitem__
@@ -1024,11 +1028,18 @@ class Container:
         not be served meanwhile, by a hit or by a plan that baked it in. One
         resolved during the close is made afresh (and closed by this close)."""
         with self._override_lock:
-            dropped = dict(self._root)  # freed outside the lock: finalizers may resolve
+            dropped = [dict(self._root)]  # freed outside the lock: finalizers may resolve
             dict.clear(self._root)
+            # What overrides set aside is being torn down too: none goes back.
+            for entry in self._overrides:
+                dropped.append(dict(entry.saved))
+                entry.saved.clear()
             self._plans.clear()
             self._aplans.clear()
             self._generation += 1
+            # Until the reset: one made meanwhile is closed by this close, and
+            # so is not cached (Compiler._keep), or it would be served after.
+            self._unwinding = True
         del dropped
 
     def _reset_root(self, unwound: list[Any] | None = None) -> bool:
@@ -1050,6 +1061,7 @@ class Container:
             self._open = False
             self._closes += 1
             self._generation += 1
+            self._unwinding = False
             self._root._async = False
             self._fill_values()
         del dropped

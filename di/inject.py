@@ -28,13 +28,11 @@ import inspect
 import re
 import types
 import typing
-from collections.abc import AsyncGenerator, Awaitable, Callable, Generator
+from collections.abc import AsyncGenerator, Callable, Generator
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
-from aiologic.lowlevel import current_async_library
-
 from di.container import _entered
-from di.errors import AsyncProviderError, NoActiveScopeError, describe_key
+from di.errors import NoActiveScopeError, describe_key
 from di.registry import INJECT_MARKER, normalize_key, type_hints
 from di.scopes import new_checkpoint
 from di.teardown import aunwind, unwind
@@ -125,11 +123,14 @@ def _hints(fn: Callable[..., Any]) -> tuple[dict[str, Any], dict[str, Exception]
 
 
 _MARKED_TEXT = re.compile(r"\b(?:Injected|INJECT_MARKER)\b")
-_OUTER_NAME = re.compile(r"\s*([A-Za-z_]\w*(?:\s*\.\s*[A-Za-z_]\w*)*)\s*\[")
+_OUTER_NAME = re.compile(r"\s*([A-Za-z_]\w*(?:\s*\.\s*[A-Za-z_]\w*)*)\s*(?:\[|$)")
 
 
 def _is_marker(obj: Any) -> bool:
-    return typing.get_origin(obj) is Annotated and INJECT_MARKER in getattr(obj, "__metadata__", ())
+    # By identity: another library's metadata may compare oddly (or raise).
+    return typing.get_origin(obj) is Annotated and any(
+        m is INJECT_MARKER for m in getattr(obj, "__metadata__", ())
+    )
 
 
 def _is_marked(annotation: Any, globalns: dict[str, Any]) -> bool:
@@ -141,19 +142,21 @@ def _is_marked(annotation: Any, globalns: dict[str, Any]) -> bool:
     reference (``Injected["Later"]``)."""
     if not isinstance(annotation, str):
         return _is_marker(annotation)
-    if _MARKED_TEXT.search(annotation) is not None:
-        return True
+    # The outer (dotted) name, looked up in the globals first: it says what
+    # the annotation is, whatever it is called (an alias of Injected, an
+    # alias of Injected[X], or another library's `Injected`).
     match = _OUTER_NAME.match(annotation)
-    if match is None:
-        return False
-    first, *rest = (part.strip() for part in match.group(1).split("."))
-    try:
-        obj = globalns[first]
-        for part in rest:
-            obj = getattr(obj, part)
-    except Exception:
-        return False
-    return _is_marker(obj)
+    if match is not None:
+        first, *rest = (part.strip() for part in match.group(1).split("."))
+        try:
+            obj = globalns[first]
+            for part in rest:
+                obj = getattr(obj, part)
+        except Exception:
+            pass
+        else:
+            return obj is Injected or _is_marker(obj)
+    return _MARKED_TEXT.search(annotation) is not None
 
 
 def _unevaluable(fn: Callable[..., Any], name: str, annotation: Any, exc: Exception) -> Exception:
@@ -250,172 +253,6 @@ def _container(fn: Callable[..., Any]) -> Container:
     return container
 
 
-def _wrapped_kind(fn: Callable[..., Any]) -> bool:
-    """Whether ``fn``, a callable that is no coroutine, generator or async
-    generator function itself, wraps one (``functools.wraps`` decorators:
-    ``__wrapped__``) and so may return what that one returns."""
-    if not hasattr(fn, "__wrapped__"):
-        return False
-    try:
-        target = inspect.unwrap(fn)
-    except ValueError:  # a __wrapped__ cycle
-        return False
-    return (
-        inspect.iscoroutinefunction(target)
-        or inspect.isgeneratorfunction(target)
-        or inspect.isasyncgenfunction(target)
-    )
-
-
-async def _settle(result: Any, exits: list[Any]) -> Any:
-    """Await what a plain wrapper returned, then close the call's resources."""
-    try:
-        value = await result
-    except BaseException as exc:
-        if not await aunwind(exits, exc):
-            raise
-        return None
-    await aunwind(exits, None)
-    return value
-
-
-def _finish_generator(body: Generator[Any, Any, Any], exits: list[Any]) -> Generator[Any, Any, Any]:
-    """Run the generator a plain wrapper returned, then close the call's resources."""
-    try:
-        result = yield from body
-    except BaseException as exc:  # GeneratorExit included: closed early
-        if not unwind(exits, exc):
-            raise
-        return None
-    unwind(exits, None)
-    return result
-
-
-async def _finish_async_generator(
-    start: Callable[[], Awaitable[Any]], exits: list[Any]
-) -> AsyncGenerator[Any, Any]:
-    """Run the async generator ``start`` gives (at the first iteration), then
-    close the call's resources."""
-    try:
-        body = await start()
-        try:
-            item = await body.asend(None)
-            while True:
-                try:
-                    sent = yield item
-                except GeneratorExit:
-                    await body.aclose()
-                    raise
-                except BaseException as exc:
-                    thrown = exc
-                else:
-                    item = await body.asend(sent)
-                    continue
-                try:
-                    item = await body.athrow(thrown)
-                finally:
-                    del thrown
-        except StopAsyncIteration:
-            pass
-    except BaseException as exc:
-        if not await aunwind(exits, exc):
-            raise
-        return
-    await aunwind(exits, None)
-
-
-def _handing_wrapper(
-    fn: Callable[..., Any],
-    missing: Callable[[tuple[Any, ...], dict[str, Any]], list[tuple[Any, Any]]],
-    place: Callable[[tuple[Any, ...], dict[Any, Any]], tuple[Any, ...]] | None,
-) -> Callable[..., Any]:
-    """The wrapper of a plain function that wraps a coroutine, generator or
-    async generator function (a ``functools.wraps`` decorator below
-    ``inject``).
-
-    It stays a plain function, as the decorator made it: the decorator may
-    return the inner function's coroutine or generator, or run it to
-    completion itself (``asyncio.run`` in a sync adapter), and only the call
-    tells. A call resolves synchronously, like any plain function's; when the
-    result is an awaitable, a generator or an async generator, the call's
-    resources stay open until that has been awaited or run out (or closed),
-    and are closed then; any other result closes them at once. A dependency
-    that needs an async provider, in a thread running an event loop, makes
-    the call return a coroutine (or, for an async generator function, an
-    async generator) that resolves the rest asynchronously, calls, and
-    awaits (or iterates) what the wrapper returns."""
-    target = inspect.unwrap(fn)
-    asyncgen = inspect.isasyncgenfunction(target)
-
-    async def resolve_rest(
-        frame: Checkpoint, args: tuple[Any, ...], kwargs: dict[Any, Any], rest: Any
-    ) -> Any:
-        for name, key in rest:
-            kwargs[name] = await frame.aresolve(key)
-        if place is not None:
-            args = place(args, kwargs)
-        return fn(*args, **kwargs)
-
-    async def deferred(
-        frame: Checkpoint, args: tuple[Any, ...], kwargs: dict[Any, Any], rest: Any
-    ) -> Any:
-        exits = frame._exits
-        assert exits is not None
-        try:
-            result = await resolve_rest(frame, args, kwargs, rest)
-            if inspect.isawaitable(result):
-                result = await result
-        except BaseException as exc:
-            if not await aunwind(exits, exc):
-                raise
-            return None
-        await aunwind(exits, None)
-        return result
-
-    @functools.wraps(fn)
-    def handing_wrapper(*args: Any, **kwargs: Any) -> Any:
-        todo = missing(args, kwargs)
-        if not todo:
-            return fn(*args, **kwargs)
-        frame = _frame(_container(fn))
-        exits = frame._exits
-        assert exits is not None
-        try:
-            for index, (name, key) in enumerate(todo):
-                try:
-                    kwargs[name] = frame[key]
-                except AsyncProviderError:
-                    if current_async_library(failsafe=True) is None:
-                        raise  # no event loop here to await it in: the clear error
-                    rest = todo[index:]
-                    if asyncgen:
-                        return _finish_async_generator(
-                            functools.partial(resolve_rest, frame, args, kwargs, rest), exits
-                        )
-                    return deferred(frame, args, kwargs, rest)
-            if place is not None:
-                args = place(args, kwargs)
-            result = fn(*args, **kwargs)
-        except BaseException as exc:
-            if not unwind(exits, exc):
-                raise
-            return None
-        if inspect.isawaitable(result):
-            return _settle(result, exits)
-        if inspect.isgenerator(result):
-            return _finish_generator(result, exits)
-        if inspect.isasyncgen(result):
-            return _finish_async_generator(functools.partial(_ready, result), exits)
-        unwind(exits, None)
-        return result
-
-    return handing_wrapper
-
-
-async def _ready(value: Any) -> Any:
-    return value
-
-
 def inject(fn: F) -> F:
     """Fill the parameters marked with `Depends` or `Injected` at each call.
 
@@ -433,11 +270,13 @@ def inject(fn: F) -> F:
     Positional-only parameters are injected positionally. A coroutine,
     generator or async generator function stays one; a generator's
     dependencies are resolved at its first iteration and the resources it
-    opened are closed when it finishes, raises or is closed. A plain function
-    wrapping one (a ``functools.wraps`` decorator below ``inject``) stays
-    plain: when a call returns an awaitable or a generator, its resources
-    stay open until that is awaited or run out. On top of ``@staticmethod`` or
-    ``@classmethod``, the function inside is wrapped, and stays one.
+    opened are closed when it finishes, raises or is closed. Put ``inject``
+    directly on the async def or generator: a plain function wrapping one (a
+    sync decorator between them) is taken as the plain function it is, and a
+    call of it that opened resources (transient generator providers) and got
+    back a coroutine or generator raises `TypeError` instead of closing them
+    before that runs. On top of ``@staticmethod`` or ``@classmethod``, the
+    function inside is wrapped, and stays one.
 
     `NoActiveScopeError` if no container is entered in this task or thread,
     or if the one it inherited (a task started inside ``async with
@@ -599,9 +438,6 @@ def inject(fn: F) -> F:
 
         return async_generator_wrapper  # type: ignore[return-value]
 
-    if _wrapped_kind(fn):
-        return _handing_wrapper(fn, missing, place)  # type: ignore[return-value]
-
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         todo = missing(args, kwargs)
@@ -620,7 +456,31 @@ def inject(fn: F) -> F:
             if not unwind(exits, exc):
                 raise
             return None
+        if exits and _runs_later(result):
+            # A plain wrapper around an async def or a generator (a decorator
+            # below inject): its body runs after this call returns, when the
+            # resources opened for the call would already be closed.
+            _discard(result)
+            unwind(exits, None)
+            raise TypeError(
+                f"{fn.__qualname__} is a plain function that returned "
+                f"{type(result).__name__} {result!r}, to run after the call; the resources "
+                f"di opened for the call would be closed before it runs. Put @di.inject "
+                f"directly on the async def or generator (below the other decorators)"
+            )
         unwind(exits, None)
         return result
 
     return wrapper  # type: ignore[return-value]
+
+
+def _runs_later(result: Any) -> bool:
+    return inspect.isawaitable(result) or inspect.isgenerator(result) or inspect.isasyncgen(result)
+
+
+def _discard(result: Any) -> None:
+    # A coroutine or generator never started holds nothing: closing it only
+    # spares the "never awaited" warning. (An async generator's close needs an
+    # await; a Future or Task is someone else's.)
+    if inspect.iscoroutine(result) or inspect.isgenerator(result):
+        result.close()

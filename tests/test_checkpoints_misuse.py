@@ -519,3 +519,66 @@ def test_a_checkpoint_torn_down_at_shutdown_serves_nothing_while_its_exits_run()
         assert holding.wait(10)
     thread.join(10)
     assert len(result) == 1 and isinstance(result[0], di.CheckpointClosedError)
+
+
+_armed = threading.local()
+
+
+class _HookMeta(type):
+    """Pauses the thread that armed it at the next hash of the class: the
+    plan's store of the new instance into its checkpoint."""
+
+    pause: threading.Event
+    reached: threading.Event
+
+    def __hash__(cls) -> int:
+        if getattr(_armed, "on", False):
+            _armed.on = False
+            cls.reached.set()
+            cls.pause.wait(10)
+        return id(cls) >> 4
+
+    def __eq__(cls, other: object) -> bool:
+        return cls is other
+
+
+class _Stored(metaclass=_HookMeta):
+    closed = False
+
+
+def test_a_scoped_instance_stored_as_a_forced_teardown_runs_is_taken_back() -> None:
+    _Stored.pause, _Stored.reached = threading.Event(), threading.Event()
+    reg = di.Registry()
+
+    @reg.provider(scope="request")
+    def stored() -> Iterator[_Stored]:
+        made = _Stored()
+        _armed.on = True  # the next hash of _Stored in this thread: the store
+        yield made
+        made.closed = True
+        _Stored.pause.set()  # torn down: let the store go on
+
+    c = di.Container(reg, shutdown_timeout=0.05)
+    out: list[object] = []
+    holding = threading.Event()
+
+    def worker(scope: di.Checkpoint) -> None:
+        try:
+            with scope.hold():
+                holding.set()
+                for _ in range(2):
+                    try:
+                        out.append(scope.resolve(_Stored))
+                    except di.CheckpointClosedError as exc:
+                        out.append(exc)
+        except di.DIError:
+            pass
+
+    with c, c.scope("request") as scope:
+        thread = threading.Thread(target=worker, args=(scope,))
+        thread.start()
+        assert holding.wait(10)
+        assert _Stored.reached.wait(10)  # between creation and store when the block ends
+    thread.join(10)
+    assert [type(o) for o in out] == [di.CheckpointClosedError] * 2
+    assert _Stored not in dict.keys(scope)

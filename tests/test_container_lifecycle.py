@@ -2178,3 +2178,76 @@ def test_a_singleton_torn_down_by_the_close_is_not_served_to_another_thread() ->
     thread.join(10)
     assert len(got) == 1 and got[0] is not first
     assert not isinstance(got[0], B) or got[0].closed  # closed by this close, if made
+
+
+class _Third:
+    closed = False
+
+
+def test_a_singleton_made_during_the_close_is_not_served_once_that_close_closed_it() -> None:
+    # C's teardown (first) makes N; the close closes N next (newest); A's
+    # teardown (last) resolves N again and must not get the closed one.
+    reg = di.Registry()
+    got: list[_Third] = []
+
+    @reg.provider(singleton=True)
+    def older() -> Iterator[_Older]:
+        yield _Older()
+        got.append(c.resolve(_Third))
+
+    @reg.provider(singleton=True)
+    def newer() -> Iterator[_Newer]:
+        yield _Newer()
+        got.append(c.resolve(_Third))
+
+    @reg.provider(singleton=True)
+    def third() -> Iterator[_Third]:
+        made = _Third()
+        yield made
+        made.closed = True
+
+    c = di.Container(reg)
+    with c:
+        c.resolve(_Older)
+        c.resolve(_Newer)
+    assert len(got) == 2 and got[0] is not got[1]
+    assert not any(t is got[0] for t in got[1:])  # the closed one was not served again
+    assert all(t.closed for t in got)  # each closed by this close
+
+
+def test_an_override_ending_during_the_close_does_not_bring_back_a_torn_down_singleton() -> None:
+    reg = di.Registry()
+    end_override, override_ended = threading.Event(), threading.Event()
+    got: list[_Newer] = []
+
+    @reg.provider(singleton=True)
+    def older() -> Iterator[_Older]:  # made first: torn down last
+        yield _Older()
+        end_override.set()
+        assert override_ended.wait(10)
+        got.append(c.resolve(_Newer))
+
+    @reg.provider(singleton=True)
+    def newer() -> Iterator[_Newer]:
+        made = _Newer()
+        yield made
+        made.closed = True
+
+    c = di.Container(reg)
+    entered = threading.Event()
+
+    def overriding() -> None:
+        with c.override(_Newer, _Newer()):  # sets the cached one aside until it ends
+            entered.set()
+            end_override.wait(10)
+        override_ended.set()
+
+    thread = threading.Thread(target=overriding)
+    with c:
+        c.resolve(_Older)
+        real = c.resolve(_Newer)
+        thread.start()
+        assert entered.wait(10)
+    thread.join(10)
+    assert real.closed
+    assert len(got) == 1 and got[0] is not real

@@ -918,37 +918,33 @@ def _logged(f: Any) -> Any:
 
 
 @pytest.mark.anyio
-async def test_plain_wraps_decorator_below_inject_on_async_def_keeps_resources_open() -> None:
+async def test_plain_wraps_decorator_below_inject_on_async_def_is_refused_not_closed_early() -> (
+    None
+):
+    # inject sees a plain function: a call that opened resources for itself
+    # and got back a coroutine or generator (whose body runs later) is refused,
+    # with those resources closed and nothing left running on closed ones.
     reg, _, log = make_registry()
     c = di.Container(reg)
 
     @di.inject
     @_logged
-    async def handler(tmp: Tmp = di.Depends(Tmp)) -> list[Any]:
-        await anyio.sleep(0)
-        return list(log)  # what was closed while the body ran
+    async def handler(tmp: Tmp = di.Depends(Tmp)) -> None:
+        raise AssertionError("the body must not run on closed resources")
 
     @di.inject
     @_logged
-    async def needs_async(thing: AsyncThing = di.Depends(AsyncThing)) -> list[Any]:
-        await anyio.sleep(0)
-        return list(log)
-
-    @di.inject
-    @_logged
-    def numbers(tmp: Tmp = di.Depends(Tmp)) -> Iterator[list[Any]]:
-        yield list(log)
+    def numbers(tmp: Tmp = di.Depends(Tmp)) -> Iterator[int]:
+        raise AssertionError("the body must not run on closed resources")
+        yield 0
 
     with anyio.fail_after(10):
         async with c:
-            assert await handler() == ["open tmp"]
-            assert log == ["open tmp", ("close tmp", None)]
-            log.clear()
-            assert await needs_async() == ["open async"]  # no AsyncProviderError
-            assert log == ["open async", ("close async", None)]
-            log.clear()
-            assert list(numbers()) == [["open tmp"]]
-            assert log == ["open tmp", ("close tmp", None)]
+            for call in (handler, numbers):
+                with pytest.raises(TypeError, match=r"Put @di\.inject directly on"):
+                    call()
+                assert log == ["open tmp", ("close tmp", None)]
+                log.clear()
 
 
 def test_plain_wraps_decorator_running_the_coroutine_itself_still_returns_its_value() -> None:
@@ -1096,3 +1092,46 @@ def test_marked_via_alias_with_unevaluable_annotation_fails_at_decoration(
         assert "name 'Repo' is not defined" in str(error)
     finally:
         del sys.modules[source.stem]
+
+
+def test_alias_names_decide_marking_before_the_text() -> None:
+    # A foreign `Injected` is not di's; an alias of di.Injected[X] is.
+    import sys
+    import types
+
+    mod = types.ModuleType("alias_marking_mod")
+    exec(
+        "from __future__ import annotations\n"
+        "import di\n"
+        "class Injected:  # another library's marker\n"
+        "    def __class_getitem__(cls, item): return cls\n"
+        "RepoDep = di.Injected['Later']\n"
+        "def foreign(x: Injected[Later]) -> None: ...\n"
+        "def aliased(repo: RepoDep) -> None: ...\n",
+        mod.__dict__,
+    )
+    sys.modules[mod.__name__] = mod
+    try:
+        di.inject(mod.foreign)  # skipped: not injected, so its annotation need not evaluate
+        with pytest.raises(NameError, match="Later"):
+            di.inject(mod.aliased)  # marked: fails at decoration, naming the name
+    finally:
+        del sys.modules[mod.__name__]
+
+
+def test_marker_lookup_uses_identity_not_equality() -> None:
+    import types
+
+    class Odd:
+        def __eq__(self, other: object) -> bool:
+            raise ValueError("no comparisons")
+
+        __hash__ = object.__hash__
+
+    mod = types.ModuleType("odd_marking_mod")
+    mod.__dict__["Checked"] = Annotated[int, Odd()]
+    exec(
+        "from __future__ import annotations\ndef f(x: Checked[Later]) -> None: ...\n",
+        mod.__dict__,
+    )
+    di.inject(mod.f)  # skipped, no ValueError from the foreign metadata
