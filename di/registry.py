@@ -16,7 +16,7 @@ import operator
 import sys
 import typing
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import InitVar, dataclass
 from types import (
     CodeType,
     FrameType,
@@ -320,14 +320,40 @@ def _evaluated(
             error = _unresolvable(fn, name, value, exc)
             if name != "return":
                 raise error from None
-            hints[name] = _Unresolvable(error)
+            hints[name] = _Unresolvable(error, _outer(value, globalns))
     return hints
 
 
 class _Unresolvable(NamedTuple):
-    """A return annotation that could not be evaluated, and the error saying so."""
+    """A return annotation that could not be evaluated, the error saying so,
+    and what `_outer` reads of its outer type."""
 
     error: UnresolvableAnnotationError
+    outer: Any
+
+
+def _outer(value: Any, globalns: dict[str, Any]) -> Any:
+    """The outer type of a return annotation whose arguments do not evaluate
+    (``"AbstractAsyncContextManager[Pool]"``, ``Pool`` undefined), which is
+    all ``cm=True`` needs to tell ``with`` from ``async with``: its origin
+    when the outer name (dotted, before any ``[``) is defined in the
+    function's globals; else that name's text; None when there is no name to
+    read."""
+    origin = typing.get_origin(value)
+    if origin is not None:
+        return origin
+    if type(value) is ForwardRef:
+        value = value.__forward_arg__
+    if type(value) is not str:
+        return None
+    head = value.partition("[")[0].strip()
+    first, *rest = head.split(".")
+    found: Any = globalns.get(first, NO_DEFAULT)
+    for part in rest:
+        found = getattr(found, part, NO_DEFAULT)
+    if found is NO_DEFAULT:
+        return head or None
+    return typing.get_origin(found) or found
 
 
 def _unresolvable(fn: Any, name: str, value: Any, exc: NameError) -> UnresolvableAnnotationError:
@@ -603,6 +629,8 @@ def _dependency(fn: Any, name: str, hints: dict[str, Any], kw: bool, default: An
             f"parameter {name!r} of {getattr(fn, '__qualname__', fn)!r} has no type hint, "
             f"so di cannot tell what to inject; annotate it or give it a default"
         )
+    if type(hint) is InitVar:  # a dataclass's InitVar[X] parameter takes an X
+        hint = hint.type
     return Dependency(name, normalize_key(hint), kw, default)
 
 
@@ -697,8 +725,13 @@ def make_provider(
     if type(ret) is _Unresolvable:
         if provides is None:
             raise ret.error
-        # provides= replaces it: read as unannotated (with cm=True too)
-        ret = inspect.Parameter.empty
+        # provides= replaces it: read as unannotated, except that cm=True
+        # reads its outer type to tell `with` from `async with` (`_outer`):
+        # an undefined outer name is async when it says "Async", else sync.
+        outer = ret.outer if cm else None
+        if type(outer) is str:
+            outer = contextlib.AbstractAsyncContextManager if "Async" in outer else None
+        ret = inspect.Parameter.empty if outer is None else outer
     if cm:
         if not _calls_return(target):
             raise TypeError(_cm_misfit(factory, target))
@@ -848,7 +881,7 @@ def _field_homes(owner: type, method: Any) -> dict[str, type]:
     it is defined."""
     fields = vars(owner).get("__dataclass_fields__")
     code = getattr(method, "__code__", None)
-    if not isinstance(fields, dict) or code is None or code.co_filename != "<string>":
+    if not isinstance(fields, dict) or code is None or not _generated(code, fields):
         return {}
     homes = {}
     for name, field in fields.items():
@@ -858,6 +891,28 @@ def _field_homes(owner: type, method: Any) -> dict[str, type]:
                 home = base
         homes[name] = home
     return homes
+
+
+def _generated(code: CodeType, fields: dict[str, Any]) -> bool:
+    """Whether ``code`` is of a method `dataclasses` generated, not one
+    written in the class body (which a dataclass keeps) that merely came from
+    ``exec``/``compile(..., "<string>")`` too. `dataclasses` compiles its
+    methods as ``"<string>"`` code nested in a ``def __create_fn__(...)``
+    (3.10 to 3.13): on 3.11+ the code's ``co_qualname`` says so
+    (``__create_fn__.<locals>.__init__``). 3.10 has no ``co_qualname``, and
+    sets ``__qualname__`` to ``Cls.__init__`` as a hand-written one has, so
+    there it takes the shape of the generated text: the ``def`` on line 2
+    (right after ``def __create_fn__(...):``) and only field names as
+    parameters. A hand-written method in string code that matches both takes
+    exactly the fields' parameters, so reading them as fields is what it means
+    too, nearly always."""
+    if code.co_filename != "<string>":
+        return False
+    qualname: str | None = getattr(code, "co_qualname", None)
+    if qualname is not None:  # 3.11+
+        return qualname.startswith("__create_fn__.")
+    names = code.co_varnames[1 : code.co_argcount + code.co_kwonlyargcount]
+    return code.co_firstlineno == 2 and all(name in fields for name in names)
 
 
 def _bind_type_variables(
@@ -879,10 +934,15 @@ def _bind_type_variables(
             home = homes.get(dep.name, owner)
             bound = combined.get(home)
             if bound is None:
-                bound = combined[home] = {}
-                for klass in home.__mro__:  # a class comes before its bases
+                # home's own variables are bound only by the arguments given
+                # for home itself: a base may reuse the same TypeVar object
+                # (``class B(A[int], Generic[T])``), and its binding is not B's.
+                own = set(getattr(home, "__parameters__", ()))
+                bound = combined[home] = dict(arguments.get(home, {}))
+                for klass in home.__mro__[1:]:  # a class comes before its bases
                     for var, arg in arguments.get(klass, {}).items():
-                        bound.setdefault(var, arg)
+                        if var not in own:
+                            bound.setdefault(var, arg)
             key = _substitute(dep.key, bound)
             left = _type_variables(key)
             if left and not dep.has_default:

@@ -2230,3 +2230,86 @@ def test_duplicate_through_include_names_both_registrations() -> None:
         di.DuplicateProviderError, match=rf"first at \S+:{first}, again at \S+:{second};"
     ):
         app.include(b)
+
+
+# ------------------------------------------------- review fixes (registry, 4)
+
+
+def test_a_subclass_own_type_variable_is_not_bound_by_a_base_that_reuses_it() -> None:
+    class Base(Generic[T]):
+        def __init__(self, a: T) -> None:
+            self.a = a
+
+    class Sub(Base[int], Generic[T]):  # Sub's own T is the same TypeVar, left free
+        def __init__(self, a: int, b: T) -> None:
+            self.b = b
+
+    with pytest.raises(TypeError, match=r"parameter 'b' of '\S*Sub.__init__'.*left free"):
+        di.Registry().register(Sub, Sub)
+    assert [d.key for d in di.Registry().register(Sub[str], Sub[str]).dependencies] == [int, str]
+
+
+def test_a_dataclass_handwritten_init_from_string_code_binds_its_own_type_variables() -> None:
+    source = """
+        from dataclasses import dataclass
+        from typing import Generic, TypeVar
+        T = TypeVar("T")
+
+        @dataclass
+        class Base(Generic[T]):
+            item: T
+
+        @dataclass
+        class Sub(Base[int], Generic[T]):
+            def __init__(self, item: T) -> None:  # hand-written: dataclass keeps it
+                self.item = item
+    """
+    namespace: dict[str, Any] = {"__name__": "generated_dc"}
+    # "<string>", as `python -c` and exec(str) give, and as dataclasses' own code says
+    exec(compile(textwrap.dedent(source), "<string>", "exec"), namespace)
+    sub = namespace["Sub"]
+    provider = di.Registry().register(sub[str], sub[str])
+    assert [d.key for d in provider.dependencies] == [str]
+
+
+@pytest.mark.anyio
+async def test_cm_true_with_provides_reads_async_from_an_unresolvable_return_annotation() -> None:
+    @contextlib.asynccontextmanager
+    async def _open() -> AsyncIterator[Conn]:
+        yield Conn()
+
+    def conn() -> "contextlib.AbstractAsyncContextManager[Pool]":  # type: ignore[name-defined]  # noqa: F821
+        return _open()
+
+    def pool() -> "NotImportedAsyncManager[Conn]":  # type: ignore[name-defined]  # noqa: F821
+        return _open()
+
+    for factory in (conn, pool):
+        reg = di.Registry()
+        reg.provider(provides=Conn, cm=True, singleton=True)(factory)
+        async with di.Container(reg) as c:
+            assert isinstance(await c.aresolve(Conn), Conn)
+
+
+def test_a_dataclass_initvar_parameter_is_keyed_by_its_type() -> None:
+    @dataclasses.dataclass
+    class WithEngine:
+        engine: dataclasses.InitVar[Engine]
+
+        def __post_init__(self, engine: Engine) -> None:
+            self.url = engine.url
+
+    @dataclasses.dataclass
+    class WithT(Generic[T]):
+        x: dataclasses.InitVar[T]
+
+        def __post_init__(self, x: T) -> None:
+            self.y = x
+
+    reg = di.Registry()
+    reg.register(Engine, Engine)
+    reg.register(WithEngine, WithEngine)
+    assert [d.key for d in reg.get(WithEngine).dependencies] == [Engine]
+    assert [d.key for d in di.Registry().register(WithT[int], WithT[int]).dependencies] == [int]
+    with di.Container(reg) as c:
+        assert c.resolve(WithEngine).url == "sqlite://"
