@@ -129,7 +129,18 @@ else:
                 nsobj = nsobj.__wrapped__
             globalns = getattr(nsobj, "__globals__", {})
         holder = SimpleNamespace(__annotations__={k: _refs(v) for k, v in annotations.items()})
-        return typing.get_type_hints(holder, globalns, {}, include_extras=True)
+        hints = typing.get_type_hints(holder, globalns, {}, include_extras=True)
+        # A string annotation evaluates to what may hold strings again
+        # (``"list['Engine']"`` is ``list['Engine']``): evaluated once more
+        # until nothing changes, as 3.11 does in one call (bounded: each round
+        # evaluates one level of quotes).
+        for _ in range(8):
+            again = {k: _refs(v) for k, v in hints.items()}
+            if all(again[k] is v for k, v in hints.items()):
+                break
+            holder = SimpleNamespace(__annotations__=again)
+            hints = typing.get_type_hints(holder, globalns, {}, include_extras=True)
+        return hints
 
     def _refs(hint: Any) -> Any:
         """``hint`` with each string inside a builtin generic made a
@@ -464,7 +475,13 @@ def _wire_class(
     the method (`_bind_type_variables`); one left free is refused here."""
     owner, init = _init_of(cls)
     if type(init) is FunctionType:
-        _, deps, origin = _read(init, skip_first=True)
+        homes = _field_homes(owner, init)
+        if any(home is not owner for home in homes.values()):  # inherited fields
+            hints = _field_hints(init, owner, homes)
+            deps = _parameters(init, hints, skip_first=True)
+            origin: Any = init.__code__
+        else:
+            _, deps, origin = _read(init, skip_first=True)
     elif init is object.__init__ and type(cls.__new__) is FunctionType:
         owner = next(k for k in cls.__mro__ if "__new__" in vars(k))
         init = cls.__new__
@@ -718,6 +735,10 @@ def make_provider(
         cls = typing.get_origin(factory)
         if cls is not Annotated and isinstance(cls, type):  # Repo[int]: a generic class
             return _generic_class_provider(factory, cls, provides, scope, cm, source)
+        if isinstance(factory, functools.partial):
+            made = _partial_of_generic(factory, provides, scope, cm, source)
+            if made is not None:
+                return made
         hints, deps = _from_signature(factory, skip_first=False)
         code = None
         target = call_target(factory)
@@ -809,6 +830,35 @@ def _generic_class_provider(
     return _wire_class(cls, key, kind, scope, source, alias)
 
 
+def _partial_of_generic(
+    factory: functools.partial[Any], provides: Any, scope: str | None, cm: bool, source: Origin
+) -> Provider | None:
+    """The provider of a ``functools.partial`` of a parameterised generic
+    class (``partial(Repo[int], url)``), whose own signature is the alias's
+    ``(*args, **kwargs)``: wired as `_generic_class_provider` wires the
+    alias, less what the partial binds (its positional arguments fill the
+    first positional parameters; its keywords, those by name), and called as
+    the partial. None for a partial of anything else."""
+    inner: Any = factory
+    positional = 0
+    keywords: set[str] = set()
+    while isinstance(inner, functools.partial):
+        positional += len(inner.args)
+        keywords.update(inner.keywords)
+        inner = inner.func
+    cls = typing.get_origin(inner)
+    if cls is Annotated or not isinstance(cls, type):
+        return None
+    made = _generic_class_provider(inner, cls, provides, scope, cm, source)
+    deps = []
+    for dep in made.dependencies:
+        if not dep.keyword_only and positional:
+            positional -= 1
+        elif dep.name not in keywords:
+            deps.append(dep)
+    return made._replace(factory=factory, dependencies=tuple(deps))
+
+
 def _type_variables(hint: Any) -> tuple[Any, ...]:
     """The type variables left free in a hint: ``T``, ``list[T]``."""
     if type(hint) is TypeVar:
@@ -881,7 +931,11 @@ def _field_homes(owner: type, method: Any) -> dict[str, type]:
     it is defined."""
     fields = vars(owner).get("__dataclass_fields__")
     code = getattr(method, "__code__", None)
-    if not isinstance(fields, dict) or code is None or not _generated(code, fields):
+    if code is None:
+        return {}
+    if not isinstance(fields, dict):
+        return _attrs_homes(owner, code)
+    if not _generated(code, fields):
         return {}
     homes = {}
     for name, field in fields.items():
@@ -891,6 +945,53 @@ def _field_homes(owner: type, method: Any) -> dict[str, type]:
                 home = base
         homes[name] = home
     return homes
+
+
+def _attrs_homes(owner: type, code: CodeType) -> dict[str, type]:
+    """`_field_homes` for a class attrs made (``__attrs_attrs__``), whose
+    generated ``__init__`` holds its bases' fields' hints too: an attribute
+    marked ``inherited`` belongs to the nearest base along the MRO that
+    declares it as its own. Keyed by the ``__init__`` parameter (the
+    attribute's ``alias``: ``_x`` takes ``x``)."""
+    attributes = vars(owner).get("__attrs_attrs__")
+    if attributes is None or not code.co_filename.startswith("<attrs generated"):
+        return {}
+    homes = {}
+    for attribute in attributes:
+        name = getattr(attribute, "alias", None) or attribute.name.lstrip("_")
+        home = owner
+        if attribute.inherited:
+            for base in owner.__mro__[1:]:
+                declared = vars(base).get("__attrs_attrs__", ())
+                if any(a.name == attribute.name and not a.inherited for a in declared):
+                    home = base
+                    break
+        homes[name] = home
+    return homes
+
+
+def _field_hints(init: Any, owner: type, homes: dict[str, type]) -> dict[str, Any]:
+    """The hints of a generated ``__init__`` (`_field_homes`), each field's
+    evaluated in the module of the class that declared it, as
+    `typing.get_type_hints` evaluates a class's annotations per base: under
+    ``from __future__ import annotations`` the generated method holds the
+    strings, and its globals are the module of ``owner``, where a base's
+    ``Engine`` may be another class, or no name at all."""
+    ann: dict[str, Any] = init.__annotations__
+    if not any(type(v) is not type and v is not None and _unevaluated(v) for v in ann.values()):
+        return ann
+    own: dict[str, Any] = init.__globals__
+    groups: dict[int, tuple[dict[str, Any], dict[str, Any]]] = {}
+    for name, value in ann.items():
+        home = homes.get(name, owner)
+        module = sys.modules.get(home.__module__) if home is not owner else None
+        globalns = own if module is None else vars(module)
+        groups.setdefault(id(globalns), (globalns, {}))[1][name] = value
+    hints: dict[str, Any] = {}
+    for globalns, part in groups.values():
+        carrier = SimpleNamespace(__annotations__=part, __qualname__=init.__qualname__)
+        hints.update(_evaluated(carrier, part, globalns))
+    return hints
 
 
 def _generated(code: CodeType, fields: dict[str, Any]) -> bool:

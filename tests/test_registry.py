@@ -2313,3 +2313,112 @@ def test_a_dataclass_initvar_parameter_is_keyed_by_its_type() -> None:
     assert [d.key for d in di.Registry().register(WithT[int], WithT[int]).dependencies] == [int]
     with di.Container(reg) as c:
         assert c.resolve(WithEngine).url == "sqlite://"
+
+
+def test_inherited_dataclass_fields_are_evaluated_in_their_declaring_module(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def module(name: str, source: str) -> types.ModuleType:
+        made = types.ModuleType(name)
+        monkeypatch.setitem(sys.modules, name, made)  # dataclasses read it from there
+        exec(compile(textwrap.dedent(source), f"<{name}>", "exec"), made.__dict__)
+        return made
+
+    base = module(
+        "di_fa_base",
+        """
+        from __future__ import annotations
+        from dataclasses import dataclass
+        from typing import Generic, TypeVar
+        class Engine: pass
+        T = TypeVar("T")
+        @dataclass
+        class Base:
+            engine: Engine
+        @dataclass
+        class GBase(Generic[T]):
+            item: T
+        """,
+    )
+    for name, other in (("di_fa_sub", "class Engine: pass"), ("di_fa_sub2", "")):
+        sub = module(
+            name,
+            f"""
+            from __future__ import annotations
+            from dataclasses import dataclass
+            from di_fa_base import Base, GBase
+            {other}
+            @dataclass
+            class Sub(Base):
+                extra: int
+            @dataclass
+            class GSub(GBase[int]):
+                extra: str
+            """,
+        )
+        keys = {d.name: d.key for d in di.Registry().register(sub.Sub, sub.Sub).dependencies}
+        assert keys == {"engine": base.Engine, "extra": int}
+        generic = di.Registry().register(sub.GSub, sub.GSub).dependencies
+        assert {d.name: d.key for d in generic} == {"item": int, "extra": str}
+
+
+def test_a_partial_of_a_generic_alias_is_wired_like_the_alias_less_what_it_binds() -> None:
+    class G(Generic[T]):
+        def __init__(self, x: T, e: "Engine", n: int = 0, *, k: str = "") -> None:
+            self.x, self.e, self.n, self.k = x, e, n, k
+
+    reg = di.Registry()
+    reg.value(int, 1)
+    reg.provider(Engine)
+    made = reg.register(G, functools.partial(G[int]))
+    assert [(d.name, d.key) for d in made.dependencies] == [
+        ("x", int),
+        ("e", Engine),
+        ("n", int),
+        ("k", str),
+    ]
+    bound = di.Registry().register(G, functools.partial(functools.partial(G[int], 5), k="z"))
+    assert [d.name for d in bound.dependencies] == ["e", "n"]
+    with di.Container(reg) as c:
+        got = c.resolve(G)
+        assert (got.x, type(got.e), got.n) == (1, Engine, 1)
+
+
+def test_strings_nested_in_an_evaluated_string_annotation_are_evaluated() -> None:
+    module = make_module(
+        "di_nested_strings",
+        """
+        from __future__ import annotations
+        import collections.abc as cabc
+        class X: ...
+        def f(a: list["X"], b: cabc.Callable[["X"], int], c: cabc.Callable[..., "X"]) -> int:
+            return 0
+        def g(a: "list['X']") -> int:
+            return 0
+        """,
+    )
+    X = module.X
+    keys = {d.name: d.key for d in di.Registry().register(int, module.f).dependencies}
+    assert keys == {
+        "a": list[X],
+        "b": collections.abc.Callable[[X], int],
+        "c": collections.abc.Callable[..., X],
+    }
+    assert [d.key for d in di.Registry().register(int, module.g).dependencies] == [list[X]]
+
+
+def test_an_inherited_attrs_field_binds_type_variables_in_its_declaring_class() -> None:
+    attrs = pytest.importorskip("attrs")
+
+    @attrs.define
+    class A(Generic[T]):
+        _a: T
+
+    @attrs.define
+    class B(A[int], Generic[T]):
+        b: T
+
+    deps = di.Registry().register(B[str], B[str]).dependencies
+    assert {d.name: d.key for d in deps} == {"a": int, "b": str}
+    with pytest.raises(TypeError, match="left free"):
+        di.Registry().register(B, B)
