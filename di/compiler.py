@@ -569,12 +569,14 @@ class Compiler:
         late = "await _alate" if is_async else "_late"
         fn.lines += [
             f"{pad}v = {expr}",
-            f"{pad}c[{k}] = v",
             # Torn down meanwhile (a forced shutdown while a holder was
             # creating): what was made must not outlive it, nor be served.
-            # Checked after the store: the teardown empties the dict after
-            # marking it closed, so a store before that is cleared there, one
-            # after it is taken back here.
+            # Checked before the store, and again after it: the teardown marks
+            # the checkpoint closed, then empties it, so a store that lands
+            # between the two checks is taken back (only a hit in those few
+            # bytecodes could still see it).
+            f"{pad}if c._exits is not ex: {late}(c, ex, {k})",
+            f"{pad}c[{k}] = v",
             f"{pad}if c._exits is not ex:",
             f"{pad}    _pop(c, {k}, None)",
             f"{pad}    {late}(c, ex, {k})",

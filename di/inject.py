@@ -155,7 +155,8 @@ def _is_marked(annotation: Any, globalns: dict[str, Any]) -> bool:
         except Exception:
             pass
         else:
-            return obj is Injected or _is_marker(obj)
+            if obj is not Annotated:  # Annotated[Injected[X], ...] is marked too: read the text
+                return obj is Injected or _is_marker(obj)
     return _MARKED_TEXT.search(annotation) is not None
 
 
@@ -475,7 +476,9 @@ def inject(fn: F) -> F:
 
 
 def _runs_later(result: Any) -> bool:
-    return inspect.isawaitable(result) or inspect.isgenerator(result) or inspect.isasyncgen(result)
+    # Bodies not started yet. A Future or Task is running already, on what it
+    # was given: returned as it is.
+    return inspect.iscoroutine(result) or inspect.isgenerator(result) or inspect.isasyncgen(result)
 
 
 def _discard(result: Any) -> None:

@@ -1135,3 +1135,41 @@ def test_marker_lookup_uses_identity_not_equality() -> None:
         mod.__dict__,
     )
     di.inject(mod.f)  # skipped, no ValueError from the foreign metadata
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_plain_function_returning_a_task_keeps_it(anyio_backend: str) -> None:
+    # A Task is running already, on what it was given: returned as it is,
+    # while the call's own resources close when the call returns.
+    reg, _, log = make_registry()
+    c = di.Container(reg)
+
+    async def work(n: int) -> int:
+        return n + 1
+
+    @di.inject
+    def schedule(tmp: Tmp = di.Depends(Tmp)) -> Any:
+        import asyncio
+
+        return asyncio.ensure_future(work(5))
+
+    async with c:
+        task = schedule()
+        assert log == ["open tmp", ("close tmp", None)]
+        assert await task == 6
+
+
+def test_annotated_around_injected_is_marked_when_unevaluable() -> None:
+    import types
+
+    mod = types.ModuleType("annotated_marking_mod")
+    exec(
+        "from __future__ import annotations\n"
+        "from typing import Annotated\n"
+        "import di\n"
+        "def f(repo: Annotated[di.Injected[Later], 'the repo']) -> None: ...\n",
+        mod.__dict__,
+    )
+    with pytest.raises(NameError, match="Later"):
+        di.inject(mod.f)
