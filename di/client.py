@@ -10,6 +10,7 @@ from typing import Any, Generic, TypeVar, overload
 
 from aiologic.lowlevel import shield
 
+from di.errors import AsyncProviderError
 from di.lifecycle import RefCounted, describe_callable
 
 __all__ = ["CANONICAL_CONN_KEYS", "ClientContext"]
@@ -271,6 +272,17 @@ class ClientContext(Generic[C]):
         tb: TracebackType | None,
     ) -> None:
         await self._rc.__aexit__(exc_type, exc, tb)
+
+    # A plain `with` would otherwise fail with Python's bare "does not
+    # support the context manager protocol".
+    def __enter__(self) -> C:
+        raise AsyncProviderError(
+            f"{self!r} builds and closes its client asynchronously; use `async with` "
+            f"instead of `with`"
+        )
+
+    def __exit__(self, *exc: object) -> None:  # pragma: no cover - __enter__ always raises
+        return None
 
     def __repr__(self) -> str:
         state = "open" if self._rc.is_open else "closed"

@@ -738,6 +738,31 @@ class Compiler:
         plan.attempt = attempt  # type: ignore[attr-defined]
         return plan
 
+    def _async_path(self, key: Any) -> str:
+        """``A -> B -> C (an async generator, file:line)``: the first async
+        provider below ``key``, with the path to it (only errors call this)."""
+        graph = self.container._graph
+        path, seen = [key], {key}
+        while True:
+            provider = graph.providers[path[-1]]
+            if provider.kind.asynchronous and len(path) > 1:
+                break
+            below = next(
+                (
+                    d.key
+                    for d in provider.dependencies
+                    if d.key in graph.providers and d.key not in seen and graph.is_async[d.key]
+                ),
+                None,
+            )
+            if below is None:
+                break
+            path.append(below)
+            seen.add(below)
+        last = graph.providers[path[-1]]
+        where = f" ({last.kind.described}, {last.source})" if last.kind.asynchronous else ""
+        return " -> ".join(describe_key(k) for k in path) + where
+
     def _async_only(self, key: Any) -> Plan:
         container = self.container
         provider = container._graph.providers[key]
@@ -759,7 +784,7 @@ class Compiler:
             why = (
                 f"is provided by {provider.kind.described} ({provider.source})"
                 if own
-                else "depends on an async provider"
+                else f"depends on an async provider: {self._async_path(key)}"
             )
             raise AsyncProviderError(
                 f"{describe_key(key)} {why}, so it cannot be resolved from sync code; use "

@@ -322,7 +322,13 @@ class Container:
                 f"it with `await container.aresolve(...)`"
             )
         if isinstance(value, RefCounted):
-            value.__enter__()  # AsyncProviderError if its open or close is async
+            if value.is_async:
+                raise AsyncProviderError(
+                    f"a singleton provider returned {value!r}, whose open or close is async, "
+                    f"so it cannot be entered from sync code; resolve it (or what needs it) "
+                    f"with `await container.aresolve(...)`"
+                )
+            value.__enter__()
             exits.append(value.__exit__)
         return value
 

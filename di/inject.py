@@ -237,7 +237,10 @@ def _container(fn: Callable[..., Any]) -> Container:
     if head is None:
         raise NoActiveScopeError(
             f"{fn.__qualname__} needs injection but no container is entered in this task or "
-            f"thread; wrap the call in `with container:` (or `async with container:`)"
+            f"thread; wrap the call in `with container:` (or `async with container:`). A "
+            f"`container.scope()` block alone does not count (a server's request task may not "
+            f"inherit the lifespan's enter): enter the container in that task too, or run "
+            f"the call inside `scope.hold()`"
         )
     container = head[0]
     if head[3] is None and not container._open:

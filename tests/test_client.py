@@ -884,3 +884,9 @@ def test_example_shares_one_real_httpx_client() -> None:
 def test_typing_check_file_runs(capsys: pytest.CaptureFixture[str]) -> None:
     runpy.run_path(str(ROOT / "tests" / "typing" / "check_lifecycle.py"), run_name="__main__")
     assert capsys.readouterr().out.strip() == "ok"
+
+
+def test_a_plain_with_on_a_client_context_says_to_use_async_with() -> None:
+    ctx = di.ClientContext(lambda conn, verify_ssl: object(), {})
+    with pytest.raises(di.AsyncProviderError, match="use `async with`"), ctx:
+        pass

@@ -2251,3 +2251,62 @@ def test_an_override_ending_during_the_close_does_not_bring_back_a_torn_down_sin
     thread.join(10)
     assert real.closed
     assert len(got) == 1 and got[0] is not real
+
+
+class _Pool:
+    pass
+
+
+class _UsesPool:
+    def __init__(self, pool: di.RefCounted[_Pool]) -> None:
+        self.pool = pool
+
+
+def test_sync_resolve_of_an_async_refcounted_singleton_says_to_use_aresolve() -> None:
+    reg = di.Registry()
+
+    async def open_pool() -> _Pool:
+        return _Pool()
+
+    async def close_pool(pool: _Pool) -> None:
+        pass
+
+    @reg.provider(singleton=True)
+    def pool() -> di.RefCounted[_Pool]:
+        return di.RefCounted(open_pool, close_pool)
+
+    reg.provider(_UsesPool)
+    c = di.Container(reg)
+    with c, pytest.raises(di.AsyncProviderError, match=r"await container\.aresolve"):
+        c.resolve(_UsesPool)
+
+
+class _AsyncSession:
+    pass
+
+
+class _NeedsSession:
+    def __init__(self, session: _AsyncSession) -> None:
+        self.session = session
+
+
+class _Handler:
+    def __init__(self, needs: _NeedsSession) -> None:
+        self.needs = needs
+
+
+def test_sync_resolve_names_the_async_provider_deep_in_the_graph() -> None:
+    reg = di.Registry()
+
+    @reg.provider(scope="request")
+    async def session() -> AsyncIterator[_AsyncSession]:
+        yield _AsyncSession()
+
+    reg.provider(_NeedsSession)
+    reg.provider(_Handler)
+    c = di.Container(reg)
+    with c, c.scope("request") as scope, pytest.raises(di.AsyncProviderError) as info:
+        scope.resolve(_Handler)
+    assert "_Handler -> " in str(info.value) and "_AsyncSession (an async generator" in str(
+        info.value
+    )

@@ -1173,3 +1173,16 @@ def test_annotated_around_injected_is_marked_when_unevaluable() -> None:
     )
     with pytest.raises(NameError, match="Later"):
         di.inject(mod.f)
+
+
+def test_no_container_entered_error_mentions_scope_blocks_and_hold() -> None:
+    reg, _, _ = make_registry()
+    c = di.Container(reg)
+
+    @di.inject
+    def handler(conn: Conn = di.Depends(Conn)) -> Conn:
+        return conn
+
+    with pytest.raises(di.NoActiveScopeError, match=r"scope\.hold\(\)"):
+        handler()
+    assert c is not None
