@@ -128,7 +128,9 @@ else:
             while hasattr(nsobj, "__wrapped__"):
                 nsobj = nsobj.__wrapped__
             globalns = getattr(nsobj, "__globals__", {})
-        holder = SimpleNamespace(__annotations__={k: _refs(v) for k, v in annotations.items()})
+        holder = SimpleNamespace(
+            __annotations__={k: _refs(_initvar(v, globalns)) for k, v in annotations.items()}
+        )
         hints = typing.get_type_hints(holder, globalns, {}, include_extras=True)
         # A string annotation evaluates to what may hold strings again
         # (``"list['Engine']"`` is ``list['Engine']``): evaluated once more
@@ -141,6 +143,21 @@ else:
             holder = SimpleNamespace(__annotations__=again)
             hints = typing.get_type_hints(holder, globalns, {}, include_extras=True)
         return hints
+
+    def _initvar(hint: Any, globalns: dict[str, Any]) -> Any:
+        """A string annotation that is a dataclass's ``InitVar[X]`` (under
+        ``from __future__ import annotations``), as the ``InitVar`` it
+        evaluates to, which 3.10's `typing.get_type_hints` refuses (no type;
+        3.11 takes it); what it holds is evaluated by `_initvars`. Any other
+        annotation as it is, also one that does not evaluate (the error is
+        then get_type_hints' own)."""
+        if type(hint) is not str or "InitVar" not in hint:
+            return hint
+        try:
+            value = eval(hint, globalns, {})  # as get_type_hints evaluates it
+        except Exception:  # left to get_type_hints
+            return hint
+        return value if type(value) is InitVar else hint
 
     def _refs(hint: Any) -> Any:
         """``hint`` with each string inside a builtin generic made a
@@ -291,6 +308,8 @@ def _unevaluated(hint: Any) -> bool:
     ``Annotated["Engine", Named("x")]``, ``list["Engine"]``."""
     if type(hint) is str or type(hint) is ForwardRef:
         return True
+    if type(hint) is InitVar:  # ``InitVar["Engine"]``: typing leaves it as it is
+        return _unevaluated(hint.type)
     if _is_class(hint):
         return False
     args = getattr(hint, "__args__", None)
@@ -312,8 +331,8 @@ def _evaluated(
     `_Unresolvable` that `make_provider` raises unless ``provides=`` makes the
     annotation unneeded (a class's ``__init__`` never needs it)."""
     try:
-        return type_hints(fn, globalns)
-    except NameError:
+        return _initvars(type_hints(fn, globalns), globalns, fn)
+    except (NameError, AttributeError):  # AttributeError: ``xml.dom`` not imported
         pass
     # The error path: evaluate each annotation on its own, in the same
     # globals, to name the one that fails.
@@ -326,12 +345,31 @@ def _evaluated(
     for name, value in ann.items():
         holder = SimpleNamespace(__annotations__={name: value})
         try:
-            hints.update(type_hints(holder, globalns))
-        except NameError as exc:
+            hints.update(_initvars(type_hints(holder, globalns), globalns, fn))
+        except (NameError, AttributeError) as exc:
             error = _unresolvable(fn, name, value, exc)
             if name != "return":
                 raise error from None
             hints[name] = _Unresolvable(error, _outer(value, globalns))
+    return hints
+
+
+def _initvars(hints: dict[str, Any], globalns: dict[str, Any] | None, fn: Any) -> dict[str, Any]:
+    """``hints`` with what each ``InitVar`` holds evaluated too
+    (``InitVar["Engine"]``, ``InitVar[list["Engine"]]``), which typing leaves
+    as it is: in the same globals."""
+    if not any(type(v) is InitVar and _unevaluated(v.type) for v in hints.values()):
+        return hints
+    if globalns is None:
+        nsobj = fn
+        while hasattr(nsobj, "__wrapped__"):
+            nsobj = nsobj.__wrapped__
+        globalns = getattr(nsobj, "__globals__", {})
+    hints = dict(hints)
+    for name, value in hints.items():
+        if type(value) is InitVar and _unevaluated(value.type):
+            holder = SimpleNamespace(__annotations__={name: value.type})
+            hints[name] = InitVar(type_hints(holder, globalns)[name])
     return hints
 
 
@@ -367,12 +405,17 @@ def _outer(value: Any, globalns: dict[str, Any]) -> Any:
     return typing.get_origin(found) or found
 
 
-def _unresolvable(fn: Any, name: str, value: Any, exc: NameError) -> UnresolvableAnnotationError:
+def _unresolvable(
+    fn: Any, name: str, value: Any, exc: NameError | AttributeError
+) -> UnresolvableAnnotationError:
     text = value if type(value) is str else describe_key(value)
     where = getattr(fn, "__qualname__", None) or repr(fn)
     # A class is registered, not its __init__ (or __new__).
     registered = where.rpartition(".")[0] if where.endswith((".__init__", ".__new__")) else where
     missing = exc.name if getattr(exc, "name", None) else str(exc)
+    problem = f"name {missing!r} is not defined"
+    if isinstance(exc, AttributeError):  # a submodule not imported, say
+        problem = str(exc)
     if name == "return":
         what = f"the return annotation {text!r} of {where}"
         fix = "or pass provides=... to the registration, so di does not need the return annotation"
@@ -380,7 +423,7 @@ def _unresolvable(fn: Any, name: str, value: Any, exc: NameError) -> Unresolvabl
         what = f"the annotation {text!r} of parameter {name!r} of {where}"
         fix = "or annotate the parameter with a type that exists when it is registered"
     return UnresolvableAnnotationError(
-        f"di cannot evaluate {what}: name {missing!r} is not defined. di reads a provider's "
+        f"di cannot evaluate {what}: {problem}. di reads a provider's "
         f"types when it is registered, so {missing!r} must exist then: import it at run time "
         f"(not only under `if TYPE_CHECKING:`) and define it before registering {registered}, "
         f"{fix}",
@@ -462,7 +505,13 @@ _PROTOCOL_INIT: Final = getattr(typing, "_no_init_or_replace_init", None)
 
 
 def _wire_class(
-    cls: type, key: Any, kind: Kind, scope: str | None, source: Origin, alias: Any = None
+    cls: type,
+    key: Any,
+    kind: Kind,
+    scope: str | None,
+    source: Origin,
+    alias: Any = None,
+    bound: tuple[int, frozenset[str]] = (0, frozenset()),
 ) -> Provider:
     """The general path of `class_provider`, and the one of a parameterised
     alias (``alias``: ``Repo[int]``, which keeps the key and is called).
@@ -472,14 +521,30 @@ def _wire_class(
     ``object.__init__``, a Python ``__new__`` (`_from_new`). Type variables in
     its hints are bound through the alias's arguments and the
     ``__orig_bases__`` of the classes between ``cls`` and the one that defines
-    the method (`_bind_type_variables`); one left free is refused here."""
+    the method (`_bind_type_variables`); one left free is refused here.
+
+    ``bound``: how many positional arguments, and which keywords, a
+    ``functools.partial`` of the alias binds (`_partial_of_generic`): those
+    parameters are neither evaluated nor bound, only read as placeholders
+    that the partial's provider then drops."""
     owner, init = _init_of(cls)
+    skip: frozenset[str] = frozenset()
     if type(init) is FunctionType:
+        positional, keywords = bound
+        if positional or keywords:
+            code = init.__code__
+            skip = keywords | frozenset(code.co_varnames[1 : 1 + positional][: code.co_argcount])
         homes = _field_homes(owner, init)
-        if any(home is not owner for home in homes.values()):  # inherited fields
-            hints = _field_hints(init, owner, homes)
+        if skip and getattr(init, "__wrapped__", None) is None:
+            ann = {k: v for k, v in init.__annotations__.items() if k not in skip}
+            hints = _field_hints(init, owner, homes, ann)
+            hints = {**hints, **dict.fromkeys(skip, object)}  # placeholders, dropped
             deps = _parameters(init, hints, skip_first=True)
             origin: Any = init.__code__
+        elif any(home is not owner for home in homes.values()):  # inherited fields
+            hints = _field_hints(init, owner, homes)
+            deps = _parameters(init, hints, skip_first=True)
+            origin = init.__code__
         else:
             _, deps, origin = _read(init, skip_first=True)
     elif init is object.__init__ and type(cls.__new__) is FunctionType:
@@ -488,8 +553,8 @@ def _wire_class(
         deps, origin = _from_new(cls, init, source)
     else:  # a C-level __init__
         deps, origin = (), None
-    if any(_type_variables(dep.key) for dep in deps):
-        deps = _bind_type_variables(alias, cls, owner, init, deps)
+    if any(_type_variables(dep.key) for dep in deps if dep.name not in skip):
+        deps = _bind_type_variables(alias, cls, owner, init, deps, skip)
     origin = source or origin or _caller_location()
     return _new_provider(
         Provider, (key, cls if alias is None else alias, kind, scope, deps, origin)
@@ -594,14 +659,37 @@ def _from_signature(fn: Any, skip_first: bool) -> tuple[dict[str, Any], tuple[De
         # __signature__, which is taken as it is.
         written, globalns = _written(fn)
         name = getattr(fn, "__qualname__", None) or getattr(written, "__qualname__", None)
-        carrier = SimpleNamespace(__annotations__=hints, __qualname__=name or repr(fn))
-        hints = _evaluated(carrier, hints, globalns)
+        owner, homes = _homes_of(fn, written)
+        if owner is not None and any(home is not owner for home in homes.values()):
+            # A dataclass's inherited fields, each in its declaring module.
+            hints = _field_hints(written, owner, homes, hints)
+        else:
+            carrier = SimpleNamespace(__annotations__=hints, __qualname__=name or repr(fn))
+            hints = _evaluated(carrier, hints, globalns)
     deps = [
         _dependency(fn, p.name, hints, p.kind is p.KEYWORD_ONLY, p.default)
         for p in params
         if p.kind is not p.VAR_POSITIONAL and p.kind is not p.VAR_KEYWORD
     ]
     return hints, tuple(deps)
+
+
+def _homes_of(fn: Any, written: Any) -> tuple[type | None, dict[str, type]]:
+    """For ``fn`` that calls a class (behind a ``functools.partial``, say)
+    whose generated ``__init__`` is ``written``: the class that defines it
+    and its fields' homes (`_field_homes`); else None and nothing."""
+    target = fn
+    while isinstance(target, functools.partial):
+        target = target.func
+    origin = typing.get_origin(target)
+    if origin is not Annotated and isinstance(origin, type):  # Repo[int]
+        target = origin
+    if not _is_class(target):
+        return None, {}
+    owner, init = _init_of(target)
+    if init is not written:
+        return None, {}
+    return owner, _field_homes(owner, init)
 
 
 def _written(fn: Any) -> tuple[Any, dict[str, Any] | None]:
@@ -816,7 +904,13 @@ def _cm_misfit(factory: Any, target: Any) -> str:
 
 
 def _generic_class_provider(
-    alias: Any, cls: type, provides: Any, scope: str | None, cm: bool, source: Origin
+    alias: Any,
+    cls: type,
+    provides: Any,
+    scope: str | None,
+    cm: bool,
+    source: Origin,
+    bound: tuple[int, frozenset[str]] = (0, frozenset()),
 ) -> Provider:
     """The provider of a parameterised generic class, ``Repo[int]``: wired
     from ``cls`` as `class_provider` wires it, keyed by the alias, and called
@@ -827,7 +921,7 @@ def _generic_class_provider(
     if cm:
         kind = Kind.ASYNC_CM if hasattr(cls, "__aenter__") else Kind.CM
     key = alias if provides is None else normalize_key(provides)
-    return _wire_class(cls, key, kind, scope, source, alias)
+    return _wire_class(cls, key, kind, scope, source, alias, bound)
 
 
 def _partial_of_generic(
@@ -849,13 +943,17 @@ def _partial_of_generic(
     cls = typing.get_origin(inner)
     if cls is Annotated or not isinstance(cls, type):
         return None
-    made = _generic_class_provider(inner, cls, provides, scope, cm, source)
+    bound = (positional, frozenset(keywords))
+    made = _generic_class_provider(inner, cls, provides, scope, cm, source, bound)
     deps = []
+    by_keyword = False  # after one bound by keyword, the rest are keyword-only
     for dep in made.dependencies:
         if not dep.keyword_only and positional:
             positional -= 1
-        elif dep.name not in keywords:
-            deps.append(dep)
+        elif dep.name in keywords:
+            by_keyword = by_keyword or not dep.keyword_only
+        else:
+            deps.append(dep._replace(keyword_only=True) if by_keyword else dep)
     return made._replace(factory=factory, dependencies=tuple(deps))
 
 
@@ -970,14 +1068,18 @@ def _attrs_homes(owner: type, code: CodeType) -> dict[str, type]:
     return homes
 
 
-def _field_hints(init: Any, owner: type, homes: dict[str, type]) -> dict[str, Any]:
+def _field_hints(
+    init: Any, owner: type, homes: dict[str, type], ann: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """The hints of a generated ``__init__`` (`_field_homes`), each field's
     evaluated in the module of the class that declared it, as
     `typing.get_type_hints` evaluates a class's annotations per base: under
     ``from __future__ import annotations`` the generated method holds the
     strings, and its globals are the module of ``owner``, where a base's
-    ``Engine`` may be another class, or no name at all."""
-    ann: dict[str, Any] = init.__annotations__
+    ``Engine`` may be another class, or no name at all. ``ann``: the
+    annotations to read, when not all of ``init``'s."""
+    if ann is None:
+        ann = init.__annotations__
     if not any(type(v) is not type and v is not None and _unevaluated(v) for v in ann.values()):
         return ann
     own: dict[str, Any] = init.__globals__
@@ -1017,7 +1119,12 @@ def _generated(code: CodeType, fields: dict[str, Any]) -> bool:
 
 
 def _bind_type_variables(
-    alias: Any, cls: type, owner: type, method: Any, deps: tuple[Dependency, ...]
+    alias: Any,
+    cls: type,
+    owner: type,
+    method: Any,
+    deps: tuple[Dependency, ...],
+    skip: frozenset[str] = frozenset(),
 ) -> tuple[Dependency, ...]:
     """``deps`` of ``method`` (defined by ``owner``, ``cls`` or one of its
     bases) with its type variables bound as `_type_arguments` says, for
@@ -1031,7 +1138,7 @@ def _bind_type_variables(
     combined: dict[type, dict[Any, Any]] = {}
     wired = []
     for dep in deps:
-        if _type_variables(dep.key):
+        if dep.name not in skip and _type_variables(dep.key):
             home = homes.get(dep.name, owner)
             bound = combined.get(home)
             if bound is None:

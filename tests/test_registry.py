@@ -2422,3 +2422,156 @@ def test_an_inherited_attrs_field_binds_type_variables_in_its_declaring_class() 
     assert {d.name: d.key for d in deps} == {"a": int, "b": str}
     with pytest.raises(TypeError, match="left free"):
         di.Registry().register(B, B)
+
+
+def test_an_annotation_raising_attribute_error_is_unresolvable() -> None:
+    module = make_module(
+        "di_test_attr_error",
+        """
+        import contextlib
+        import xml
+
+        class Pool:
+            pass
+
+        def pool() -> "contextlib.AbstractAsyncContextManager[xml.nosuchmodule.Doc]":
+            return contextlib.nullcontext(Pool())
+
+        def needs(doc: "xml.nosuchmodule.Doc") -> int:
+            return 0
+        """,
+    )
+    provider = di.Registry().register(module.Pool, module.pool, cm=True)
+    assert provider.kind.name == "ASYNC_CM"
+    with pytest.raises(di.UnresolvableAnnotationError, match="nosuchmodule"):
+        di.Registry().register(int, module.needs)
+
+
+def test_a_partial_of_a_generic_alias_binding_by_keyword_makes_the_rest_keyword_only() -> None:
+    class KwRepo(Generic[T]):
+        def __init__(self, url: str, engine: Engine, item: T) -> None:
+            self.url, self.engine, self.item = url, engine, item
+
+    registry = di.Registry()
+    registry.register(Engine, Engine)
+    registry.value(int, 7)
+    provider = registry.register(KwRepo[int], functools.partial(KwRepo[int], url="db://x"))
+    assert [(d.name, d.keyword_only) for d in provider.dependencies] == [
+        ("engine", True),
+        ("item", True),
+    ]
+    repo = di.Container(registry).resolve(KwRepo[int])
+    assert (repo.url, repo.item) == ("db://x", 7)
+
+
+def test_a_parameter_a_partial_of_a_generic_alias_binds_is_not_left_free() -> None:
+    class Cache(Generic[T]):
+        def __init__(self, engine: Engine, loader: Callable[[], U], item: T) -> None:
+            pass
+
+    class Later(Generic[T]):
+        def __init__(self, missing: "NoSuchName", item: T) -> None:  # type: ignore[name-defined]  # noqa: F821
+            pass
+
+    registry = di.Registry()
+    provider = registry.register(Cache[int], functools.partial(Cache[int], loader=lambda: 0))
+    assert {d.name: d.key for d in provider.dependencies} == {"engine": Engine, "item": int}
+    provider = registry.register(Later[int], functools.partial(Later[int], None))
+    assert [(d.name, d.key) for d in provider.dependencies] == [("item", int)]
+
+
+def dataclass_module(monkeypatch: pytest.MonkeyPatch, name: str, source: str) -> types.ModuleType:
+    """`make_module`, in ``sys.modules`` (which `dataclasses` reads) for the test."""
+    module = types.ModuleType(name)
+    monkeypatch.setitem(sys.modules, name, module)
+    exec(compile(textwrap.dedent(source), f"<{name}>", "exec"), module.__dict__)
+    return module
+
+
+def test_strings_inside_an_initvar_are_evaluated(monkeypatch: pytest.MonkeyPatch) -> None:
+    module = dataclass_module(
+        monkeypatch,
+        "di_test_initvar_strings",
+        """
+        from dataclasses import dataclass, InitVar
+
+        class Engine:
+            pass
+
+        @dataclass
+        class Svc:
+            engine: InitVar["Engine"]
+            engines: InitVar[list["Engine"]]
+
+            def __post_init__(self, engine, engines):
+                pass
+        """,
+    )
+    deps = di.Registry().register(module.Svc, module.Svc).dependencies
+    assert [d.key for d in deps] == [module.Engine, list[module.Engine]]
+
+
+def test_an_initvar_under_future_annotations_is_read(monkeypatch: pytest.MonkeyPatch) -> None:
+    module = dataclass_module(
+        monkeypatch,
+        "di_test_initvar_future",
+        """
+        from __future__ import annotations
+        from dataclasses import dataclass, InitVar
+
+        class Engine:
+            pass
+
+        @dataclass
+        class Svc:
+            name: str
+            engine: InitVar[Engine]
+
+            def __post_init__(self, engine):
+                self.e = engine
+        """,
+    )
+    deps = di.Registry().register(module.Svc, module.Svc).dependencies
+    assert [d.key for d in deps] == [str, module.Engine]
+
+
+def test_a_partial_of_a_dataclass_reads_inherited_fields_in_their_module(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    base = dataclass_module(
+        monkeypatch,
+        "di_test_partial_dc_base",
+        """
+        from __future__ import annotations
+        from dataclasses import dataclass
+
+        class Engine:
+            pass
+
+        @dataclass
+        class Base:
+            engine: Engine
+        """,
+    )
+    sub = dataclass_module(
+        monkeypatch,
+        "di_test_partial_dc_sub",
+        """
+        from __future__ import annotations
+        from dataclasses import dataclass
+        from di_test_partial_dc_base import Base
+
+        class Engine:  # another Engine
+            pass
+
+        @dataclass
+        class Sub(Base):
+            name: str
+        """,
+    )
+    assert [d.key for d in di.Registry().register(sub.Sub, sub.Sub).dependencies] == [
+        base.Engine,
+        str,
+    ]
+    provider = di.Registry().register(sub.Sub, functools.partial(sub.Sub, name="x"))
+    assert [d.key for d in provider.dependencies] == [base.Engine]
