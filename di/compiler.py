@@ -172,14 +172,25 @@ class Compiler:
             ex = cp._exits
             if ex is None and self._needs_exits(key):
                 raise self._closed(cp, key)  # before any factory runs, as the plan does
+            # Its own list, handed over after the last check, as in the plans.
+            mine: list[Any] = []
             try:
-                value = self._interpret(key, cp, ex)
-            except RecursionError as exc:
-                raise GraphError([too_deep(key)]) from exc
-            finally:
-                # As in the plans: torn down meanwhile, what was pushed is unwound.
-                if cp._exits is not ex and ex is not None and self._needs_exits(key):
-                    self._late(cp, ex, key)
+                value = self._interpret(key, cp, mine)
+            except BaseException as exc:
+                if mine and ex is not None:
+                    ex += mine
+                    if cp._exits is not ex:
+                        self._reclaim(cp, ex, mine, key)
+                if isinstance(exc, RecursionError):
+                    raise GraphError([too_deep(key)]) from exc
+                raise
+            if mine:
+                assert ex is not None
+                if cp._exits is not ex:
+                    self._late(cp, mine, key)
+                ex += mine
+                if cp._exits is not ex:
+                    self._reclaim(cp, ex, mine, key)
             return value
 
         return first
@@ -303,6 +314,8 @@ class Compiler:
             "_SUPPLIED": SUPPLIED,
             "_late": self._late,
             "_alate": self._alate,
+            "_reclaim": self._reclaim,
+            "_areclaim": self._areclaim,
             "_AsyncExit": AsyncExit,
             "_enter_cm": _enter_cm,
         }
@@ -469,23 +482,29 @@ class Compiler:
         fn.lines += [
             f"{pad}ex = cp._exits",
             f"{pad}if ex is None: raise _closed(cp, {k})",
+            # Its own list, handed over after the last check (see _scoped_plan).
+            f"{pad}mine = []",
             # On 3.11+ this try costs the success path one NOP and no jump
             # (the success tail is its `else`).
             f"{pad}try:",
         ]
-        expr = self._emit_creation(fn, key, "cp", "ex", is_async, pad + "    ")
+        expr = self._emit_creation(fn, key, "cp", "mine", is_async, pad + "    ")
         late = "await _alate" if is_async else "_late"
+        reclaim = "await _areclaim" if is_async else "_reclaim"
         fn.lines += [
             f"{pad}    v = {expr}",
-            # Torn down meanwhile (a forced shutdown while a holder was
-            # creating) and the creation failed: what it pushed onto the dead
-            # list is unwound now, as on success (nobody else would), and the
-            # caller is told the checkpoint closed, as by _first_use.
+            # A failed creation hands what it entered to the checkpoint (to
+            # unwind at its exit); torn down meanwhile, it takes back what is
+            # still there and unwinds it.
             f"{pad}except BaseException:",
-            f"{pad}    if ex and cp._exits is not ex: {late}(cp, ex, {k})",
+            f"{pad}    if mine:",
+            f"{pad}        ex += mine",
+            f"{pad}        if cp._exits is not ex: {reclaim}(cp, ex, mine, {k})",
             f"{pad}    raise",
             f"{pad}else:",
-            f"{pad}    if cp._exits is not ex: {late}(cp, ex, {k})",
+            f"{pad}    if cp._exits is not ex: {late}(cp, mine, {k})",
+            f"{pad}    ex += mine",
+            f"{pad}    if cp._exits is not ex: {reclaim}(cp, ex, mine, {k})",
             f"{pad}    return v",
         ]
         return self._compile(fn, "plan")  # type: ignore[no-any-return]
@@ -560,13 +579,22 @@ class Compiler:
             f"    if _setdefault(c, {pk}, mark) is not mark: return {wait}",
             "    try:",
         ]
+        exits = self._needs_exits(key)
+        if exits:
+            # What this creation enters gathers in a list of its own and is
+            # handed to the checkpoint only after the last check: a teardown
+            # that began meanwhile then never sees it, and this creation never
+            # unwinds another's exits (the teardown's thread is doing that).
+            head.insert(-1, "    mine = []")
         fn.lines += head
         fn.owners[("c", level)] = "c"
-        expr = self._emit_creation(fn, key, "c", "ex", is_async, pad)
+        expr = self._emit_creation(fn, key, "c", "mine" if exits else "ex", is_async, pad)
         # The marker stays once the value is stored (a hit never looks at it,
         # and the checkpoint drops both at teardown); only a failed creation
         # takes it back, so that the next caller creates afresh.
         late = "await _alate" if is_async else "_late"
+        reclaim = "await _areclaim" if is_async else "_reclaim"
+        own = "mine" if exits else "ex"
         fn.lines += [
             f"{pad}v = {expr}",
             # Torn down meanwhile (a forced shutdown while a holder was
@@ -575,18 +603,37 @@ class Compiler:
             # the checkpoint closed, then empties it, so a store that lands
             # between the two checks is taken back (only a hit in those few
             # bytecodes could still see it).
-            f"{pad}if c._exits is not ex: {late}(c, ex, {k})",
+            f"{pad}if c._exits is not ex: {late}(c, {own}, {k})",
             f"{pad}c[{k}] = v",
-            f"{pad}if c._exits is not ex:",
-            f"{pad}    _pop(c, {k}, None)",
-            f"{pad}    {late}(c, ex, {k})",
-            "    except BaseException:",
-            f"        _pop(c, {pk}, None)",
-            f"        if _waiters: _wake(c, {pk})",
-            # Torn down meanwhile and the creation failed: the same unwinding.
-            # (An empty list: nothing pushed, or the line above already ran.)
-            f"        if ex and c._exits is not ex: {late}(c, ex, {k})",
-            "        raise",
+        ]
+        if exits:
+            fn.lines += [
+                f"{pad}ex += mine",
+                f"{pad}if c._exits is not ex:",
+                f"{pad}    _pop(c, {k}, None)",
+                f"{pad}    {reclaim}(c, ex, mine, {k})",
+                "    except BaseException:",
+                f"        _pop(c, {pk}, None)",
+                f"        if _waiters: _wake(c, {pk})",
+                # A failed creation hands what it entered to the checkpoint, to
+                # unwind at its exit (as before a failed `with`); torn down
+                # meanwhile, it takes back and unwinds what is still there.
+                "        if mine:",
+                "            ex += mine",
+                f"            if c._exits is not ex: {reclaim}(c, ex, mine, {k})",
+                "        raise",
+            ]
+        else:
+            fn.lines += [
+                f"{pad}if c._exits is not ex:",
+                f"{pad}    _pop(c, {k}, None)",
+                f"{pad}    {late}(c, ex, {k})",
+                "    except BaseException:",
+                f"        _pop(c, {pk}, None)",
+                f"        if _waiters: _wake(c, {pk})",
+                "        raise",
+            ]
+        fn.lines += [
             f"    if _waiters: _wake(c, {pk})",
             "    return v",
         ]
@@ -878,6 +925,29 @@ class Compiler:
         except BaseException as exc:
             raise error from exc
         raise error
+
+    def _reclaim(self, cp: Checkpoint, ex: list[Any], mine: list[Any], key: Any) -> None:
+        """``mine`` was handed to ``cp``'s list ``ex`` as a teardown began:
+        take back, by identity, what of it the teardown has not taken, and
+        unwind that (`_late`). Never another creation's exits."""
+        self._late(cp, self._taken_back(ex, mine), key)
+
+    async def _areclaim(self, cp: Checkpoint, ex: list[Any], mine: list[Any], key: Any) -> None:
+        await self._alate(cp, self._taken_back(ex, mine), key)
+
+    @staticmethod
+    def _taken_back(ex: list[Any], mine: list[Any]) -> list[Any]:
+        ours = []
+        for entry in mine:
+            try:
+                # One C call, atomic beside the teardown's pops from the same
+                # list; entries compare by identity (generators, bound exits).
+                ex.remove(entry)
+            except ValueError:  # the teardown took it, and runs it
+                continue
+            ours.append(entry)
+        mine.clear()
+        return ours
 
     async def _alate(self, cp: Checkpoint, exits: list[Any], key: Any) -> None:
         error = self._closed(cp, key)

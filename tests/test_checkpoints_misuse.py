@@ -556,7 +556,11 @@ def test_a_scoped_instance_stored_as_a_forced_teardown_runs_is_taken_back() -> N
         _armed.on = True  # the next hash of _Stored in this thread: the store
         yield made
         made.closed = True
-        _Stored.pause.set()  # torn down: let the store go on
+
+    @reg.provider(scope="request")
+    def first() -> Iterator[_Made]:
+        yield _Made()
+        _Stored.pause.set()  # the teardown has reached the request's exits: go on
 
     c = di.Container(reg, shutdown_timeout=0.05)
     out: list[object] = []
@@ -575,6 +579,7 @@ def test_a_scoped_instance_stored_as_a_forced_teardown_runs_is_taken_back() -> N
             pass
 
     with c, c.scope("request") as scope:
+        scope.resolve(_Made)
         thread = threading.Thread(target=worker, args=(scope,))
         thread.start()
         assert holding.wait(10)
@@ -584,10 +589,9 @@ def test_a_scoped_instance_stored_as_a_forced_teardown_runs_is_taken_back() -> N
     assert _Stored not in dict.keys(scope)
 
 
-# -- known defects, found by the last stress pass of this stop -------------------
-# Both need a shutdown forced while a hold() is creating something; docs/design.md
-# ("Known defects") says how they are to be fixed. Strict: they fail the run
-# once fixed, so the marker comes off with the fix.
+# -- a shutdown forced while a hold() is creating something ----------------------
+# The second is a known defect (docs/design.md, "Known defects"): strict xfail,
+# so it fails the run once fixed and the marker comes off with the fix.
 
 
 class _Late:
@@ -602,7 +606,6 @@ class _Made:
     pass
 
 
-@pytest.mark.xfail(strict=True, reason="known: a forced teardown's _late unwinds the shared list")
 def test_a_late_creation_unwinds_only_its_own_exits() -> None:
     reg = di.Registry()
     finalizing, holder_done = threading.Event(), threading.Event()
