@@ -594,7 +594,6 @@ class Compiler:
         # takes it back, so that the next caller creates afresh.
         late = "await _alate" if is_async else "_late"
         reclaim = "await _areclaim" if is_async else "_reclaim"
-        own = "mine" if exits else "ex"
         fn.lines += [
             f"{pad}v = {expr}",
             # Torn down meanwhile (a forced shutdown while a holder was
@@ -603,7 +602,9 @@ class Compiler:
             # the checkpoint closed, then empties it, so a store that lands
             # between the two checks is taken back (only a hit in those few
             # bytecodes could still see it).
-            f"{pad}if c._exits is not ex: {late}(c, {own}, {k})",
+            f"{pad}if c._exits is not ex: {late}(c, mine, {k})"
+            if exits
+            else f"{pad}if c._exits is not ex: raise _closed(c, {k})",
             f"{pad}c[{k}] = v",
         ]
         if exits:
@@ -624,10 +625,11 @@ class Compiler:
                 "        raise",
             ]
         else:
+            # Nothing entered: nothing to unwind (the list is the teardown's).
             fn.lines += [
                 f"{pad}if c._exits is not ex:",
                 f"{pad}    _pop(c, {k}, None)",
-                f"{pad}    {late}(c, ex, {k})",
+                f"{pad}    raise _closed(c, {k})",
                 "    except BaseException:",
                 f"        _pop(c, {pk}, None)",
                 f"        if _waiters: _wake(c, {pk})",

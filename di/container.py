@@ -892,10 +892,10 @@ class Container:
             )
             _chain(error, failure)
             raise error
+        self._drop_singletons()  # once: from here nothing new is cached
         reset = False
         try:
             while not reset:
-                self._drop_singletons()
                 try:
                     unwind(exits, None)
                 except BaseException as exc:
@@ -913,10 +913,10 @@ class Container:
         exits = self._root._exits
         if exits is None:  # never, for the root (it is entered from the start)
             exits = []
+        self._drop_singletons()  # once: from here nothing new is cached
         reset = False
         try:
             while not reset:
-                self._drop_singletons()
                 try:
                     await aunwind(exits, None)
                 except BaseException as exc:
@@ -1030,23 +1030,30 @@ class Container:
             raise failure
 
     def _drop_singletons(self) -> None:
-        """Before each pass over the root's exits: a singleton torn down must
-        not be served meanwhile, by a hit or by a plan that baked it in. One
-        resolved during the close is made afresh (and closed by this close)."""
+        """Before the root's exits run: a singleton torn down must not be
+        served meanwhile, by a hit or by a plan that baked it in. One resolved
+        during the close is made afresh (and closed by this close)."""
         with self._override_lock:
-            dropped = [dict(self._root)]  # freed outside the lock: finalizers may resolve
-            dict.clear(self._root)
+            dropped = [self._drop_cached()]  # freed outside the lock: finalizers may resolve
             # What overrides set aside is being torn down too: none goes back.
             for entry in self._overrides:
                 dropped.append(dict(entry.saved))
                 entry.saved.clear()
-            self._plans.clear()
-            self._aplans.clear()
-            self._generation += 1
             # Until the reset: one made meanwhile is closed by this close, and
             # so is not cached (Compiler._keep), or it would be served after.
             self._unwinding = True
         del dropped
+
+    def _drop_cached(self) -> dict[Any, Any]:
+        """Under the override lock: empty the singleton cache and the plans
+        that may have baked its instances in; the caller frees what is
+        returned outside the lock (finalizers may resolve)."""
+        dropped = dict(self._root)
+        dict.clear(self._root)
+        self._plans.clear()
+        self._aplans.clear()
+        self._generation += 1
+        return dropped
 
     def _reset_root(self, unwound: list[Any] | None = None) -> bool:
         """Empty the root: the container is closed. Given ``unwound`` (the
@@ -1059,14 +1066,9 @@ class Container:
                 if unwound:
                     return False
                 self._root._exits = []
-            dropped = dict(self._root)  # freed outside the lock: finalizers may resolve
-            dict.clear(self._root)
-            # Plans may have baked in the singletons just dropped: compile afresh.
-            self._plans.clear()
-            self._aplans.clear()
+            dropped = self._drop_cached()
             self._open = False
             self._closes += 1
-            self._generation += 1
             self._unwinding = False
             self._root._async = False
             self._fill_values()

@@ -31,7 +31,7 @@ import typing
 from collections.abc import AsyncGenerator, Callable, Generator
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
-from di.container import _entered
+from di.container import _entered, active_container
 from di.errors import NoActiveScopeError, describe_key
 from di.registry import INJECT_MARKER, normalize_key, type_hints
 from di.scopes import new_checkpoint
@@ -233,8 +233,10 @@ def _frame(container: Container) -> Checkpoint:
 
 
 def _container(fn: Callable[..., Any]) -> Container:
-    head = _entered.get()
-    if head is None:
+    container = active_container()
+    if container is not None:
+        return container
+    if _entered.get() is None:
         raise NoActiveScopeError(
             f"{fn.__qualname__} needs injection but no container is entered in this task or "
             f"thread; wrap the call in `with container:` (or `async with container:`). A "
@@ -242,19 +244,15 @@ def _container(fn: Callable[..., Any]) -> Container:
             f"inherit the lifespan's enter): enter the container in that task too, or run "
             f"the call inside `scope.hold()`"
         )
-    container = head[0]
-    if head[3] is None and not container._open:
-        # The entry of a `with container` block this task or thread inherited
-        # (a task created inside the block) that outlived the block: resolving
-        # would make singletons in a closed container that nothing tears down.
-        # (A hold() entry keeps its checkpoint, which says itself if closed.)
-        raise NoActiveScopeError(
-            f"{fn.__qualname__} needs injection but the container this task or thread "
-            f"inherited (it was created inside the container's block) has closed; enter it "
-            f"again (`with container:` / `async with container:`) or do the work inside its "
-            f"block"
-        )
-    return container
+    # An entry this task or thread inherited (it was created inside a `with
+    # container` block) that outlived the block: resolving would make
+    # singletons in a closed container that nothing tears down.
+    raise NoActiveScopeError(
+        f"{fn.__qualname__} needs injection but the container this task or thread "
+        f"inherited (it was created inside the container's block) has closed; enter it "
+        f"again (`with container:` / `async with container:`) or do the work inside its "
+        f"block"
+    )
 
 
 def inject(fn: F) -> F:

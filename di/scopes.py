@@ -372,8 +372,8 @@ class Checkpoint(dict[Any, Any]):
                     return unwind_raised(exits, exc)
             return unwind(exits, exc) if exits else False
         finally:
-            # _after_teardown() without its _live pop and clear: a checkpoint
-            # nobody held was never registered, and it is empty already.
+            # _closed() without its _live pop: a checkpoint nobody held was
+            # never registered.
             if self._container._waiters:
                 self._container._compiler.forget(self)
 
@@ -439,13 +439,6 @@ class Checkpoint(dict[Any, Any]):
         finally:
             if self._container._waiters:
                 self._container._compiler.forget(self)
-
-    def _after_teardown(self) -> None:
-        dict.clear(self)  # serve nothing once torn down; hold() sees _exits None
-        container = self._container
-        container._live.pop(self, None)
-        if container._waiters:
-            container._compiler.forget(self)
 
     def _out_of_order(self) -> ScopeError:
         current = self._container._storage.get(None)
@@ -723,12 +716,12 @@ class Checkpoint(dict[Any, Any]):
 
     def _empty(self) -> None:
         # Before the exits run, as in __exit__: nothing torn down is served by
-        # a hit meanwhile. The hold state stays until _closed() (for holders
-        # still leaving).
-        hold = dict.get(self, _HOLD)
+        # a hit meanwhile. A held one keeps the claim, so later holds see it
+        # is closed (a hold() also finds _exits None and refuses).
+        held = _HOLD in self
         _clear(self)
-        if hold is not None:
-            dict.__setitem__(self, _HOLD, hold)
+        if held:
+            dict.__setitem__(self, _HOLD, _CLOSING)
 
     def _closed_release_parent(self, exc: BaseException | None) -> bool:
         self._closed()
@@ -755,13 +748,12 @@ class Checkpoint(dict[Any, Any]):
         return parent is not None and await parent._arelease(exc, self)
 
     def _closed(self) -> None:
-        # Drop the instances (nothing may be served from a torn-down
-        # checkpoint) but keep the claim, so later holds see it is closed.
-        # A later hold() finds _exits None and refuses.
-        hold = dict.get(self, _HOLD)
-        self._after_teardown()
-        if hold is not None:
-            dict.__setitem__(self, _HOLD, _CLOSING)
+        # After the exits ran (emptied before them, in _empty): no longer
+        # registered with the container; waiters left here find it closed.
+        container = self._container
+        container._live.pop(self, None)
+        if container._waiters:
+            container._compiler.forget(self)
 
 
 class Hold:
