@@ -1743,6 +1743,31 @@ async def test_a_forced_aclose_inside_its_own_scope_tears_it_down_before_the_sin
 # A teardown that enters or closes the container during that container's own close.
 
 
+def _close_in_a_worker(c: di.Container, closer: str, timeout: float) -> list[BaseException]:
+    """Open ClosePool and A, then close ``c`` by its last exit or close(), in a
+    thread; what the close raised."""
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            if closer == "last exit":
+                with c:
+                    c.resolve(ClosePool)
+                    c.resolve(A)
+            else:
+                c.resolve(ClosePool)
+                c.resolve(A)
+                c.close()
+        except BaseException as exc:
+            errors.append(exc)
+
+    worker = threading.Thread(target=run, daemon=True)
+    worker.start()
+    worker.join(timeout)
+    assert not worker.is_alive()
+    return errors
+
+
 @pytest.mark.parametrize("closer", ["last exit", "close()"])
 @pytest.mark.parametrize("call", ["close()", "with container"])
 def test_entering_or_closing_from_a_teardown_of_the_sync_close_says_so(
@@ -1765,25 +1790,7 @@ def test_entering_or_closing_from_a_teardown_of_the_sync_close_says_so(
                 pass  # pragma: no cover - refused
 
     c = di.Container(reg)
-    errors: list[BaseException] = []
-
-    def run() -> None:
-        try:
-            if closer == "last exit":
-                with c:
-                    c.resolve(ClosePool)
-                    c.resolve(A)
-            else:
-                c.resolve(ClosePool)
-                c.resolve(A)
-                c.close()
-        except BaseException as exc:
-            errors.append(exc)
-
-    worker = threading.Thread(target=run, daemon=True)
-    worker.start()
-    worker.join(TIMEOUT)
-    assert not worker.is_alive()
+    errors = _close_in_a_worker(c, closer, TIMEOUT)
     assert len(errors) == 1 and isinstance(errors[0], di.ScopeError), errors
     message = str(errors[0])
     assert "own close is running (in this same thread)" in message, message
@@ -2081,25 +2088,8 @@ def test_entering_or_closing_from_an_event_loop_a_teardown_of_the_sync_close_run
             outcome.append(exc)
 
     c = di.Container(reg)
-    errors: list[BaseException] = []
-
-    def run() -> None:
-        try:
-            if closer == "last exit":
-                with c:
-                    c.resolve(ClosePool)
-                    c.resolve(A)
-            else:
-                c.resolve(ClosePool)
-                c.resolve(A)
-                c.close()
-        except BaseException as exc:
-            errors.append(exc)
-
-    worker = threading.Thread(target=run, daemon=True)
-    worker.start()
-    worker.join(2 * TIMEOUT)  # the teardown's own wait is bounded by TIMEOUT
-    assert not worker.is_alive()
+    # the teardown's own wait is bounded by TIMEOUT
+    errors = _close_in_a_worker(c, closer, 2 * TIMEOUT)
     assert errors == []
     assert len(outcome) == 1 and isinstance(outcome[0], di.ScopeError), outcome
     message = str(outcome[0])
