@@ -97,6 +97,10 @@ class _Fn:
         self.count = 0
         self.owners: dict[tuple[str, int], str] = {}
         self.depth: dict[str, int] = {}  # nesting of the call expressions emitted so far
+        # Whether anything emitted so far can run user code (a factory, a
+        # lookup that may create). Emission order is evaluation order.
+        self.ran = False
+        self.guarded = False  # it baked a singleton in behind `_stale`
 
     def const(self, obj: Any, prefix: str) -> str:
         name = self.ids.get(id(obj))
@@ -299,6 +303,7 @@ class Compiler:
         c = self.container
         return {
             "_root": c._root,
+            "_stale": False,
             "_sget": c._storage.get,
             "_M": _M,
             "_dget": dict.get,
@@ -324,6 +329,8 @@ class Compiler:
         source = "\n".join(fn.lines)
         code = compile(source, f"<di plan {name}>", "exec")
         exec(code, fn.ns)
+        if fn.guarded:  # under the override lock, as every drop is
+            self.container._baked.append(fn.ns)
         self.container._root._specialise()  # once: see Root._specialise
         return fn.ns[name]
 
@@ -358,10 +365,22 @@ class Compiler:
             if made is not _M:
                 # Already created: bake the instance in. The container drops
                 # every plan whenever it drops singletons (close, override).
-                return fn.const(made, "S")
+                s = fn.const(made, "S")
+                if not fn.ran:
+                    return s
+                # A call already running when plans are dropped (a close
+                # tearing singletons down, an override) must not pass on what
+                # it baked in once user code ran: the drop sets `_stale` in
+                # this plan's namespace (Container._drop_plans), and then the
+                # key is looked up as an unbaked one would be (refused if cp
+                # was torn down). One global test, false path first.
+                fn.guarded = True
+                again = f"await {cp}.aresolve({k})" if is_async else f"{cp}[{k}]"
+                return f"({again} if _stale else {s})"
             holder = "_root"
         else:
             holder = self._owner(fn, cp, level, key, pad)
+        fn.ran = True
         # Under aresolve everything not made yet takes the async path: a
         # singleton may need `async with`, a scoped key may have to await
         # another's creation. A context value is never made: a plain lookup.
@@ -409,6 +428,7 @@ class Compiler:
             keyword = keyword or dep.keyword_only
             parts.append((f"{dep.name}=" if keyword else "", expr))
         call = f"{f}({', '.join(p + e for p, e in parts)})"
+        fn.ran = True
         kind = provider.kind
         if kind is Kind.CALL:
             # Python's parser refuses more than 200 nested parentheses: a long

@@ -100,6 +100,7 @@ class Container:
         "__dict__",
         "__weakref__",
         "_aplans",
+        "_baked",
         "_base",
         "_closes",
         "_closing",
@@ -173,6 +174,10 @@ class Container:
         # creation across that drop is not kept (an unrelated override is no
         # reason to make a singleton twice).
         self._dropped: dict[Any, int] = {}
+        # The namespaces of the plans that baked a created singleton in: a
+        # drop sets their `_stale`, which a call already running reads before
+        # passing such a singleton on (Compiler._emit).
+        self._baked: list[dict[str, Any]] = []
         self._count_lock = threading.Lock()
         self._open = False
         # Serialises closes (a close holds it from its decision to its end).
@@ -422,10 +427,8 @@ class Container:
         graph = Graph(providers, self._levels, sync=self._sync)
         affected = {key} | graph.dependents(key) | self._graph.dependents(key)
         self._graph = graph
-        self._plans.clear()
-        self._aplans.clear()
         # Last: a plan that reads the new generation has read the new graph.
-        self._generation += 1
+        self._drop_plans()
         for k in affected:
             self._dropped[k] = self._generation
         popped: dict[Any, Any] = {}
@@ -1050,10 +1053,18 @@ class Container:
         returned outside the lock (finalizers may resolve)."""
         dropped = dict(self._root)
         dict.clear(self._root)
+        self._drop_plans()
+        return dropped
+
+    def _drop_plans(self) -> None:
+        """Under the override lock: drop every plan, and tell the calls of
+        those that baked singletons in, still running, not to pass them on."""
         self._plans.clear()
         self._aplans.clear()
+        for namespace in self._baked:
+            namespace["_stale"] = True
+        self._baked.clear()
         self._generation += 1
-        return dropped
 
     def _reset_root(self, unwound: list[Any] | None = None) -> bool:
         """Empty the root: the container is closed. Given ``unwound`` (the

@@ -590,8 +590,6 @@ def test_a_scoped_instance_stored_as_a_forced_teardown_runs_is_taken_back() -> N
 
 
 # -- a shutdown forced while a hold() is creating something ----------------------
-# The second is a known defect (docs/design.md, "Known defects"): strict xfail,
-# so it fails the run once fixed and the marker comes off with the fix.
 
 
 class _Late:
@@ -655,36 +653,47 @@ class _First:
 
 class _Uses:
     def __init__(self, first: _First, baked: _Baked) -> None:
+        self.baked = baked
         self.baked_closed = baked.closed
 
 
-@pytest.mark.xfail(strict=True, reason="known: a running plan keeps a singleton it baked in")
-def test_a_running_plan_does_not_pass_a_singleton_torn_down_meanwhile() -> None:
+def _baking_registry(
+    in_first: threading.Event, release: threading.Event, armed: list[bool]
+) -> di.Registry:
+    """_Uses(first(), baked): once compiled, the created _Baked is a constant
+    of the plan, read after first() ran."""
     reg = di.Registry()
-    in_first, baked_closed = threading.Event(), threading.Event()
-    armed = [False]
-    got: list[_Uses] = []
 
     @reg.provider(singleton=True)
     def baked() -> Iterator[_Baked]:
         made = _Baked()
         yield made
         made.closed = True
-        baked_closed.set()
+        release.set()
 
     @reg.provider()
     def first() -> _First:
         if armed[0]:
             in_first.set()
-            baked_closed.wait(10)  # the close tears _Baked down meanwhile
+            release.wait(10)  # a close or an override happens meanwhile
         return _First()
 
     reg.provider(_Uses)
-    c = di.Container(reg, shutdown_timeout=0.05)
+    return reg
+
+
+def test_a_running_plan_does_not_pass_a_singleton_torn_down_meanwhile() -> None:
+    in_first, baked_closed = threading.Event(), threading.Event()
+    armed = [False]
+    out: list[object] = []
+    c = di.Container(_baking_registry(in_first, baked_closed, armed), shutdown_timeout=0.05)
 
     def worker(scope: di.Checkpoint) -> None:
-        with scope.hold(), contextlib.suppress(di.DIError):
-            got.append(scope.resolve(_Uses))
+        with scope.hold():
+            try:
+                out.append(scope.resolve(_Uses))
+            except di.DIError as exc:
+                out.append(exc)
 
     with c:
         c.resolve(_Baked)
@@ -696,4 +705,68 @@ def test_a_running_plan_does_not_pass_a_singleton_torn_down_meanwhile() -> None:
             thread.start()
             assert in_first.wait(10)
     thread.join(10)
-    assert not got or not got[0].baked_closed
+    assert [type(o) for o in out] == [di.CheckpointClosedError]
+
+
+@pytest.mark.anyio
+async def test_a_running_async_plan_does_not_pass_a_singleton_torn_down_meanwhile() -> None:
+    in_first, baked_closed = threading.Event(), threading.Event()
+    armed = [False]
+    reg = _baking_registry(in_first, baked_closed, armed)
+
+    @reg.provider(scope="request")
+    async def session() -> AsyncIterator[Session]:
+        yield Session()
+
+    class _UsesAsync:  # an async plan: a scoped async key below it
+        def __init__(self, session: Session, uses: _Uses) -> None:
+            self.uses = uses
+
+    reg.provider(_UsesAsync)
+    c = di.Container(reg, shutdown_timeout=0.05)
+    out: list[object] = []
+
+    async def worker(scope: di.Checkpoint) -> None:
+        try:
+            out.append(await scope.aresolve(_UsesAsync))
+        except di.DIError as exc:
+            out.append(exc)
+
+    async with c:
+        await c.aresolve(_Baked)
+        async with c.scope("request") as warm:
+            await warm.aresolve(_UsesAsync)
+            await warm.aresolve(_UsesAsync)  # compiled now, _Baked baked in
+        async with c.scope("request") as scope:
+            armed[0] = True
+            task = asyncio.ensure_future(asyncio.to_thread(asyncio.run, _held(scope, worker)))
+            assert await asyncio.to_thread(in_first.wait, 10)
+    await task
+    assert [type(o) for o in out] == [di.CheckpointClosedError]
+
+
+async def _held(scope: di.Checkpoint, work: object) -> None:
+    async with scope.hold():
+        await work(scope)  # type: ignore[operator]
+
+
+def test_a_running_plan_passes_the_current_singleton_after_an_override() -> None:
+    in_first, release = threading.Event(), threading.Event()
+    armed = [False]
+    c = di.Container(_baking_registry(in_first, release, armed))
+    replacement = _Baked()
+    out: list[_Uses] = []
+
+    with c:
+        original = c.resolve(_Baked)
+        c.resolve(_Uses)
+        c.resolve(_Uses)  # compiled now, _Baked baked in
+        armed[0] = True
+        thread = threading.Thread(target=lambda: out.append(c.resolve(_Uses)))
+        thread.start()
+        assert in_first.wait(10)
+        with c.override(_Baked, replacement):
+            release.set()
+            thread.join(10)
+        assert original.closed is False  # an override sets it aside, does not close it
+    assert len(out) == 1 and out[0].baked is replacement
