@@ -101,6 +101,7 @@ class _Fn:
         # lookup that may create). Emission order is evaluation order.
         self.ran = False
         self.guarded = False  # it baked a singleton in behind `_stale`
+        self.own_exit = ""  # the generator a plan hands over itself (_emit_creation's own)
 
     def const(self, obj: Any, prefix: str) -> str:
         name = self.ids.get(id(obj))
@@ -393,9 +394,13 @@ class Compiler:
             return v
         return f"{holder}[{k}]"
 
-    def _emit_creation(self, fn: _Fn, key: Any, cp: str, ex: str, is_async: bool, pad: str) -> str:
+    def _emit_creation(
+        self, fn: _Fn, key: Any, cp: str, ex: str, is_async: bool, pad: str, own: bool = False
+    ) -> str:
         """Emit the factory call for ``key`` with its dependencies; transient
-        generators and context managers push their exit onto ``ex``."""
+        generators and context managers push their exit onto ``ex``. With
+        ``own``, a generator (async generator) ``key`` itself is not pushed:
+        its name is left in ``fn.own_exit`` for the plan to hand over."""
         graph = self.container._graph
         provider = graph.providers[key]
         f = fn.const(provider.factory, "F")
@@ -445,15 +450,18 @@ class Compiler:
             fn.lines.append(f"{pad}{v} = await {call}")
         elif kind is Kind.GENERATOR:
             g = fn.tmp()
-            fn.lines += [f"{pad}{g} = {call}", f"{pad}{v} = next({g})", f"{pad}{ex}.append({g})"]
+            fn.lines += [f"{pad}{g} = {call}", f"{pad}{v} = next({g})"]
+            if own:
+                fn.own_exit = g
+            else:
+                fn.lines.append(f"{pad}{ex}.append({g})")
         elif kind is Kind.ASYNC_GENERATOR:
             g = fn.tmp()
-            fn.lines += [
-                f"{pad}{g} = {call}",
-                f"{pad}{v} = await {g}.__anext__()",
-                f"{pad}{ex}.append({g})",
-                f"{pad}{cp}._async = True",
-            ]
+            fn.lines += [f"{pad}{g} = {call}", f"{pad}{v} = await {g}.__anext__()"]
+            if own:
+                fn.own_exit = g
+            else:
+                fn.lines += [f"{pad}{ex}.append({g})", f"{pad}{cp}._async = True"]
         elif kind is Kind.CM:
             m = fn.tmp()
             k = fn.const(key, "K")
@@ -482,6 +490,18 @@ class Compiler:
                 return True
         return False
 
+    def _one_exit(self, key: Any) -> bool:
+        """Whether ``key``'s only exit is its own generator (async generator):
+        then a creation hands that one over, with no list of its own."""
+        graph = self.container._graph
+        provider = graph.providers[key]
+        if provider.kind not in (Kind.GENERATOR, Kind.ASYNC_GENERATOR):
+            return False
+        return not any(
+            graph.level.get(d.key, 0) is None and self._needs_exits(d.key)
+            for d in provider.dependencies
+        )
+
     def _needs_cp(self, key: Any) -> bool:
         graph = self.container._graph
         return graph.needs_level[key] > 0 or self._needs_exits(key)
@@ -499,9 +519,27 @@ class Compiler:
             fn.lines.append(f"{pad}return {expr}")
             return self._compile(fn, "plan")  # type: ignore[no-any-return]
         k = fn.const(key, "K")
+        late = "await _alate" if is_async else "_late"
+        reclaim = "await _areclaim" if is_async else "_reclaim"
         fn.lines += [
             f"{pad}ex = cp._exits",
             f"{pad}if ex is None: raise _closed(cp, {k})",
+        ]
+        if self._one_exit(key):
+            # Its own generator is all it enters: nothing to unwind if the
+            # creation fails, and that one generator is handed over after the
+            # last check, as a list of its own would be (see _scoped_plan).
+            expr = self._emit_creation(fn, key, "cp", "ex", is_async, pad, own=True)
+            g = fn.own_exit  # and `expr` names the value next() gave
+            fn.lines += [
+                f"{pad}if cp._exits is not ex: {late}(cp, [{g}], {k})",
+                *([f"{pad}cp._async = True"] if is_async else []),
+                f"{pad}ex.append({g})",
+                f"{pad}if cp._exits is not ex: {reclaim}(cp, ex, [{g}], {k})",
+                f"{pad}return {expr}",
+            ]
+            return self._compile(fn, "plan")  # type: ignore[no-any-return]
+        fn.lines += [
             # Its own list, handed over after the last check (see _scoped_plan).
             f"{pad}mine = []",
             # On 3.11+ this try costs the success path one NOP and no jump
@@ -509,8 +547,6 @@ class Compiler:
             f"{pad}try:",
         ]
         expr = self._emit_creation(fn, key, "cp", "mine", is_async, pad + "    ")
-        late = "await _alate" if is_async else "_late"
-        reclaim = "await _areclaim" if is_async else "_reclaim"
         fn.lines += [
             f"{pad}    v = {expr}",
             # A failed creation hands what it entered to the checkpoint (to
@@ -600,7 +636,8 @@ class Compiler:
             "    try:",
         ]
         exits = self._needs_exits(key)
-        if exits:
+        one = exits and self._one_exit(key)
+        if exits and not one:
             # What this creation enters gathers in a list of its own and is
             # handed to the checkpoint only after the last check: a teardown
             # that began meanwhile then never sees it, and this creation never
@@ -608,12 +645,36 @@ class Compiler:
             head.insert(-1, "    mine = []")
         fn.lines += head
         fn.owners[("c", level)] = "c"
-        expr = self._emit_creation(fn, key, "c", "mine" if exits else "ex", is_async, pad)
+        expr = self._emit_creation(
+            fn, key, "c", "mine" if exits and not one else "ex", is_async, pad, own=one
+        )
         # The marker stays once the value is stored (a hit never looks at it,
         # and the checkpoint drops both at teardown); only a failed creation
         # takes it back, so that the next caller creates afresh.
         late = "await _alate" if is_async else "_late"
         reclaim = "await _areclaim" if is_async else "_reclaim"
+        if one:
+            # The common resource: a generator provider with nothing below it
+            # to tear down. That generator is all it enters, so it is handed
+            # over alone, after the same checks, with no list of its own (a
+            # failure before then has nothing to unwind).
+            g = fn.own_exit  # and `expr` names the value next() gave
+            fn.lines += [
+                f"{pad}if c._exits is not ex: {late}(c, [{g}], {k})",
+                f"{pad}c[{k}] = {expr}",
+                *([f"{pad}c._async = True"] if is_async else []),
+                f"{pad}ex.append({g})",
+                f"{pad}if c._exits is not ex:",
+                f"{pad}    _pop(c, {k}, None)",
+                f"{pad}    {reclaim}(c, ex, [{g}], {k})",
+                "    except BaseException:",
+                f"        _pop(c, {pk}, None)",
+                f"        if _waiters: _wake(c, {pk})",
+                "        raise",
+                f"    if _waiters: _wake(c, {pk})",
+                f"    return {expr}",
+            ]
+            return self._compile(fn, "plan")  # type: ignore[no-any-return]
         fn.lines += [
             f"{pad}v = {expr}",
             # Torn down meanwhile (a forced shutdown while a holder was

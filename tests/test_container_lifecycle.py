@@ -1251,6 +1251,115 @@ def test_failed_async_creation_in_a_request_torn_down_meanwhile_unwinds_what_it_
     assert isinstance(outcome[0].__context__, CreationFailed)
 
 
+@pytest.mark.parametrize("shape", ["scoped", "transient, generated", "transient, first use"])
+def test_generator_set_up_in_a_request_torn_down_meanwhile_is_unwound_and_refused(
+    shape: str,
+) -> None:
+    """The generator provider resolved is itself in its setup when the
+    container's last exit tears the held request down. Its setup then
+    finishes: the resolve finalizes it at once and says the request closed,
+    and nothing is stored or left registered."""
+    log: list[str] = []
+    slow, in_setup, go = threading.Event(), threading.Event(), threading.Event()
+    reg = di.Registry()
+
+    @reg.provider(scope="request" if shape == "scoped" else None)
+    def entered() -> Iterator[Entered]:
+        log.append("setup")
+        if slow.is_set():
+            in_setup.set()
+            assert go.wait(TIMEOUT)
+        yield Entered()
+        log.append("teardown")
+
+    c = di.Container(reg, shutdown_timeout=0.05)
+    outcome: list[object] = []
+
+    def held(scope: di.Checkpoint) -> None:
+        with scope.hold():
+            try:
+                outcome.append(scope.resolve(Entered))
+            except BaseException as exc:
+                outcome.append(exc)
+
+    with c:
+        if shape != "transient, first use":
+            with c.scope("request") as warm:  # the next resolve runs generated code
+                warm.resolve(Entered)
+                if shape != "scoped":
+                    warm.resolve(Entered)
+            twice = shape != "scoped"
+            assert log == (
+                ["setup", "setup", "teardown", "teardown"] if twice else ["setup", "teardown"]
+            )
+            log.clear()
+        slow.set()
+        with c.scope("request") as scope:
+            worker = threading.Thread(target=held, args=(scope,), daemon=True)
+            worker.start()
+            assert in_setup.wait(TIMEOUT)
+    assert scope.closed and not c.is_open
+    go.set()
+    worker.join(TIMEOUT)
+    assert not worker.is_alive()
+    assert log == ["setup", "teardown"]
+    assert [type(o) for o in outcome] == [di.CheckpointClosedError], outcome
+    assert Entered not in dict.keys(scope)
+
+
+@pytest.mark.parametrize("shape", ["scoped", "transient"])
+def test_async_generator_set_up_in_a_request_torn_down_meanwhile_is_unwound_and_refused(
+    shape: str,
+) -> None:
+    """The aresolve twin, with an async generator provider."""
+    log: list[str] = []
+    reg = di.Registry()
+    slow = False
+    in_setup: asyncio.Event
+    go: asyncio.Event
+
+    @reg.provider(scope="request" if shape == "scoped" else None)
+    async def entered() -> AsyncIterator[Entered]:
+        log.append("setup")
+        if slow:
+            in_setup.set()
+            await go.wait()
+        yield Entered()
+        log.append("teardown")
+
+    c = di.Container(reg, shutdown_timeout=0.05)
+    outcome: list[object] = []
+
+    async def main() -> None:
+        nonlocal slow, in_setup, go
+        in_setup, go = asyncio.Event(), asyncio.Event()
+
+        async def held(scope: di.Checkpoint) -> None:
+            async with scope.hold():
+                try:
+                    outcome.append(await scope.aresolve(Entered))
+                except BaseException as exc:
+                    outcome.append(exc)
+
+        async with c:
+            async with c.scope("request") as warm:
+                await warm.aresolve(Entered)
+            assert log == ["setup", "teardown"]
+            log.clear()
+            slow = True
+            async with c.scope("request") as scope:
+                worker = asyncio.create_task(held(scope))
+                await asyncio.wait_for(in_setup.wait(), TIMEOUT)
+        assert scope.closed and not c.is_open
+        go.set()
+        await asyncio.wait_for(worker, TIMEOUT)
+        assert Entered not in dict.keys(scope)
+
+    asyncio.run(main())
+    assert log == ["setup", "teardown"]
+    assert [type(o) for o in outcome] == [di.CheckpointClosedError], outcome
+
+
 # -- closes: what a teardown makes, holders that enter, scopes of the caller ----
 
 
