@@ -606,26 +606,27 @@ class Compiler:
         if is_async:
             current = f"await cp.aresolve({k})"
             in_owner = [
-                f"        v = _dget(c, {k}, _M)",
-                "        return v if v is not _M else await plan(c)",
+                f"        v = _dget(o, {k}, _M)",
+                "        return v if v is not _M else await plan(o)",
             ]
             wait = f"await _await(c, {k}, {pk})"
         else:
             current = f"cp[{k}]"
-            in_owner = [f"        return c[{k}]"]
+            in_owner = [f"        return o[{k}]"]
             wait = f"_wait(c, {k}, {pk})"
         head = [
-            f"{a}def plan(cp):",
-            "    if cp is _root:",
-            "        cp = _sget(None)",
-            f"        if cp is None: raise _noscope({k}, _root)",
-            f"        return {current}",
-            f"    if cp._level != {level}:",
-            "        c = cp",
-            f"        while c._level > {level}: c = c._parent",
-            f"        if c._level != {level}: raise _noscope({k}, cp)",
+            f"{a}def plan(c):",
+            # Called on the owning checkpoint itself (the common case) it goes
+            # straight on; the root (level 0) is never a scoped key's owner.
+            f"    if c._level != {level}:",
+            "        if c is _root:",
+            "            cp = _sget(None)",
+            f"            if cp is None: raise _noscope({k}, _root)",
+            f"            return {current}",
+            "        o = c",
+            f"        while o._level > {level}: o = o._parent",
+            f"        if o._level != {level}: raise _noscope({k}, c)",
             *in_owner,
-            "    c = cp",
             "    ex = c._exits",
             f"    if ex is None: raise _closed(c, {k})",
             # A fresh empty list is the creator's mark: unique, and the
