@@ -100,7 +100,8 @@ class _Fn:
         # Whether anything emitted so far can run user code (a factory, a
         # lookup that may create). Emission order is evaluation order.
         self.ran = False
-        self.guarded = False  # it baked a singleton in behind `_stale`
+        self.baked: dict[str, str] = {}  # a baked-in singleton's name -> its key's
+        self.guarded = False  # it passes a baked-in singleton on behind `_stale`
         self.own_exit = ""  # the generator a plan hands over itself (_emit_creation's own)
 
     def const(self, obj: Any, prefix: str) -> str:
@@ -321,6 +322,7 @@ class Compiler:
             "_late": self._late,
             "_alate": self._alate,
             "_reclaim": self._reclaim,
+            "_again": self._again,
             "_areclaim": self._areclaim,
             "_AsyncExit": AsyncExit,
             "_enter_cm": _enter_cm,
@@ -331,7 +333,7 @@ class Compiler:
         code = compile(source, f"<di plan {name}>", "exec")
         exec(code, fn.ns)
         if fn.guarded:  # under the override lock, as every drop is
-            self.container._baked.append(fn.ns)
+            self.container._baked.add(fn.ns[name])
         self.container._root._specialise()  # once: see Root._specialise
         return fn.ns[name]
 
@@ -367,17 +369,8 @@ class Compiler:
                 # Already created: bake the instance in. The container drops
                 # every plan whenever it drops singletons (close, override).
                 s = fn.const(made, "S")
-                if not fn.ran:
-                    return s
-                # A call already running when plans are dropped (a close
-                # tearing singletons down, an override) must not pass on what
-                # it baked in once user code ran: the drop sets `_stale` in
-                # this plan's namespace (Container._drop_plans), and then the
-                # key is looked up as an unbaked one would be (refused if cp
-                # was torn down). One global test, false path first.
-                fn.guarded = True
-                again = f"await {cp}.aresolve({k})" if is_async else f"{cp}[{k}]"
-                return f"({again} if _stale else {s})"
+                fn.baked[s] = k  # the call that takes it may guard it
+                return s
             holder = "_root"
         else:
             holder = self._owner(fn, cp, level, key, pad)
@@ -432,6 +425,8 @@ class Compiler:
                 fn.lines += hoisted
             keyword = keyword or dep.keyword_only
             parts.append((f"{dep.name}=" if keyword else "", expr))
+        if fn.baked:
+            self._guard_baked(fn, parts, pad)
         call = f"{f}({', '.join(p + e for p, e in parts)})"
         fn.ran = True
         kind = provider.kind
@@ -477,6 +472,29 @@ class Compiler:
         else:  # pragma: no cover - VALUE and CONTEXT never reach a factory call
             raise AssertionError(kind)
         return v
+
+    @staticmethod
+    def _guard_baked(fn: _Fn, parts: list[tuple[str, str]], pad: str) -> None:
+        """A call already running when a close tears down a singleton it baked
+        in must not pass it on. So user code among a call's arguments runs
+        before a baked singleton is read (into temporaries, in order: reading a
+        constant has no effects to keep in order), and if any user code ran
+        before the read in this plan, the read sits behind `_stale`, which the
+        close sets (Container._drop_cached): one global test, false path first."""
+        baked = [i for i, (_, e) in enumerate(parts) if e in fn.baked]
+        if not baked:
+            return
+        if any(not e.isidentifier() for _, e in parts[baked[0] + 1 :]):
+            for i, (prefix, e) in enumerate(parts):
+                if not e.isidentifier():
+                    t = fn.tmp()
+                    fn.lines.append(f"{pad}{t} = {e}")
+                    parts[i] = (prefix, t)
+        if fn.ran:
+            fn.guarded = True
+            for i in baked:
+                prefix, s = parts[i]
+                parts[i] = (prefix, f"(_again({fn.baked[s]}) if _stale else {s})")
 
     def _needs_exits(self, key: Any) -> bool:
         """Whether making ``key`` (itself or an inlined transient below it)
@@ -531,9 +549,10 @@ class Compiler:
             # last check, as a list of its own would be (see _scoped_plan).
             expr = self._emit_creation(fn, key, "cp", "ex", is_async, pad, own=True)
             g = fn.own_exit  # and `expr` names the value next() gave
+            agen = self.container._graph.providers[key].kind is Kind.ASYNC_GENERATOR
             fn.lines += [
                 f"{pad}if cp._exits is not ex: {late}(cp, [{g}], {k})",
-                *([f"{pad}cp._async = True"] if is_async else []),
+                *([f"{pad}cp._async = True"] if agen else []),
                 f"{pad}ex.append({g})",
                 f"{pad}if cp._exits is not ex: {reclaim}(cp, ex, [{g}], {k})",
                 f"{pad}return {expr}",
@@ -660,10 +679,11 @@ class Compiler:
             # over alone, after the same checks, with no list of its own (a
             # failure before then has nothing to unwind).
             g = fn.own_exit  # and `expr` names the value next() gave
+            agen = self.container._graph.providers[key].kind is Kind.ASYNC_GENERATOR
             fn.lines += [
                 f"{pad}if c._exits is not ex: {late}(c, [{g}], {k})",
                 f"{pad}c[{k}] = {expr}",
-                *([f"{pad}c._async = True"] if is_async else []),
+                *([f"{pad}c._async = True"] if agen else []),
                 f"{pad}ex.append({g})",
                 f"{pad}if c._exits is not ex:",
                 f"{pad}    _pop(c, {k}, None)",
@@ -989,6 +1009,14 @@ class Compiler:
             if container._dropped.get(key, 0) <= generation and not container._unwinding:
                 dict.__setitem__(root, key, value)
             return True
+
+    @staticmethod
+    def _again(key: Any) -> Any:
+        """A call running across a close: ``key``, baked in, is torn down."""
+        raise CheckpointClosedError(
+            f"the container closed while a resolve that needs {describe_key(key)} was "
+            f"running; {describe_key(key)} has been torn down"
+        )
 
     @staticmethod
     def _closed_container(key: Any) -> CheckpointClosedError:

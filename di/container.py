@@ -15,6 +15,7 @@ import sys
 import threading
 import time
 import typing
+import weakref
 from collections.abc import Coroutine, Iterator, Mapping
 from contextlib import contextmanager
 from types import TracebackType
@@ -174,10 +175,10 @@ class Container:
         # creation across that drop is not kept (an unrelated override is no
         # reason to make a singleton twice).
         self._dropped: dict[Any, int] = {}
-        # The namespaces of the plans that baked a created singleton in: a
-        # drop sets their `_stale`, which a call already running reads before
-        # passing such a singleton on (Compiler._emit).
-        self._baked: list[dict[str, Any]] = []
+        # The compiled functions that pass on a baked-in singleton behind
+        # `_stale` (Compiler._emit_creation), held weakly: one still running
+        # is alive (its frame holds it) when a close sets their `_stale`.
+        self._baked: weakref.WeakSet[Any] = weakref.WeakSet()
         self._count_lock = threading.Lock()
         self._open = False
         # Serialises closes (a close holds it from its decision to its end).
@@ -213,19 +214,27 @@ class Container:
     def _plan(self, key: Any) -> Any:
         plan = self._plans.get(key)
         if plan is None:
-            key = self._known(key)
+            # A key asked in another spelling (`Annotated[T, "doc"]` for T) is
+            # found under its normal form: compiled once, not on every miss.
+            # (Kept only under that form: a first-use plan replaces itself.)
+            known = self._known(key)
             # Compiled against one graph: an override cannot swap it midway
-            # (the lock is reentrant; compiling runs no user code).
+            # (the lock is reentrant; compiling runs no user code). Looked up
+            # again under it: another thread may have compiled it meanwhile.
             with self._override_lock:
-                plan = self._plans[key] = self._compiler.plan(key)
+                plan = self._plans.get(known)
+                if plan is None:
+                    plan = self._plans[known] = self._compiler.plan(known)
         return plan
 
     def _aplan(self, key: Any) -> Any:
         plan = self._aplans.get(key)
         if plan is None:
-            key = self._known(key)
+            known = self._known(key)
             with self._override_lock:
-                plan = self._aplans[key] = self._compiler.aplan(key)
+                plan = self._aplans.get(known)
+                if plan is None:
+                    plan = self._aplans[known] = self._compiler.aplan(known)
         return plan
 
     def _known(self, key: Any) -> Any:
@@ -427,8 +436,12 @@ class Container:
         graph = Graph(providers, self._levels, sync=self._sync)
         affected = {key} | graph.dependents(key) | self._graph.dependents(key)
         self._graph = graph
+        self._plans.clear()
+        self._aplans.clear()
         # Last: a plan that reads the new generation has read the new graph.
-        self._drop_plans()
+        # (The singletons it drops stay open: a call already running that
+        # baked one in may still pass it on.)
+        self._generation += 1
         for k in affected:
             self._dropped[k] = self._generation
         popped: dict[Any, Any] = {}
@@ -1053,18 +1066,15 @@ class Container:
         returned outside the lock (finalizers may resolve)."""
         dropped = dict(self._root)
         dict.clear(self._root)
-        self._drop_plans()
-        return dropped
-
-    def _drop_plans(self) -> None:
-        """Under the override lock: drop every plan, and tell the calls of
-        those that baked singletons in, still running, not to pass them on."""
         self._plans.clear()
         self._aplans.clear()
-        for namespace in self._baked:
-            namespace["_stale"] = True
+        # The singletons are about to be torn down: a call already running
+        # that baked one in must not pass it on (it raises instead).
+        for compiled in list(self._baked):
+            compiled.__globals__["_stale"] = True
         self._baked.clear()
         self._generation += 1
+        return dropped
 
     def _reset_root(self, unwound: list[Any] | None = None) -> bool:
         """Empty the root: the container is closed. Given ``unwound`` (the

@@ -645,6 +645,10 @@ def test_a_late_creation_unwinds_only_its_own_exits() -> None:
 
 class _Baked:
     closed = False
+    made = 0  # instances ever made
+
+    def __init__(self) -> None:
+        type(self).made += 1
 
 
 class _First:
@@ -657,12 +661,34 @@ class _Uses:
         self.baked_closed = baked.closed
 
 
+class _Second:
+    pass
+
+
+class _BakedFirst(_Uses):
+    def __init__(self, baked: _Baked, first: _First) -> None:
+        super().__init__(first, baked)
+
+
+class _BakedBetween(_Uses):
+    def __init__(self, second: _Second, baked: _Baked, first: _First) -> None:
+        super().__init__(first, baked)
+
+
+class _Nested:
+    def __init__(self, uses: _BakedFirst, second: _Second) -> None:
+        self.uses = uses
+
+
 def _baking_registry(
     in_first: threading.Event, release: threading.Event, armed: list[bool]
 ) -> di.Registry:
-    """_Uses(first(), baked): once compiled, the created _Baked is a constant
-    of the plan, read after first() ran."""
+    """_Uses(first(), baked) and the other argument orders: once compiled, the
+    created _Baked is a constant of the plan; first() waits while armed."""
     reg = di.Registry()
+    reg.provider(_Second)
+    for cls in (_BakedFirst, _BakedBetween, _Nested):
+        reg.provider(cls)
 
     @reg.provider(singleton=True)
     def baked() -> Iterator[_Baked]:
@@ -682,7 +708,10 @@ def _baking_registry(
     return reg
 
 
-def test_a_running_plan_does_not_pass_a_singleton_torn_down_meanwhile() -> None:
+@pytest.mark.parametrize("uses", [_Uses, _BakedFirst, _BakedBetween, _Nested])
+def test_a_running_plan_does_not_pass_a_singleton_torn_down_meanwhile(uses: type) -> None:
+    """Whatever the argument order: the singleton read before first() runs is
+    passed after it, so the close that tears it down meanwhile must show."""
     in_first, baked_closed = threading.Event(), threading.Event()
     armed = [False]
     out: list[object] = []
@@ -691,14 +720,14 @@ def test_a_running_plan_does_not_pass_a_singleton_torn_down_meanwhile() -> None:
     def worker(scope: di.Checkpoint) -> None:
         with scope.hold():
             try:
-                out.append(scope.resolve(_Uses))
+                out.append(scope.resolve(uses))
             except di.DIError as exc:
                 out.append(exc)
 
     with c:
         c.resolve(_Baked)
-        c.resolve(_Uses)
-        c.resolve(_Uses)  # compiled now, _Baked baked in
+        c.resolve(uses)
+        c.resolve(uses)  # compiled now, _Baked baked in
         with c.scope("request") as scope:
             armed[0] = True
             thread = threading.Thread(target=worker, args=(scope,))
@@ -750,7 +779,67 @@ async def _held(scope: di.Checkpoint, work: object) -> None:
         await work(scope)  # type: ignore[operator]
 
 
-def test_a_running_plan_passes_the_current_singleton_after_an_override() -> None:
+def test_a_running_plan_from_the_container_refuses_a_singleton_a_close_tore_down() -> None:
+    """No scope: the call spans the container's whole close. It is refused,
+    and makes no new singleton in the closed container."""
+    in_first, baked_closed = threading.Event(), threading.Event()
+    armed = [False]
+    out: list[object] = []
+    reg = _baking_registry(in_first, baked_closed, armed)
+    c = di.Container(reg)
+    with c:
+        c.resolve(_Baked)
+        c.resolve(_BakedFirst)
+        c.resolve(_BakedFirst)  # compiled now, _Baked baked in
+        armed[0] = True
+        count = _Baked.made
+
+        def worker() -> None:
+            try:
+                out.append(c.resolve(_BakedFirst))
+            except di.DIError as exc:
+                out.append(exc)
+
+        thread = threading.Thread(target=worker)
+        thread.start()
+        assert in_first.wait(10)
+    thread.join(10)
+    assert [type(o) for o in out] == [di.CheckpointClosedError]
+    assert "Baked" in str(out[0]) and "torn down" in str(out[0])
+    assert not c.is_open and _Baked.made == count  # nothing made meanwhile
+
+
+def test_resolving_one_key_spelled_otherwise_does_not_grow_memory() -> None:
+    """`Annotated[T, "doc"]` is T: its plan is compiled once, not on every resolve."""
+    import tracemalloc
+    from typing import Annotated
+
+    class Service(_Uses):  # a singleton: its plan serves the cached one
+        pass
+
+    in_first, release = threading.Event(), threading.Event()
+    reg = _baking_registry(in_first, release, [False])
+    reg.provider(Service, singleton=True)
+    c = di.Container(reg)
+    with c:
+        c.resolve(_Baked)
+        for _ in range(100):
+            c.resolve(Annotated[Service, "doc"])
+        tracemalloc.start()
+        try:
+            before = tracemalloc.get_traced_memory()[0]
+            for _ in range(2000):
+                c.resolve(Annotated[Service, "doc"])
+            grown = tracemalloc.get_traced_memory()[0] - before
+        finally:
+            tracemalloc.stop()
+    assert grown < 64 * 1024, grown
+
+
+def test_a_running_plan_keeps_a_singleton_an_override_sets_aside() -> None:
+    """An override sets cached singletons aside without closing them: a call
+    already running passes on the one it baked in (still open), and the
+    next resolve sees the override."""
     in_first, release = threading.Event(), threading.Event()
     armed = [False]
     c = di.Container(_baking_registry(in_first, release, armed))
@@ -768,5 +857,6 @@ def test_a_running_plan_passes_the_current_singleton_after_an_override() -> None
         with c.override(_Baked, replacement):
             release.set()
             thread.join(10)
-        assert original.closed is False  # an override sets it aside, does not close it
-    assert len(out) == 1 and out[0].baked is replacement
+            armed[0] = False
+            assert c.resolve(_Uses).baked is replacement
+    assert len(out) == 1 and out[0].baked is original and not out[0].baked_closed
