@@ -362,8 +362,11 @@ class Checkpoint(dict[Any, Any]):
         try:
             if exits and exc is None:
                 try:
-                    while exits and type(exits[-1]) is GeneratorType:
+                    while exits:
                         gen = exits.pop()
+                        if type(gen) is not GeneratorType:
+                            exits.append(gen)  # for unwind, below
+                            break
                         for _ in gen:
                             didnt_stop(gen)
                 except BaseException as new:
@@ -420,16 +423,16 @@ class Checkpoint(dict[Any, Any]):
             if exits and exc is None:
                 try:
                     while exits:
-                        kind = type(exits[-1])
+                        entry = exits.pop()
+                        kind = type(entry)
                         if kind is AsyncGeneratorType:
-                            agen = exits.pop()
-                            async for _ in agen:
-                                await adidnt_stop(agen)
+                            async for _ in entry:
+                                await adidnt_stop(entry)
                         elif kind is GeneratorType:
-                            gen = exits.pop()
-                            for _ in gen:
-                                didnt_stop(gen)
+                            for _ in entry:
+                                didnt_stop(entry)
                         else:
+                            exits.append(entry)  # for aunwind, below
                             break
                 except BaseException as new:
                     exc = new
