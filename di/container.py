@@ -141,7 +141,8 @@ class Container:
         registry = default_registry if registry is None else registry
         self._registry = registry
         self._levels: tuple[str, ...] = registry.levels
-        self._level_index = {name: i for i, name in enumerate(self._levels)}
+        # The levels a scope can have: all but the container's own (level 0).
+        self._level_index = {name: i for i, name in enumerate(self._levels) if i}
         self._base: dict[Any, Provider] = dict(registry._providers)
         self._overrides: list[_Override] = []
         # Guards the override bookkeeping, and every store that must agree
@@ -260,14 +261,15 @@ class Container:
         try:
             index = self._level_index[level]  # a subscript: cheaper than .get()
         except (KeyError, TypeError):
+            if level == self._levels[0]:
+                raise ScopeError(
+                    f"{level!r} is the container itself, the outermost of "
+                    f"{' < '.join(self._levels)}; enter the container (`with container:`) "
+                    f"instead"
+                ) from None
             raise ScopeError(
                 f"unknown scope {level!r}; levels are {' < '.join(self._levels)}"
             ) from None
-        if not index:
-            raise ScopeError(
-                f"{level!r} is the container itself, the outermost of "
-                f"{' < '.join(self._levels)}; enter the container (`with container:`) instead"
-            )
         # new_checkpoint() inlined: this runs once per request
         cp = Checkpoint()
         cp._container = self
