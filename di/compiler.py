@@ -271,16 +271,24 @@ class Compiler:
         # in progress, and under aresolve that wait must be awaited, never
         # block the event loop: the async plan.
         if kind is Kind.CONTEXT or not (graph.is_async[key] or graph.needs_level[key]):
+            root = self.container._root
+            if level is None and any(s not in root for s in graph.singletons_below(key)):
+                # A singleton not made yet is made on the async path (a
+                # RefCounted needs `async with`), and where its parameter
+                # comes, as the sync plan would: an async plan, which awaits
+                # it there.
+                return self._transient_plan(key, is_async=True)
             return self._run_sync(key)
         if level is None:
             return self._transient_plan(key, is_async=True)
         return self._scoped_plan(key, is_async=True)
 
     def _run_sync(self, key: Any) -> APlan:
-        """``aresolve`` of a key whose subtree is all sync: its sync plan,
-        after creating on the async path any singleton it needs that does not
-        exist yet (a RefCounted or ClientContext a plain ``def`` returns is
-        entered with ``async with`` there, whatever the resolve order)."""
+        """``aresolve`` of a key whose subtree is all sync and whose singletons
+        all exist (else it gets an async plan: see _async_plan): its sync plan.
+        One the plan did not find made (dropped between compiling and the
+        call) is made first, on the async path (a RefCounted or ClientContext
+        a plain ``def`` returns is entered with ``async with`` there)."""
         container = self.container
         plans, plan_for, root = container._plans, container._plan, container._root
         pending = container._graph.singletons_below(key)
@@ -921,7 +929,11 @@ class Compiler:
         root = container._root
 
         def plan(cp: Any) -> Any:
-            if level:  # scoped: aresolve may have made it already, then it is a value
+            if level == 0:  # a singleton aresolve made is a value from then on
+                value = dict.get(root, key, _M)
+                if value is not _M:
+                    return value
+            elif level:  # scoped: aresolve may have made it already, then it is a value
                 owner = cp
                 if owner is root:  # from the container: the checkpoint current here
                     owner = container._storage.get(None)
