@@ -411,8 +411,9 @@ class Compiler:
         keyword = False
         for dep in provider.dependencies:
             if not graph.used(dep) or dep.key not in graph.providers:
-                # A kept default: left to Python when later arguments can go by
-                # name; passed as itself where they cannot (positional-only).
+                # A kept default: left to Python among the keyword-only ones;
+                # before them passed as itself, by position (the value Python
+                # would pass), so later arguments can go by position too.
                 if keyword or dep.keyword_only:
                     continue
                 parts.append(("", fn.const(dep.default, "V")))
