@@ -517,6 +517,27 @@ class Compiler:
                 return True
         return False
 
+    def _hand_over(
+        self, fn: _Fn, key: Any, cp: str, expr: str, is_async: bool, pad: str, store: bool
+    ) -> list[str]:
+        """The lines that hand a one-exit creation's generator (``fn.own_exit``;
+        ``expr`` names its value) to ``cp``'s list ``ex`` after the checks for
+        a teardown begun meanwhile; with ``store``, the value is stored in
+        ``cp`` between them (and taken back with the generator)."""
+        g, k = fn.own_exit, fn.const(key, "K")
+        late = "await _alate" if is_async else "_late"
+        reclaim = "await _areclaim" if is_async else "_reclaim"
+        lines = [f"{pad}if {cp}._exits is not ex: {late}({cp}, [{g}], {k})"]
+        if store:
+            lines.append(f"{pad}{cp}[{k}] = {expr}")
+        if self.container._graph.providers[key].kind is Kind.ASYNC_GENERATOR:
+            lines.append(f"{pad}{cp}._async = True")  # before the list holds it
+        lines += [f"{pad}ex.append({g})", f"{pad}if {cp}._exits is not ex:"]
+        if store:
+            lines.append(f"{pad}    _pop({cp}, {k}, None)")
+        lines.append(f"{pad}    {reclaim}({cp}, ex, [{g}], {k})")
+        return lines
+
     def _one_exit(self, key: Any) -> bool:
         """Whether ``key``'s only exit is its own generator (async generator):
         then a creation hands that one over, with no list of its own."""
@@ -557,15 +578,8 @@ class Compiler:
             # creation fails, and that one generator is handed over after the
             # last check, as a list of its own would be (see _scoped_plan).
             expr = self._emit_creation(fn, key, "cp", "ex", is_async, pad, own=True)
-            g = fn.own_exit  # and `expr` names the value next() gave
-            agen = self.container._graph.providers[key].kind is Kind.ASYNC_GENERATOR
-            fn.lines += [
-                f"{pad}if cp._exits is not ex: {late}(cp, [{g}], {k})",
-                *([f"{pad}cp._async = True"] if agen else []),
-                f"{pad}ex.append({g})",
-                f"{pad}if cp._exits is not ex: {reclaim}(cp, ex, [{g}], {k})",
-                f"{pad}return {expr}",
-            ]
+            fn.lines += self._hand_over(fn, key, "cp", expr, is_async, pad, store=False)
+            fn.lines.append(f"{pad}return {expr}")
             return self._compile(fn, "plan")  # type: ignore[no-any-return]
         fn.lines += [
             # Its own list, handed over after the last check (see _scoped_plan).
@@ -687,16 +701,8 @@ class Compiler:
             # to tear down. That generator is all it enters, so it is handed
             # over alone, after the same checks, with no list of its own (a
             # failure before then has nothing to unwind).
-            g = fn.own_exit  # and `expr` names the value next() gave
-            agen = self.container._graph.providers[key].kind is Kind.ASYNC_GENERATOR
+            fn.lines += self._hand_over(fn, key, "c", expr, is_async, pad, store=True)
             fn.lines += [
-                f"{pad}if c._exits is not ex: {late}(c, [{g}], {k})",
-                f"{pad}c[{k}] = {expr}",
-                *([f"{pad}c._async = True"] if agen else []),
-                f"{pad}ex.append({g})",
-                f"{pad}if c._exits is not ex:",
-                f"{pad}    _pop(c, {k}, None)",
-                f"{pad}    {reclaim}(c, ex, [{g}], {k})",
                 "    except BaseException:",
                 f"        _pop(c, {pk}, None)",
                 f"        if _waiters: _wake(c, {pk})",
