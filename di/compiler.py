@@ -45,8 +45,8 @@ from di.errors import (
     ScopeError,
     describe_key,
 )
-from di.graph import too_deep
-from di.registry import Kind
+from di.graph import in_force, too_deep
+from di.registry import Kind, Provider
 from di.teardown import AsyncExit, aunwind, needs_async, unwind
 
 if TYPE_CHECKING:
@@ -789,6 +789,7 @@ class Compiler:
         # `make` is compiled for this graph and open state (both read under
         # the override lock, as every change to them is made).
         built, opened = container._generation, container._closes
+        built_on = container._graph.built_on(key)  # what overrides may swap
 
         def attempt(cp: Any) -> Any:
             """Take the key's lock and make it, unless made meanwhile; _STALE
@@ -830,7 +831,7 @@ class Compiler:
                 except BaseException as exc:
                     unwind(exits, exc)
                     raise
-                if not self._keep(key, value, exits, closes, generation, began):
+                if not self._keep(key, value, exits, closes, generation, built_on, began):
                     self._late(root, exits, key)
                 return value
             finally:
@@ -864,6 +865,7 @@ class Compiler:
         container = self.container
         aenter = container._aenter_lifecycle
         built, opened = container._generation, container._closes
+        built_on = container._graph.built_on(key)
 
         async def attempt(cp: Any) -> Any:
             if lock.async_owned():
@@ -884,7 +886,7 @@ class Compiler:
                 except BaseException as exc:
                     await aunwind(exits, exc)
                     raise
-                if not self._keep(key, value, exits, closes, generation, began):
+                if not self._keep(key, value, exits, closes, generation, built_on, began):
                     await self._alate(root, exits, key)
                 return value
 
@@ -1006,16 +1008,19 @@ class Compiler:
         exits: list[Any],
         closes: int,
         generation: int,
+        built_on: tuple[tuple[Any, Provider], ...],
         began: list[Any] | None,
     ) -> bool:
         """Hand a new singleton's exits to the root and cache it, atomically with
         overrides and closes (both change these under the same lock). False if
         the container closed meanwhile: nothing would tear it down. If an
-        override of the key or of what it needs began or ended meanwhile, the
-        value may be built on a provider no longer in force: its caller gets
-        it, its teardown is the root's, and the container does not keep it.
-        (A plan already out of date when its creation begins never gets here:
-        it hands over to the current plan.)"""
+        override of the key or of what it needs began or ended meanwhile, what
+        it was built on is unknown (its plan may have read a value swapped in
+        or out since): its caller gets it, its teardown is the root's, and the
+        container never serves it. Else it is kept with the providers it was
+        built on (Container._made), cached while they are all in force. (A plan
+        already out of date when its creation begins never gets here: it hands
+        over to the current plan.)"""
         container, root = self.container, self.container._root
         with container._override_lock:
             if container._closes != closes or root._exits is not began or began is None:
@@ -1025,8 +1030,12 @@ class Compiler:
                     return False
                 root._async = True
             began.extend(exits)
-            if container._dropped.get(key, 0) <= generation and not container._unwinding:
-                dict.__setitem__(root, key, value)
+            if container._unwinding or container._dropped.get(key, 0) > generation:
+                return True
+            container._made.setdefault(key, []).append((built_on, value))
+            if in_force(built_on, container._graph.providers):
+                # One an override's end brought back meanwhile stays.
+                dict.setdefault(root, key, value)
             return True
 
     @staticmethod

@@ -27,7 +27,7 @@ import aiologic.lowlevel
 from di.client import ClientContext
 from di.compiler import SUPPLIED, Compiler
 from di.errors import AsyncProviderError, ProviderNotFoundError, ScopeError, describe_key
-from di.graph import Graph
+from di.graph import Graph, in_force
 from di.lifecycle import RefCounted
 from di.registry import Kind, Provider, Registry, default_registry, make_provider, normalize_key
 from di.scopes import Checkpoint, ContextVarStorage, Root, Storage, ThreadLocalStorage, make_storage
@@ -114,6 +114,7 @@ class Container:
         "_levels",
         "_lifecycle_lock",
         "_live",
+        "_made",
         "_open",
         "_override_lock",
         "_overrides",
@@ -172,9 +173,15 @@ class Container:
         # Bumped whenever plans and cached singletons are dropped (close,
         # override): what was made or compiled under an older one is not kept.
         self._generation = 0
-        # key -> the generation whose override last dropped it: a singleton in
-        # creation across that drop is not kept (an unrelated override is no
-        # reason to make a singleton twice).
+        # Under the override lock: key -> every singleton made since the last
+        # close, oldest first, with the providers it was built on (its key's
+        # and everything below it): the cache holds, for each key, the newest
+        # one whose providers are all in force (Container._rebuild).
+        self._made: dict[Any, list[tuple[tuple[tuple[Any, Provider], ...], Any]]] = {}
+        # key -> the generation whose override last changed what it is built
+        # on: a singleton in creation across that change may have read either
+        # side, so it is never kept (Compiler._keep); an unrelated override is
+        # no reason to make a singleton twice.
         self._dropped: dict[Any, int] = {}
         # The compiled functions that pass on a baked-in singleton behind
         # `_stale` (Compiler._emit_creation), held weakly: one still running
@@ -384,10 +391,9 @@ class Container:
             provider = Provider(key, value_or_factory, Kind.VALUE, self._levels[0], (), "override")
         entry = _Override(key, provider)
         with self._override_lock:
-            entry.closes, entry.graph = self._closes, self._graph
             self._overrides.append(entry)
             try:
-                _, entry.saved = self._rebuild(key)
+                self._rebuild(key)
             except BaseException:
                 self._overrides.pop()
                 raise
@@ -402,40 +408,32 @@ class Container:
         # By identity: list.remove() compares with ==, and two overriding
         # values may be equal (or compare into an array).
         index = next(i for i, e in enumerate(self._overrides) if e is entry)
-        above = self._overrides[index + 1 :]
         del self._overrides[index]
-        # What is cached now on entry's key was built under it: it steps
-        # aside for good (its teardown stays registered).
-        affected, popped = self._rebuild(entry.key)
-        dropped: list[Any] = [popped]  # the caller frees them, outside the lock
-        # Overrides entered after this one set aside values that may be built
-        # under it: whatever depended on its key in the graph they were cached
-        # under is stale now. (Empty unless overrides end out of order.)
-        for later in above:
-            stale = affected | later.graph.dependents(entry.key)
-            for k in stale:
-                dropped.append(later.saved.pop(k, None))
-        # This entry's set-aside values predate it. Each goes back now, unless
-        # a later override still active covers its key: then that one puts it
-        # back when it ends. A close since the entry tore them all down.
-        if self._closes != entry.closes:
-            return dropped
-        covers = [{e.key} | self._graph.dependents(e.key) for e in above]
-        for k, value in entry.saved.items():
-            owner = next((e for e, keys in zip(above, covers, strict=True) if k in keys), None)
-            if owner is None:
-                dict.__setitem__(self._root, k, value)
-            else:
-                owner.saved[k] = value
+        self._rebuild(entry.key)
+        # What was built on this override's provider can never be in force
+        # again (a new override makes a new provider): forgotten (its
+        # teardown stays registered). The caller frees it outside the lock.
+        dropped: list[Any] = []
+        for made in self._made.values():
+            kept = [m for m in made if not any(p is entry.provider for _, p in m[0])]
+            if len(kept) < len(made):
+                dropped.append(made[:])
+                made[:] = kept
         return dropped
 
-    def _rebuild(self, key: Any) -> tuple[set[Any], dict[Any, Any]]:
-        """Recompile for the current overrides; pop and return the cached
-        singletons that ``key``'s swap affects."""
+    def _rebuild(self, key: Any) -> None:
+        """Recompile for the current overrides, and cache, for each key the
+        swap of ``key``'s provider may affect, the newest singleton made since
+        the last close that was built entirely on providers in force now (one
+        set aside by an override comes back when it ends, in whatever order
+        overrides end; one built under an override serves only while it and
+        every other provider it was built on are in force)."""
         providers = dict(self._base)
         for entry in self._overrides:
             providers[entry.key] = entry.provider
         graph = Graph(providers, self._levels, sync=self._sync)
+        # Only these can change: a singleton whose value is valid before or
+        # after the swap has `key` below it in that graph.
         affected = {key} | graph.dependents(key) | self._graph.dependents(key)
         self._graph = graph
         self._plans.clear()
@@ -444,15 +442,15 @@ class Container:
         # (The singletons it drops stay open: a call already running that
         # baked one in may still pass it on.)
         self._generation += 1
+        root, made = self._root, self._made
         for k in affected:
             self._dropped[k] = self._generation
-        popped: dict[Any, Any] = {}
-        for k in affected:
-            value = dict.pop(self._root, k, _ABSENT)
-            if value is not _ABSENT:
-                popped[k] = value
+            dict.pop(root, k, None)
+            for built_on, value in reversed(made.get(k, ())):
+                if in_force(built_on, providers):
+                    dict.__setitem__(root, k, value)
+                    break
         self._fill_values()
-        return affected, popped
 
     # -- lifecycle ----------------------------------------------------------------
     @property
@@ -1052,21 +1050,21 @@ class Container:
         served meanwhile, by a hit or by a plan that baked it in. One resolved
         during the close is made afresh (and closed by this close)."""
         with self._override_lock:
-            dropped = [self._drop_cached()]  # freed outside the lock: finalizers may resolve
-            # What overrides set aside is being torn down too: none goes back.
-            for entry in self._overrides:
-                dropped.append(dict(entry.saved))
-                entry.saved.clear()
+            # Freed outside the lock: finalizers may resolve. What overrides
+            # set aside is being torn down too: none comes back.
+            dropped = self._drop_cached()
             # Until the reset: one made meanwhile is closed by this close, and
             # so is not cached (Compiler._keep), or it would be served after.
             self._unwinding = True
         del dropped
 
-    def _drop_cached(self) -> dict[Any, Any]:
-        """Under the override lock: empty the singleton cache and the plans
-        that may have baked its instances in; the caller frees what is
-        returned outside the lock (finalizers may resolve)."""
-        dropped = dict(self._root)
+    def _drop_cached(self) -> list[Any]:
+        """Under the override lock: empty the singleton cache (and forget
+        what overrides set aside) and the plans that may have baked its
+        instances in; the caller frees what is returned outside the lock
+        (finalizers may resolve)."""
+        dropped = [dict(self._root), self._made]
+        self._made = {}
         dict.clear(self._root)
         self._plans.clear()
         self._aplans.clear()
@@ -1099,21 +1097,14 @@ class Container:
         return True
 
 
-_ABSENT: Final = object()
-
-
 class _Override:
-    """One active ``override()``: the swapped provider, the cached singletons
-    it set aside (to put back when it ends) and the close count then."""
+    """One active ``override()``: the key and the provider swapped in."""
 
-    __slots__ = ("closes", "graph", "key", "provider", "saved")
+    __slots__ = ("key", "provider")
 
     def __init__(self, key: Any, provider: Provider) -> None:
         self.key = key
         self.provider = provider
-        self.saved: dict[Any, Any] = {}
-        self.closes = 0
-        self.graph: Graph  # the graph in force when it began (what `saved` was built under)
 
 
 def _chain(exc: BaseException, earlier: BaseException | None) -> None:

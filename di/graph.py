@@ -69,6 +69,19 @@ class Graph:
                     todo.append(k)
         return seen
 
+    def built_on(self, key: Any) -> tuple[tuple[Any, Provider], ...]:
+        """The providers a value of ``key`` is built on: its own and those of
+        every key below it, each with its key (an override swaps one)."""
+        providers = self.providers
+        seen = {key}
+        todo = [key]
+        while todo:
+            for dep in providers[todo.pop()].dependencies:
+                if dep.key not in seen and dep.key in providers:
+                    seen.add(dep.key)
+                    todo.append(dep.key)
+        return tuple((k, providers[k]) for k in seen)
+
     def singletons_below(self, key: Any) -> tuple[Any, ...]:
         """The created-once keys (first level, not plain values) that ``key``
         needs, transitively, dependencies before their dependents. Iterative:
@@ -259,3 +272,9 @@ def too_deep(key: Any) -> str:
         f"di follow (or a factory recursed); shorten the chain, or raise the limit with "
         f"sys.setrecursionlimit()"
     )
+
+
+def in_force(built_on: tuple[tuple[Any, Provider], ...], providers: Mapping[Any, Provider]) -> bool:
+    """Whether a value built on these providers (``Graph.built_on``) is one
+    the graph of ``providers`` would build."""
+    return all(providers.get(key) is provider for key, provider in built_on)
