@@ -45,12 +45,13 @@ from di.errors import (
     ScopeError,
     describe_key,
 )
-from di.graph import in_force, too_deep
-from di.registry import Kind, Provider
+from di.graph import too_deep
+from di.registry import Kind
 from di.teardown import AsyncExit, aunwind, needs_async, unwind
 
 if TYPE_CHECKING:
     from di.container import Container
+    from di.graph import Graph
     from di.scopes import Checkpoint
 
 __all__ = ["Compiler"]
@@ -789,7 +790,7 @@ class Compiler:
         # `make` is compiled for this graph and open state (both read under
         # the override lock, as every change to them is made).
         built, opened = container._generation, container._closes
-        built_on = container._graph.built_on(key)  # what overrides may swap
+        graph = container._graph  # what it is built on, should overrides come
 
         def attempt(cp: Any) -> Any:
             """Take the key's lock and make it, unless made meanwhile; _STALE
@@ -831,7 +832,7 @@ class Compiler:
                 except BaseException as exc:
                     unwind(exits, exc)
                     raise
-                if not self._keep(key, value, exits, closes, generation, built_on, began):
+                if not self._keep(key, value, exits, closes, generation, graph, began):
                     self._late(root, exits, key)
                 return value
             finally:
@@ -865,7 +866,7 @@ class Compiler:
         container = self.container
         aenter = container._aenter_lifecycle
         built, opened = container._generation, container._closes
-        built_on = container._graph.built_on(key)
+        graph = container._graph
 
         async def attempt(cp: Any) -> Any:
             if lock.async_owned():
@@ -886,7 +887,7 @@ class Compiler:
                 except BaseException as exc:
                     await aunwind(exits, exc)
                     raise
-                if not self._keep(key, value, exits, closes, generation, built_on, began):
+                if not self._keep(key, value, exits, closes, generation, graph, began):
                     await self._alate(root, exits, key)
                 return value
 
@@ -1008,7 +1009,7 @@ class Compiler:
         exits: list[Any],
         closes: int,
         generation: int,
-        built_on: tuple[tuple[Any, Provider], ...],
+        graph: Graph,
         began: list[Any] | None,
     ) -> bool:
         """Hand a new singleton's exits to the root and cache it, atomically with
@@ -1017,8 +1018,9 @@ class Compiler:
         override of the key or of what it needs began or ended meanwhile, what
         it was built on is unknown (its plan may have read a value swapped in
         or out since): its caller gets it, its teardown is the root's, and the
-        container never serves it. Else it is kept with the providers it was
-        built on (Container._made), cached while they are all in force. (A plan
+        container never serves it. Else it is cached, and recorded with the
+        graph its plan was compiled for (Container._made): whether overrides
+        leave it in force is read from that graph when they change. (A plan
         already out of date when its creation begins never gets here: it hands
         over to the current plan.)"""
         container, root = self.container, self.container._root
@@ -1032,10 +1034,11 @@ class Compiler:
             began.extend(exits)
             if container._unwinding or container._dropped.get(key, 0) > generation:
                 return True
-            container._made.setdefault(key, []).append((built_on, value))
-            if in_force(built_on, container._graph.providers):
-                # One an override's end brought back meanwhile stays.
-                dict.setdefault(root, key, value)
+            container._made.setdefault(key, []).append((graph, value))
+            # Nothing it is built on changed since its plan was compiled, so it
+            # is in force (setdefault: the cache is not emptied under a holder
+            # of the key's lock, but an override's end may have refilled it).
+            dict.setdefault(root, key, value)
             return True
 
     @staticmethod

@@ -173,11 +173,11 @@ class Container:
         # Bumped whenever plans and cached singletons are dropped (close,
         # override): what was made or compiled under an older one is not kept.
         self._generation = 0
-        # Under the override lock: key -> every singleton made since the last
-        # close, oldest first, with the providers it was built on (its key's
-        # and everything below it): the cache holds, for each key, the newest
-        # one whose providers are all in force (Container._rebuild).
-        self._made: dict[Any, list[tuple[tuple[tuple[Any, Provider], ...], Any]]] = {}
+        # Under the override lock: key -> every singleton kept since the last
+        # close, oldest first, with the graph it was built in: the cache holds,
+        # for each key, the newest one whose providers (its key's and those of
+        # every key below it, in that graph) are all in force (_rebuild).
+        self._made: dict[Any, list[tuple[Graph, Any]]] = {}
         # key -> the generation whose override last changed what it is built
         # on: a singleton in creation across that change may have read either
         # side, so it is never kept (Compiler._keep); an unrelated override is
@@ -414,8 +414,12 @@ class Container:
         # again (a new override makes a new provider): forgotten (its
         # teardown stays registered). The caller frees it outside the lock.
         dropped: list[Any] = []
-        for made in self._made.values():
-            kept = [m for m in made if not any(p is entry.provider for _, p in m[0])]
+        for key, made in self._made.items():
+            kept = [
+                (graph, value)
+                for graph, value in made
+                if not any(p is entry.provider for _, p in graph.built_on(key))
+            ]
             if len(kept) < len(made):
                 dropped.append(made[:])
                 made[:] = kept
@@ -446,8 +450,8 @@ class Container:
         for k in affected:
             self._dropped[k] = self._generation
             dict.pop(root, k, None)
-            for built_on, value in reversed(made.get(k, ())):
-                if in_force(built_on, providers):
+            for built, value in reversed(made.get(k, ())):
+                if in_force(built.built_on(k), providers):
                     dict.__setitem__(root, k, value)
                     break
         self._fill_values()
