@@ -1252,3 +1252,650 @@ def test_close_racing_with_enters_never_closes_a_held_resource() -> None:
     rc.close()
     assert (rc.ref_count, rc.is_open) == (0, False)
     t.assert_balanced()
+
+
+# -- seeded, model-based randomized test -------------------------------------------
+#
+# Several actors share one RefCounted; a seeded driver picks one step at a time
+# (an actor enters, exits, closes, is cancelled, or a blocked open/close is let
+# go), waits until every actor is blocked again and compares the real state with
+# a small model after every step. Interleavings come from the seed, never from
+# timing: gates are events, and "everyone is blocked" is read off the scheduler
+# (asyncio's ready queue, trio.testing.wait_all_tasks_blocked, or for threads the
+# lock's waiter count and the reports the model predicts).
+#
+# The rules the model encodes (RefCounted docstring, README, docs/design.md):
+# - open runs only on an enter that finds the resource closed, under the
+#   transition lock (FIFO); enters queued behind it find it open and join it, so
+#   one open per cycle, and every enter of a cycle returns the same object;
+# - ref_count rises only after a successful open; a failed open raises
+#   ResourceOpenError (cause: the original error), leaves the count and state as
+#   they were, and the next enter (a queued one, at once) calls open again;
+# - a cancelled enter (waiting for the lock, or inside its own open) changes
+#   nothing: the cancellation propagates and a queued enter opens instead;
+# - every exit drops its reference first; the exit that brings the count to 0
+#   while it is open closes it, and so does a cancelled block's last exit (the
+#   free lock is taken without a checkpoint; under trio an async close then sees
+#   the cancellation at its first checkpoint);
+# - close()/aclose() while references are held logs a warning and defers to the
+#   last exit; force=True closes at once (holders' exits only count down and a
+#   later enter opens a fresh resource); closing a closed resource does nothing;
+# - a failing close propagates its error, and the resource is still considered
+#   closed (no second close; the next enter opens a fresh one).
+
+
+class _MCancel(BaseException):
+    """Cancellation, in the model."""
+
+
+class _MError(Exception):
+    """An error the real code raises, by the name of its type, in the model."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(name)
+        self.name = name
+
+
+_Step = tuple[Any, ...]
+_Wait = tuple[Any, ...]
+
+
+class _RcModel:
+    """What RefCounted should do, as generators: an actor runs until it waits
+    for a command, the transition lock (FIFO) or a gate of a blocked call."""
+
+    def __init__(
+        self, n: int, open_plan: list[str], close_plan: list[str], trio_cancel: bool
+    ) -> None:
+        self.open_plan = open_plan
+        self.close_plan = close_plan
+        self.trio = trio_cancel  # trio: a cancelled actor fails at every checkpoint
+        self.count = 0
+        self.res: int | None = None
+        self.opens = 0
+        self.closes = 0
+        self.warnings = 0
+        self.journal: list[tuple[str, int]] = []
+        self.owner: int | None = None
+        self.queue: list[int] = []
+        self.runnable: list[int] = []
+        self.cancelled: set[int] = set()
+        self.events: dict[int, list[tuple[Any, ...]]] = {a: [] for a in range(n)}
+        self.held: dict[int, list[int]] = {a: [] for a in range(n)}
+        self.wait: dict[int, _Wait] = {}
+        self.gens = {a: self._actor(a) for a in range(n)}
+        for a in range(n):
+            self._resume(a, None)
+
+    # -- the driver's side
+
+    def apply(self, step: _Step) -> None:
+        kind, arg = step[0], step[1]
+        if kind == "close":
+            self._resume(arg, ("close", step[2]))
+        elif kind == "release":
+            (a,) = [a for a, w in self.wait.items() if w == ("gate", arg)]
+            self._resume(a, None)
+        elif kind == "cancel":
+            self.cancelled.add(arg)
+            if self.wait[arg] == ("lock",):
+                self.queue.remove(arg)
+            self._resume(arg, None, throw=True)
+        else:
+            self._resume(arg, kind)
+        while self.runnable:
+            self._resume(self.runnable.pop(0), None)
+
+    def gates(self) -> list[tuple[str, int]]:
+        return sorted(w[1] for w in self.wait.values() if w[0] == "gate")
+
+    def _resume(self, a: int, value: Any, throw: bool = False) -> None:
+        gen = self.gens[a]
+        while True:
+            try:
+                wait = gen.throw(_MCancel()) if throw else gen.send(value)
+            except StopIteration:
+                self.wait[a] = ("done",)
+                return
+            if self.trio and a in self.cancelled:
+                throw = True  # a wait is a checkpoint: it raises at once
+                continue
+            self.wait[a] = wait
+            return
+
+    # -- the actors
+
+    def _actor(self, a: int) -> Any:
+        try:
+            yield from self._block(a)
+        except _MCancel:
+            self.events[a].append(("died",))
+        else:
+            self.events[a].append(("stopped",))
+
+    def _block(self, a: int) -> Any:
+        while True:
+            cmd = yield ("cmd",)
+            if cmd in ("exit", "stop"):
+                return
+            try:
+                if cmd == "enter":
+                    got = yield from self._enter(a)
+                    self.events[a].append(("entered", got))
+                    self.held[a].append(got)
+                    try:
+                        yield from self._block(a)
+                    except _MCancel:
+                        self.held[a].pop()
+                        yield from self._exit(a)  # an error here replaces the original
+                        raise
+                    self.held[a].pop()
+                    yield from self._exit(a)
+                    self.events[a].append(("exited",))
+                else:
+                    yield from self._close(a, force=cmd[1])
+                    self.events[a].append(("closed",))
+            except _MError as exc:
+                self.events[a].append(("error", exc.name))
+
+    def _acquire(self, a: int) -> Any:
+        if self.owner is None:
+            self.owner = a  # a free lock is taken without a checkpoint
+            return
+        if self.trio and a in self.cancelled:
+            raise _MCancel
+        self.queue.append(a)
+        yield ("lock",)
+        assert self.owner == a
+
+    def _unlock(self) -> None:
+        if self.queue:
+            self.owner = self.queue.pop(0)
+            self.runnable.append(self.owner)
+        else:
+            self.owner = None
+
+    def _call(self, what: str, index: int, subject: int, plan: str, fails: str) -> Any:
+        self.journal.append((what, subject))
+        if plan.startswith("block"):
+            try:
+                yield ("gate", (what, index))
+            except _MCancel:
+                self.journal.append((f"{what}-cancelled", subject))
+                raise
+        if plan.endswith("fail"):
+            self.journal.append((f"{what}-failed", subject))
+            raise _MError(fails)
+        self.journal.append((f"{what}ed", subject))
+
+    def _enter(self, a: int) -> Any:
+        if self.res is not None:
+            self.count += 1
+            return self.res
+        yield from self._acquire(a)
+        try:
+            if self.res is None:
+                k = self.opens
+                self.opens += 1
+                yield from self._call("open", k, k, self.open_plan[k], "ResourceOpenError")
+                self.res = k
+            self.count += 1
+            return self.res
+        finally:
+            self._unlock()
+
+    def _exit(self, a: int) -> Any:
+        self.count -= 1
+        if self.count == 0 and self.res is not None:
+            yield from self._close_now(a, force=False)
+
+    def _close(self, a: int, force: bool) -> Any:
+        if not force and self.count > 0 and self.res is not None:
+            self.warnings += 1
+            return
+        yield from self._close_now(a, force)
+
+    def _close_now(self, a: int, force: bool) -> Any:
+        yield from self._acquire(a)
+        try:
+            if self.res is None or (self.count > 0 and not force):
+                return
+            n, self.res = self.res, None
+            c = self.closes
+            self.closes += 1
+            yield from self._call("close", c, n, self.close_plan[c], "OSError")
+        finally:
+            self._unlock()
+
+
+class _MRes:
+    def __init__(self, n: int) -> None:
+        self.n = n
+
+    def __repr__(self) -> str:
+        return f"_MRes({self.n})"
+
+
+class _Script:
+    """The real open and close, following the same plans as the model. A
+    blocking call waits on a gate made by ``make_gate`` (an Event of the
+    library in use)."""
+
+    def __init__(self, open_plan: list[str], close_plan: list[str], make_gate: Any) -> None:
+        self.open_plan = open_plan
+        self.close_plan = close_plan
+        self.make_gate = make_gate
+        self.journal: list[tuple[str, int]] = []
+        self.created: dict[int, _MRes] = {}
+        self.gates: dict[tuple[str, int], Any] = {}
+        self.opens = 0
+        self.closes = 0
+        self.aborted = False
+
+    def abort(self) -> None:
+        """After a failed check: let every call through, so the actors end."""
+        self.aborted = True
+        for gate in self.gates.values():
+            gate.set()
+
+    def _start(self, what: str, index: int, subject: int, plan: str) -> Any:
+        self.journal.append((what, subject))
+        if plan.startswith("block") and not self.aborted:
+            gate = self.gates[(what, index)] = self.make_gate()
+            return gate
+        return None
+
+    def _finish(self, what: str, subject: int, plan: str) -> None:
+        if plan.endswith("fail"):
+            self.journal.append((f"{what}-failed", subject))
+            raise OSError(f"{what} {subject} failed")
+        self.journal.append((f"{what}ed", subject))
+
+    def _next_open(self) -> tuple[int, str]:
+        k = self.opens
+        self.opens += 1
+        return k, self.open_plan[k]
+
+    def _next_close(self) -> tuple[int, str]:
+        c = self.closes
+        self.closes += 1
+        return c, self.close_plan[c]
+
+    def _made(self, k: int) -> _MRes:
+        res = self.created[k] = _MRes(k)
+        return res
+
+    def open(self) -> _MRes:
+        k, plan = self._next_open()
+        gate = self._start("open", k, k, plan)
+        if gate is not None:
+            assert gate.wait(TIMEOUT), "gate never opened"
+        self._finish("open", k, plan)
+        return self._made(k)
+
+    def close(self, res: _MRes) -> None:
+        c, plan = self._next_close()
+        gate = self._start("close", c, res.n, plan)
+        if gate is not None:
+            assert gate.wait(TIMEOUT), "gate never opened"
+        self._finish("close", res.n, plan)
+
+    async def aopen(self) -> _MRes:
+        k, plan = self._next_open()
+        gate = self._start("open", k, k, plan)
+        if gate is not None:
+            try:
+                await gate.wait()
+            except BaseException:
+                self.journal.append(("open-cancelled", k))
+                raise
+        self._finish("open", k, plan)
+        return self._made(k)
+
+    async def aclose(self, res: _MRes) -> None:
+        c, plan = self._next_close()
+        gate = self._start("close", c, res.n, plan)
+        if gate is not None:
+            try:
+                await gate.wait()
+            except BaseException:
+                self.journal.append(("close-cancelled", res.n))
+                raise
+        self._finish("close", res.n, plan)
+
+    def seen(self, res: object) -> Any:
+        """What an enter returned: the number of the resource, if it is the
+        very object that open made."""
+        n = getattr(res, "n", None)
+        return n if isinstance(n, int) and self.created.get(n) is res else ("stranger", res)
+
+
+def _error_name(exc: BaseException) -> str:
+    name = type(exc).__name__
+    if isinstance(exc, ResourceOpenError) and not isinstance(exc.__cause__, OSError):
+        name += " without its cause"
+    return name
+
+
+class _WarningCounter(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.count = 0
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if "deferred" in record.getMessage():
+            self.count += 1
+
+
+def _plans(rnd: random.Random, blocking: bool) -> tuple[list[str], list[str]]:
+    kinds = ["ok", "fail", "block-ok", "block-fail"] if blocking else ["ok", "fail"]
+    weights = [5, 2, 3, 1] if blocking else [3, 1]
+    return (rnd.choices(kinds, weights, k=200), rnd.choices(kinds, weights, k=200))
+
+
+def _steps(model: _RcModel, rnd: random.Random, n: int, can_cancel: bool) -> Iterator[_Step]:
+    """The seeded steps: ``n`` random ones, then a wind-down that lets every
+    gate go, exits every block and stops every actor."""
+    for _ in range(n):
+        options: list[_Step] = []
+        for a, wait in model.wait.items():
+            depth = len(model.held[a])
+            if wait == ("cmd",):
+                options += [("enter", a)] * (4 if depth < 3 else 0)
+                options += [("exit", a)] * (3 if depth else 0)
+                options.append(("close", a, rnd.random() < 0.4))
+            if can_cancel and (
+                wait[0] in ("lock", "gate") or (wait == ("cmd",) and depth and rnd.random() < 0.4)
+            ):
+                options.append(("cancel", a))
+        options += [("release", key) for key in model.gates() for _ in range(3)]
+        if not options:
+            break
+        yield rnd.choice(options)
+    for _ in range(500):
+        gates = model.gates()
+        if gates:
+            yield ("release", rnd.choice(gates))
+            continue
+        idle = [a for a, w in model.wait.items() if w == ("cmd",)]
+        holding = [a for a in idle if model.held[a]]
+        if holding:
+            yield ("exit", rnd.choice(holding))
+        elif idle:
+            yield ("stop", idle[0])
+        else:
+            return
+    raise AssertionError("the wind-down did not end")
+
+
+class _Run:
+    """One seeded sequence: the model, the real RefCounted and the check."""
+
+    def __init__(self, seed: int, blocking: bool, trio_cancel: bool = False) -> None:
+        self.seed = seed
+        self.rnd = random.Random(seed)
+        self.n = self.rnd.randint(2, 4)
+        self.open_plan, self.close_plan = _plans(self.rnd, blocking)
+        self.model = _RcModel(self.n, self.open_plan, self.close_plan, trio_cancel)
+        self.events: dict[int, list[tuple[Any, ...]]] = {a: [] for a in range(self.n)}
+        self.trace: list[_Step] = []
+        self.warnings = _WarningCounter()
+
+    def steps(self, count: int, can_cancel: bool) -> Iterator[_Step]:
+        for step in _steps(self.model, self.rnd, count, can_cancel):
+            self.trace.append(step)
+            self.model.apply(step)
+            yield step
+
+    def actual(self, rc: di.RefCounted[Any], script: _Script) -> Any:
+        return (script.journal, rc.ref_count, rc.is_open, self.events, self.warnings.count)
+
+    def expected(self) -> Any:
+        m = self.model
+        return (m.journal, m.count, m.res is not None, m.events, m.warnings)
+
+    def check(self, rc: di.RefCounted[Any], script: _Script) -> None:
+        actual, expected = self.actual(rc, script), self.expected()
+        assert actual == expected, (
+            f"seed {self.seed}, after steps {self.trace}:\n"
+            f"journal  {actual[0]}\n   model {expected[0]}\n"
+            f"ref_count {actual[1]} (model {expected[1]}), is_open {actual[2]} "
+            f"(model {expected[2]}), warnings {actual[4]} (model {expected[4]})\n"
+            f"events   {actual[3]}\n   model {expected[3]}"
+        )
+        if self.model.res is not None:
+            assert rc.resource is script.created[self.model.res], f"seed {self.seed}"
+
+    def check_end(self, rc: di.RefCounted[Any], script: _Script) -> None:
+        self.check(rc, script)
+        assert (rc.ref_count, rc.is_open) == (0, False)
+        opened = [n for what, n in script.journal if what == "opened"]
+        closing = [n for what, n in script.journal if what == "close"]
+        assert opened == closing, f"seed {self.seed}: every open resource closed once"
+
+    def __enter__(self) -> _Run:
+        logging.getLogger("di").addHandler(self.warnings)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        logging.getLogger("di").removeHandler(self.warnings)
+
+
+class _AioActor:
+    def __init__(self, rc: di.RefCounted[Any], script: _Script, events: list[Any]) -> None:
+        self.rc = rc
+        self.script = script
+        self.events = events
+        self.inbox: asyncio.Queue[Any] = asyncio.Queue()
+
+    async def run(self) -> None:
+        try:
+            await self._block()
+        except asyncio.CancelledError:
+            self.events.append(("died",))
+        else:
+            self.events.append(("stopped",))
+
+    async def _next(self) -> Any:
+        return await self.inbox.get()
+
+    async def _block(self) -> None:
+        while True:
+            cmd = await self._next()
+            if cmd in ("exit", "stop"):
+                return
+            try:
+                if cmd == "enter":
+                    async with self.rc as res:
+                        self.events.append(("entered", self.script.seen(res)))
+                        await self._block()
+                    self.events.append(("exited",))
+                else:
+                    await self.rc.aclose(force=cmd[1])
+                    self.events.append(("closed",))
+            except Exception as exc:
+                self.events.append(("error", _error_name(exc)))
+
+
+class _TrioActor(_AioActor):
+    def __init__(self, rc: di.RefCounted[Any], script: _Script, events: list[Any]) -> None:
+        super().__init__(rc, script, events)
+        self.send, self.receive = trio.open_memory_channel[Any](100)
+        self.scope = trio.CancelScope()
+
+    async def run(self) -> None:
+        with self.scope:
+            try:
+                await self._block()
+            except trio.Cancelled:
+                self.events.append(("died",))
+                raise
+            self.events.append(("stopped",))
+
+    async def _next(self) -> Any:
+        return await self.receive.receive()
+
+
+async def _settle_asyncio() -> None:
+    """Until no other task of the loop can run: all wait for an event."""
+    loop = asyncio.get_running_loop()
+    ready = getattr(loop, "_ready", None)
+    for _ in range(1000):
+        await asyncio.sleep(0)
+        if ready is not None and not ready:
+            await asyncio.sleep(0)
+            if not ready:
+                return
+    assert ready is None, "the event loop never settled"
+
+
+def _command(step: _Step) -> Any:
+    return ("close", step[2]) if step[0] == "close" else step[0]
+
+
+async def _asyncio_sequence(seed: int, blocking: bool) -> None:
+    with _Run(seed, blocking) as run:
+        script = _Script(run.open_plan, run.close_plan, asyncio.Event)
+        rc: di.RefCounted[Any] = (
+            di.RefCounted(script.aopen, script.aclose)
+            if blocking
+            else di.RefCounted(script.open, script.close)
+        )
+        actors = [_AioActor(rc, script, run.events[a]) for a in range(run.n)]
+        tasks = [asyncio.create_task(actor.run()) for actor in actors]
+        try:
+            await _settle_asyncio()
+            for step in run.steps(30, can_cancel=True):
+                if step[0] == "cancel":
+                    tasks[step[1]].cancel()
+                elif step[0] == "release":
+                    script.gates[step[1]].set()
+                else:
+                    actors[step[1]].inbox.put_nowait(_command(step))
+                await _settle_asyncio()
+                run.check(rc, script)
+        except BaseException:
+            script.abort()
+            for task in tasks:
+                task.cancel()
+            raise
+        await asyncio.gather(*tasks)
+        run.check_end(rc, script)
+
+
+async def _trio_sequence(seed: int) -> None:
+    import trio.testing
+
+    with _Run(seed, blocking=True, trio_cancel=True) as run:
+        script = _Script(run.open_plan, run.close_plan, trio.Event)
+        rc: di.RefCounted[Any] = di.RefCounted(script.aopen, script.aclose)
+        actors = [_TrioActor(rc, script, run.events[a]) for a in range(run.n)]
+        async with trio.open_nursery() as nursery:
+            for actor in actors:
+                nursery.start_soon(actor.run)
+            try:
+                await trio.testing.wait_all_tasks_blocked()
+                for step in run.steps(30, can_cancel=True):
+                    if step[0] == "cancel":
+                        actors[step[1]].scope.cancel()
+                    elif step[0] == "release":
+                        script.gates[step[1]].set()
+                    else:
+                        actors[step[1]].send.send_nowait(_command(step))
+                    await trio.testing.wait_all_tasks_blocked()
+                    run.check(rc, script)
+            except BaseException:
+                script.abort()
+                raise
+        run.check_end(rc, script)
+
+
+class _ThreadActor:
+    def __init__(self, rc: di.RefCounted[Any], script: _Script, events: list[Any]) -> None:
+        import queue
+
+        self.rc = rc
+        self.script = script
+        self.events = events
+        self.inbox: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self.thread = threading.Thread(target=self.run, daemon=True)
+
+    def run(self) -> None:
+        self._block()
+        self.events.append(("stopped",))
+
+    def _block(self) -> None:
+        while True:
+            cmd = self.inbox.get(timeout=TIMEOUT)
+            if cmd in ("exit", "stop"):
+                return
+            try:
+                if cmd == "enter":
+                    with self.rc as res:
+                        self.events.append(("entered", self.script.seen(res)))
+                        self._block()
+                    self.events.append(("exited",))
+                else:
+                    self.rc.close(force=cmd[1])
+                    self.events.append(("closed",))
+            except Exception as exc:
+                self.events.append(("error", _error_name(exc)))
+
+
+def _thread_sequence(seed: int) -> None:
+    with _Run(seed, blocking=True) as run:
+        script = _Script(run.open_plan, run.close_plan, threading.Event)
+        rc: di.RefCounted[Any] = di.RefCounted(script.open, script.close)
+        actors = [_ThreadActor(rc, script, run.events[a]) for a in range(run.n)]
+        for actor in actors:
+            actor.thread.start()
+        lock = rc._transition
+
+        def settled() -> bool:
+            # The reports and calls the model predicts have happened, and the
+            # threads it says wait for the transition lock are parked on it.
+            return run.actual(rc, script)[:4] == run.expected()[:4] and lock.waiting == len(
+                run.model.queue
+            )
+
+        try:
+            for step in run.steps(30, can_cancel=False):
+                if step[0] == "release":
+                    script.gates[step[1]].set()
+                else:
+                    actors[step[1]].inbox.put(_command(step))
+                deadline = time.monotonic() + BLOCKED  # only reached when they differ
+                while not settled() and time.monotonic() < deadline:
+                    time.sleep(0)
+                run.check(rc, script)
+        except BaseException:
+            script.abort()
+            raise
+        for actor in actors:
+            actor.thread.join(TIMEOUT)
+            assert not actor.thread.is_alive(), f"seed {seed}: a thread is stuck"
+        run.check_end(rc, script)
+
+
+@pytest.mark.timeout(60)
+def test_model_asyncio_tasks_sync_callables() -> None:
+    for seed in range(30):
+        asyncio.run(_asyncio_sequence(seed, blocking=False))
+
+
+@pytest.mark.timeout(60)
+def test_model_asyncio_tasks_async_callables() -> None:
+    for seed in range(1000, 1080):
+        asyncio.run(_asyncio_sequence(seed, blocking=True))
+
+
+@pytest.mark.timeout(60)
+def test_model_trio_tasks_async_callables() -> None:
+    for seed in range(2000, 2050):
+        trio.run(_trio_sequence, seed)
+
+
+@pytest.mark.timeout(60)
+def test_model_threads_sync_callables() -> None:
+    for seed in range(3000, 3040):
+        _thread_sequence(seed)
