@@ -19,7 +19,19 @@ import pytest
 import di
 
 WAIT = 5.0
-logging.getLogger("di").setLevel(logging.CRITICAL)
+
+
+@pytest.fixture(autouse=True)
+def _quiet_di_logger() -> Iterator[None]:
+    """The closes these tests force log warnings; kept quiet here only, not for
+    the modules that run after (some count those warnings)."""
+    logger = logging.getLogger("di")
+    saved = logger.level
+    logger.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        logger.setLevel(saved)
 
 
 class S:

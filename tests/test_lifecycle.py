@@ -1674,11 +1674,19 @@ class _Run:
         assert opened == closing, f"seed {self.seed}: every open resource closed once"
 
     def __enter__(self) -> _Run:
-        logging.getLogger("di").addHandler(self.warnings)
+        # Counted whatever another module left the logger's level at.
+        logger = logging.getLogger("di")
+        self.saved = (logger.level, logger.disabled)
+        logger.setLevel(logging.WARNING)
+        logger.disabled = False
+        logger.addHandler(self.warnings)
         return self
 
     def __exit__(self, *exc: object) -> None:
-        logging.getLogger("di").removeHandler(self.warnings)
+        logger = logging.getLogger("di")
+        logger.removeHandler(self.warnings)
+        logger.setLevel(self.saved[0])
+        logger.disabled = self.saved[1]
 
 
 class _AioActor:
