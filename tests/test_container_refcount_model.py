@@ -381,9 +381,9 @@ class AsyncHost:
         self.loop = asyncio.new_event_loop()
         self.go = {id(a): asyncio.Event() for a in actors}
         self.job: dict[int, tuple[Callable[[], Any], asyncio.Future[Any]]] = {}
-        self.tasks = [
-            self.loop.create_task(self.serve(a), name=a.name, context=a.ctx) for a in actors
-        ]
+        # Each task runs in a copy of its actor's context (create_task takes
+        # none before 3.11): what is current there is read by a step, `call`.
+        self.tasks = [a.ctx.run(self.loop.create_task, self.serve(a)) for a in actors]
 
     async def serve(self, actor: Actor) -> None:
         go = self.go[id(actor)]
@@ -468,7 +468,7 @@ class Run:
         if got != (m.lingering(), m.held()):
             self.fail(f"(lingering, held) is {got}, expected {(m.lingering(), m.held())}")
         for actor in self.actors:
-            real = actor.ctx.run(lambda: c.current_scope)
+            real = self.host.call(actor, lambda: c.current_scope)
             want_cp = actor.current()
             if real is not (None if want_cp is None else want_cp.real):
                 self.fail(f"{actor.name}: current_scope is {real!r}, expected {want_cp}")
