@@ -2575,3 +2575,330 @@ def test_a_partial_of_a_dataclass_reads_inherited_fields_in_their_module(
     ]
     provider = di.Registry().register(sub.Sub, functools.partial(sub.Sub, name="x"))
     assert [d.key for d in provider.dependencies] == [base.Engine]
+
+
+# -- a randomized differential test of the wiring --------------------------------
+#
+# Random modules of classes and functions, written as source text and exec'd
+# (strings, forward references to classes defined further down, with and
+# without `from __future__ import annotations`), each factory registered
+# once every class exists; what di reads is compared with a reference built
+# from `inspect.signature` and `typing.get_type_hints(include_extras=True)`.
+
+_FUZZ_SEED = 20240611
+_FUZZ_MODULES = 60  # five factories each: about 300 cases
+
+_FUZZ_PRELUDE = """\
+import dataclasses
+import functools
+from typing import Annotated, Generic, NamedTuple, Optional, Protocol, TypeVar
+
+import di
+
+T = TypeVar("T")
+SENTINEL = object()
+
+
+class E0:
+    pass
+
+
+class E1:
+    pass
+
+
+class Mixin:
+    pass
+
+
+class Proto(Protocol):
+    pass
+
+
+def wrap(f):
+    @functools.wraps(f)
+    def wrapper(*args, **kwargs):
+        return f(*args, **kwargs)
+
+    return wrapper
+"""
+
+_FUZZ_EPILOGUE = """
+class L0:  # defined after every factory: forward references only
+    pass
+
+
+class L1:
+    pass
+"""
+
+
+class _FuzzModule:
+    """Source text for one random module, and what to register from it."""
+
+    def __init__(self, rng: Any, future: bool) -> None:
+        self.rng = rng
+        self.future = future
+        self.body: list[str] = []
+        # (kind, name, extra): what to register once the module has run
+        self.cases: list[tuple[str, str, Any]] = []
+        self.inits: list[str] = []  # classes with an own __init__ (bases)
+        self.generics: list[str] = []
+        self.dataclasses: list[str] = []
+
+    def hint(self, allow_t: bool = False) -> str:
+        rng = self.rng
+        name = rng.choice(["E0", "E1", "L0", "L1", "int", "str"] + ["T", "T"] * allow_t)
+        late = name.startswith("L")
+        # Without the future import a late name must be a string somewhere:
+        # the name alone ("inner") or the whole hint ("whole").
+        mode = "bare" if self.future else rng.choice(["bare", "inner", "whole"])
+        if mode == "bare" and late:
+            mode = rng.choice(["inner", "whole"])
+        inner = f'"{name}"' if mode == "inner" else name
+        form = rng.randrange(8)
+        if form == 1:
+            text = f"Optional[{inner}]"
+        elif form == 2:  # `"L0" | None` is no expression: quote it whole
+            text = f"{name} | None"
+            mode = "whole" if mode == "inner" else mode
+        elif form == 3:
+            text = f"Annotated[{inner}, di.Named({rng.choice('ab')!r})]"
+        elif form == 4:
+            text = f"Annotated[{inner}, 'meta']"  # not a Named: dropped from the key
+        elif form == 5:
+            text = f"list[{inner}]"
+        elif form == 6:
+            text = f"Annotated[Optional[{inner}], di.Named('a')]"
+        else:
+            text = inner
+        return f'"{text}"' if mode == "whole" else text
+
+    def default(self) -> str:
+        return self.rng.choice(["None", "7", "SENTINEL"])
+
+    def params(self, allow_t: bool = False, first: str = "") -> str:
+        rng = self.rng
+        kinds = sorted((rng.choice("ppk") for _ in range(rng.randrange(5))), key="pk".index)
+        posonly = rng.randrange(sum(k == "p" for k in kinds) + 1) if rng.random() < 0.4 else 0
+        out = [first] if first else []
+        defaulted = False
+        star = False
+        for i, kind in enumerate(kinds):
+            if kind == "k" and not star:
+                out.append("*args" if rng.random() < 0.3 else "*")
+                star = True
+            annotated = rng.random() < 0.9
+            has_default = rng.random() < 0.3 or not annotated or (kind == "p" and defaulted)
+            defaulted |= kind == "p" and has_default
+            text = f"p{i}"
+            if annotated:
+                text += f": {self.hint(allow_t)}"
+            if has_default:
+                text += f" = {self.default()}"
+            out.append(text)
+            if kind == "p" and i + 1 == posonly:
+                out.append("/")
+        if not star and rng.random() < 0.2:
+            out.append("*args")
+        if rng.random() < 0.2:
+            out.append("**kwargs")
+        return ", ".join(out)
+
+    def fields(self, allow_t: bool = False, all_defaults: bool = False) -> list[str]:
+        rng = self.rng
+        out = []
+        defaulted = False
+        for i in range(rng.randrange(4)):
+            has_default = all_defaults or defaulted or rng.random() < 0.3
+            defaulted |= has_default
+            text = f"f{len(self.body)}_{i}: {self.hint(allow_t)}"
+            out.append(text + (f" = {self.default()}" if has_default else ""))
+        return out or ["pass"]
+
+    def add(self, n: int) -> None:
+        rng = self.rng
+        choices = ["init", "inherit", "func", "dataclass", "namedtuple", "generic", "partial"]
+        kind = rng.choice(choices)
+        if kind == "inherit" and not self.inits:
+            kind = "init"
+        name = f"F{n}"
+        body = self.body
+        if kind == "init":
+            deco = "    @wrap\n" if rng.random() < 0.15 else ""
+            body.append(
+                f"class {name}:\n{deco}    def __init__({self.params(first='self')}):\n"
+                "        pass\n"
+            )
+            self.inits.append(name)
+        elif kind == "inherit":
+            base = rng.choice(self.inits)
+            bases = rng.choice([base, f"Mixin, {base}", f"Proto, {base}"])
+            body.append(f"class {name}({bases}):\n    pass\n")
+        elif kind in ("func", "partial"):
+            head = rng.choice(["def", "def", "async def"])
+            deco = "@wrap\n" if rng.random() < 0.15 and kind == "func" else ""
+            ret = rng.choice([f"P{n}", f'"P{n}"'])
+            body.append(
+                f"class P{n}:\n    pass\n\n\n"
+                f"{deco}{head} {name}({self.params()}) -> {ret}:\n    pass\n"
+            )
+        elif kind == "dataclass":
+            base = rng.choice(self.dataclasses) if self.dataclasses and rng.random() < 0.4 else ""
+            fields = self.fields(all_defaults=bool(base))
+            if not base and fields != ["pass"] and rng.random() < 0.3:
+                fields.append("_: dataclasses.KW_ONLY")
+                fields.append(f"k{n}: {self.hint()}")
+            lines = "\n".join(f"    {f}" for f in fields)
+            body.append(f"@dataclasses.dataclass\nclass {name}({base}):\n{lines}\n")
+            self.dataclasses.append(name)
+        elif kind == "namedtuple":
+            lines = "\n".join(f"    {f}" for f in self.fields())
+            body.append(f"class {name}(NamedTuple):\n{lines}\n")
+        else:  # generic: registered parameterised, and through a subclass
+            if rng.random() < 0.3:
+                lines = "\n".join(f"    {f}" for f in self.fields(allow_t=True))
+                body.append(f"@dataclasses.dataclass\nclass {name}(Generic[T]):\n{lines}\n")
+            else:
+                body.append(
+                    f"class {name}(Generic[T]):\n"
+                    f"    def __init__({self.params(allow_t=True, first='self')}):\n"
+                    "        pass\n"
+                )
+            arg = rng.choice(["E0", "E1", "int"])  # evaluated where the subclass is
+            if rng.random() < 0.5:
+                body.append(f"class {name}Sub({name}[{arg}]):\n    pass\n")
+                self.cases.append(("subclass", f"{name}Sub", arg))
+        self.cases.append((kind, name, rng.choice(["E0", "E1", "int", "L1"])))
+
+    def source(self) -> str:
+        future = "from __future__ import annotations\n\n" if self.future else ""
+        return future + _FUZZ_PRELUDE + "\n\n" + "\n\n".join(self.body) + _FUZZ_EPILOGUE
+
+
+def _fuzz_key(hint: Any) -> Any:
+    """The key the design gives a hint (docs/design.md, "Declare": "Keys are
+    the type, or `Annotated[T, Named("x")]`"): other metadata is dropped."""
+    if typing.get_origin(hint) is Annotated:
+        names = [m for m in hint.__metadata__ if isinstance(m, di.Named)]
+        return Annotated[hint.__origin__, names[-1]] if names else hint.__origin__
+    return hint
+
+
+def _fuzz_bind(hint: Any, var: Any, arg: Any) -> Any:
+    if hint is var:
+        return arg
+    if var in getattr(hint, "__parameters__", ()):
+        return hint[arg]
+    return hint
+
+
+def _fuzz_expected(factory: Any) -> list[tuple[str, Any, bool, Any]]:
+    """The reference: inspect.signature's parameters, get_type_hints' hints."""
+    drop: set[str] = set()
+    var = arg = None
+    cls = typing.get_origin(factory) or factory
+    if typing.get_origin(factory) is not None:  # Box[int]: T bound to int
+        var, arg = cls.__parameters__[0], typing.get_args(factory)[0]
+    elif isinstance(factory, type):  # class Sub(Box[int]): T bound to int
+        origin = getattr(cls, "__orig_bases__", (None,))[0]
+        if typing.get_origin(origin) is not None and typing.get_origin(origin) is not Generic:
+            var = typing.get_origin(origin).__parameters__[0]
+            arg = typing.get_args(origin)[0]
+    if isinstance(factory, functools.partial):
+        # The design: "its keywords are left out here: the bound argument wins"
+        # (inspect shows each as a keyword-only parameter with that default).
+        params = list(inspect.signature(factory).parameters.values())
+        drop = set(factory.keywords)
+        fn = inspect.unwrap(factory.func)
+        hints = typing.get_type_hints(fn, fn.__globals__, {}, include_extras=True)
+    elif dataclasses.is_dataclass(cls) or hasattr(cls, "_fields"):
+        params = list(inspect.signature(cls).parameters.values())
+        hints = typing.get_type_hints(cls, include_extras=True)
+    elif isinstance(cls, type):
+        # The design reads "the `__init__` that runs: the first along the MRO
+        # that is not typing's Protocol placeholder" (inspect.signature(cls)
+        # would read the placeholder's (*args, **kwargs)).
+        init = next(
+            vars(k)["__init__"]
+            for k in cls.__mro__
+            if "__init__" in vars(k)
+            and vars(k)["__init__"] is not getattr(typing, "_no_init_or_replace_init", None)
+        )
+        params = list(inspect.signature(init).parameters.values())[1:]
+        fn = inspect.unwrap(init)
+        hints = typing.get_type_hints(fn, fn.__globals__, {}, include_extras=True)
+    else:
+        params = list(inspect.signature(factory).parameters.values())
+        fn = inspect.unwrap(factory)
+        # Locals of their own: typing interns `Optional["E0"]` across modules
+        # (the design's note on `type_hints`), so the default would be stale.
+        hints = typing.get_type_hints(fn, fn.__globals__, {}, include_extras=True)
+    return [
+        (
+            p.name,
+            _fuzz_key(_fuzz_bind(hints[p.name], var, arg)) if p.name in hints else None,
+            p.kind is p.KEYWORD_ONLY,
+            p.default,
+        )
+        for p in params
+        if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD) and p.name not in drop
+    ]
+
+
+def _fuzz_cases(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[str, Any, Any, Any]]:
+    """(source, factory, what di read, what it provides) for every case."""
+    import random  # only this test draws at random
+
+    rng = random.Random(_FUZZ_SEED)
+    for m in range(_FUZZ_MODULES):
+        gen = _FuzzModule(rng, future=rng.random() < 0.5)
+        for n in range(5):
+            gen.add(n)
+        source = gen.source()
+        module = dataclass_module(monkeypatch, f"di_test_fuzz_{m}", source)
+        ns = vars(module)
+        for kind, name, arg in gen.cases:
+            factory: Any = ns[name]
+            key: Any = factory
+            if kind == "generic":
+                factory = key = factory[ns.get(arg, int)]  # int: a builtin
+            elif kind in ("func", "partial"):
+                key = ns[f"P{name[1:]}"]
+            if kind == "partial":
+                names = [
+                    p.name
+                    for p in inspect.signature(factory).parameters.values()
+                    if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+                ]
+                first = next(iter(inspect.signature(factory).parameters.values()), None)
+                positional = (first.POSITIONAL_ONLY, first.POSITIONAL_OR_KEYWORD) if first else ()
+                if first is not None and first.kind in positional and rng.random() < 0.5:
+                    factory = functools.partial(factory, None)
+                elif names:
+                    factory = functools.partial(factory, **{rng.choice(names): None})
+                else:
+                    factory = functools.partial(factory)
+                provider = di.Registry().register(key, factory)
+            else:
+                reg = di.Registry()
+                reg.provider(factory)
+                provider = reg.get(key)
+            assert provider is not None, source
+            yield f"{source}\n# case: {kind} {name}", factory, provider, key
+
+
+@pytest.mark.skipif(
+    sys.version_info < (3, 11),
+    reason="the reference, 3.10's typing.get_type_hints, differs there by design: it makes "
+    "a None default Optional, leaves strings inside builtin generics and refuses KW_ONLY as "
+    "a string (di's own 3.10 wiring is pinned by the tests above)",
+)
+def test_wiring_matches_signature_and_type_hints(monkeypatch: pytest.MonkeyPatch) -> None:
+    count = 0
+    for source, factory, provider, key in _fuzz_cases(monkeypatch):
+        count += 1
+        got = [(d.name, d.key, d.keyword_only, d.default) for d in provider.dependencies]
+        assert got == _fuzz_expected(factory), source
+        assert provider.provides == key, source
+    assert count >= 250
