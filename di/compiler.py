@@ -509,11 +509,16 @@ class Compiler:
     def _needs_exits(self, key: Any) -> bool:
         """Whether making ``key`` (itself or an inlined transient below it)
         pushes an exit."""
-        graph = self.container._graph
-        provider = graph.providers[key]
-        if provider.kind in (Kind.GENERATOR, Kind.ASYNC_GENERATOR, Kind.CM, Kind.ASYNC_CM):
+        kind = self.container._graph.providers[key].kind
+        if kind in (Kind.GENERATOR, Kind.ASYNC_GENERATOR, Kind.CM, Kind.ASYNC_CM):
             return True
-        for d in provider.dependencies:
+        return self._exits_below(key)
+
+    def _exits_below(self, key: Any) -> bool:
+        """Whether a transient inlined below ``key`` pushes an exit. (A loop,
+        not any() over a generator: a chain takes one frame per level here.)"""
+        graph = self.container._graph
+        for d in graph.providers[key].dependencies:
             if graph.level.get(d.key, 0) is None and self._needs_exits(d.key):
                 return True
         return False
@@ -542,14 +547,8 @@ class Compiler:
     def _one_exit(self, key: Any) -> bool:
         """Whether ``key``'s only exit is its own generator (async generator):
         then a creation hands that one over, with no list of its own."""
-        graph = self.container._graph
-        provider = graph.providers[key]
-        if provider.kind not in (Kind.GENERATOR, Kind.ASYNC_GENERATOR):
-            return False
-        return not any(
-            graph.level.get(d.key, 0) is None and self._needs_exits(d.key)
-            for d in provider.dependencies
-        )
+        kind = self.container._graph.providers[key].kind
+        return kind in (Kind.GENERATOR, Kind.ASYNC_GENERATOR) and not self._exits_below(key)
 
     def _needs_cp(self, key: Any) -> bool:
         graph = self.container._graph
@@ -697,65 +696,58 @@ class Compiler:
         # takes it back, so that the next caller creates afresh.
         late = "await _alate" if is_async else "_late"
         reclaim = "await _areclaim" if is_async else "_reclaim"
+        value, on_error = "v", []
         if one:
             # The common resource: a generator provider with nothing below it
             # to tear down. That generator is all it enters, so it is handed
             # over alone, after the same checks, with no list of its own (a
             # failure before then has nothing to unwind).
+            value = expr
             fn.lines += self._hand_over(fn, key, "c", expr, is_async, pad, store=True)
+        else:
             fn.lines += [
-                "    except BaseException:",
-                f"        _pop(c, {pk}, None)",
-                f"        if _waiters: _wake(c, {pk})",
-                "        raise",
-                f"    if _waiters: _wake(c, {pk})",
-                f"    return {expr}",
+                f"{pad}v = {expr}",
+                # Torn down meanwhile (a forced shutdown while a holder was
+                # creating): what was made must not outlive it, nor be served.
+                # Checked before the store, and again after it: the teardown
+                # marks the checkpoint closed, then empties it, so a store that
+                # lands between the two checks is taken back (only a hit in
+                # those few bytecodes could still see it).
+                f"{pad}if c._exits is not ex: {late}(c, mine, {k})"
+                if exits
+                else f"{pad}if c._exits is not ex: raise _closed(c, {k})",
+                f"{pad}c[{k}] = v",
             ]
-            return self._compile(fn, "plan")  # type: ignore[no-any-return]
-        fn.lines += [
-            f"{pad}v = {expr}",
-            # Torn down meanwhile (a forced shutdown while a holder was
-            # creating): what was made must not outlive it, nor be served.
-            # Checked before the store, and again after it: the teardown marks
-            # the checkpoint closed, then empties it, so a store that lands
-            # between the two checks is taken back (only a hit in those few
-            # bytecodes could still see it).
-            f"{pad}if c._exits is not ex: {late}(c, mine, {k})"
-            if exits
-            else f"{pad}if c._exits is not ex: raise _closed(c, {k})",
-            f"{pad}c[{k}] = v",
-        ]
-        if exits:
+        if exits and not one:
             fn.lines += [
                 f"{pad}ex += mine",
                 f"{pad}if c._exits is not ex:",
                 f"{pad}    _pop(c, {k}, None)",
                 f"{pad}    {reclaim}(c, ex, mine, {k})",
-                "    except BaseException:",
-                f"        _pop(c, {pk}, None)",
-                f"        if _waiters: _wake(c, {pk})",
-                # A failed creation hands what it entered to the checkpoint, to
-                # unwind at its exit (as before a failed `with`); torn down
-                # meanwhile, it takes back and unwinds what is still there.
+            ]
+            # A failed creation hands what it entered to the checkpoint, to
+            # unwind at its exit (as before a failed `with`); torn down
+            # meanwhile, it takes back and unwinds what is still there.
+            on_error = [
                 "        if mine:",
                 "            ex += mine",
                 f"            if c._exits is not ex: {reclaim}(c, ex, mine, {k})",
-                "        raise",
             ]
-        else:
+        elif not exits:
             # Nothing entered: nothing to unwind (the list is the teardown's).
             fn.lines += [
                 f"{pad}if c._exits is not ex:",
                 f"{pad}    _pop(c, {k}, None)",
                 f"{pad}    raise _closed(c, {k})",
-                "    except BaseException:",
-                f"        _pop(c, {pk}, None)",
-                f"        if _waiters: _wake(c, {pk})",
-                "        raise",
             ]
         fn.lines += [
+            "    except BaseException:",
+            f"        _pop(c, {pk}, None)",
+            f"        if _waiters: _wake(c, {pk})",
+            *on_error,
+            "        raise",
             f"    if _waiters: _wake(c, {pk})",
-            "    return v",
+            f"    return {value}",
         ]
         return self._compile(fn, "plan")  # type: ignore[no-any-return]
 
