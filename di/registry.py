@@ -674,16 +674,23 @@ def _from_signature(fn: Any, skip_first: bool) -> tuple[dict[str, Any], tuple[De
     return hints, tuple(deps)
 
 
-def _homes_of(fn: Any, written: Any) -> tuple[type | None, dict[str, type]]:
-    """For ``fn`` that calls a class (behind a ``functools.partial``, say)
-    whose generated ``__init__`` is ``written``: the class that defines it
-    and its fields' homes (`_field_homes`); else None and nothing."""
+def _unaliased(fn: Any) -> Any:
+    """What ``fn`` calls, seen through ``functools.partial``, with a
+    parameterised alias (``Repo[int]``) taken as its class."""
     target = fn
     while isinstance(target, functools.partial):
         target = target.func
     origin = typing.get_origin(target)
     if origin is not Annotated and isinstance(origin, type):  # Repo[int]
-        target = origin
+        return origin
+    return target
+
+
+def _homes_of(fn: Any, written: Any) -> tuple[type | None, dict[str, type]]:
+    """For ``fn`` that calls a class (behind a ``functools.partial``, say)
+    whose generated ``__init__`` is ``written``: the class that defines it
+    and its fields' homes (`_field_homes`); else None and nothing."""
+    target = _unaliased(fn)
     if not _is_class(target):
         return None, {}
     owner, init = _init_of(target)
@@ -700,13 +707,7 @@ def _written(fn: Any) -> tuple[Any, dict[str, Any] | None]:
     else the ``__init__`` that runs (`_init_of`), else a Python ``__new__``
     (one `collections.namedtuple` wrote has no module: the module of the
     class that defines it, as `_from_new` reads it)."""
-    target = fn
-    while isinstance(target, functools.partial):
-        target = target.func
-    origin = typing.get_origin(target)
-    if origin is not Annotated and isinstance(origin, type):  # Repo[int]
-        target = origin
-    target = call_target(target) or fn
+    target = call_target(_unaliased(fn)) or fn
     if _is_class(target):
         cls = target
         call = getattr(type(cls), "__call__", None)  # noqa: B004 - the metaclass's method
