@@ -22,13 +22,12 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import gc
-import random
-import statistics
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator
 from itertools import repeat
 from typing import Any
 
+from benchmarks.interleave import compare
 from benchmarks.libs import di_, manual
 from benchmarks.model import R, S, T, r_agen, r_gen
 
@@ -142,23 +141,6 @@ def _sampler(loop: asyncio.AbstractEventLoop, is_async: bool) -> Callable[[Any, 
     return sample
 
 
-def _compare(
-    title: str, fns: dict[str, Any], sample: Callable[[Any, int], int], rounds: int, n: int
-) -> None:
-    for fn in fns.values():
-        sample(fn, n // 10)  # warm-up: specialisation
-    ratios: dict[str, list[float]] = {name: [] for name in fns}
-    for _ in range(rounds):
-        order = list(fns)
-        random.shuffle(order)
-        times = {name: sample(fns[name], n) for name in order}
-        for name in fns:
-            ratios[name].append(times[name] / times["manual"])
-    print(f"{title}, median ratio to manual over {rounds} interleaved rounds:")
-    for name, values in ratios.items():
-        print(f"  {name:8s} x{statistics.median(values):.2f}")
-
-
 def main(rounds: int = 21, n: int = 50_000) -> None:
     loop = asyncio.new_event_loop()
     baseline, di = manual.build(loop), di_.build(loop)
@@ -166,7 +148,7 @@ def main(rounds: int = 21, n: int = 50_000) -> None:
         r1, r2 = cycle
         assert r1 is r2 and r1.closes == 1, "the minimal cycle must do the same work"
     sync = {"manual": baseline.request, "minimal": minimal_cycle, "di": di.request}
-    _compare(
+    compare(
         "request cycle",
         {name: getattr(case, "fn", case) for name, case in sync.items()},
         _sampler(loop, is_async=False),
@@ -174,7 +156,7 @@ def main(rounds: int = 21, n: int = 50_000) -> None:
         n,
     )
     asyn = {"manual": baseline.arequest, "minimal": aminimal_cycle, "di": di.arequest}
-    _compare(
+    compare(
         "async request cycle",
         {name: getattr(case, "fn", case) for name, case in asyn.items()},
         _sampler(loop, is_async=True),

@@ -93,8 +93,9 @@ class ColdGraph:
         return range(len(self.classes) - 1, -1, -1)
 
 
-def _make_init(kids: tuple[type, ...]) -> object:
-    # A new function object per class, so each class has its own __annotations__.
+def make_init(kids: tuple[type, ...]) -> object:
+    """An ``__init__`` taking one instance of each of ``kids`` (as ``left``, ``right``),
+    annotated with them: a fresh function, so each class has its own annotations."""
     if len(kids) == 2:
 
         def __init__(self: object, left: object, right: object) -> None:
@@ -123,7 +124,7 @@ def make_cold_graph(n: int = COLD_SIZE) -> ColdGraph:
     for i in range(n - 1, -1, -1):
         kid_ids = tuple(j for j in (2 * i + 1, 2 * i + 2) if j < n)
         kids = tuple(classes[j] for j in kid_ids)
-        classes[i] = type(f"Node{i}", (), {"__init__": _make_init(kids), "__module__": __name__})
+        classes[i] = type(f"Node{i}", (), {"__init__": make_init(kids), "__module__": __name__})
         deps[i] = kid_ids
     return ColdGraph(classes, deps)
 
