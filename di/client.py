@@ -8,10 +8,10 @@ from collections.abc import Callable, Coroutine, Mapping
 from types import TracebackType
 from typing import Any, Generic, TypeVar, overload
 
-from aiologic.lowlevel import shield
+from aiologic.lowlevel import current_async_library, shield
 
 from di.errors import AsyncProviderError
-from di.lifecycle import RefCounted, describe_callable
+from di.lifecycle import RefCounted, describe_callable, on_behalf_of
 
 __all__ = ["CANONICAL_CONN_KEYS", "ClientContext"]
 
@@ -194,7 +194,7 @@ class ClientContext(Generic[C]):
                 # meanwhile is then re-raised (asyncio) or left pending for the
                 # next checkpoint (trio).
                 try:
-                    await shield(self._close_client(client))
+                    await self._close_shielded(client)
                 except Exception:
                     logger.warning(
                         "closing a client whose initialize() failed also failed",
@@ -209,6 +209,36 @@ class ClientContext(Generic[C]):
                         raise
                 raise
         return client
+
+    async def _close_shielded(self, client: C) -> None:
+        if current_async_library(failsafe=True) != "asyncio":
+            await shield(self._close_client(client))  # trio: a shielded scope, this task
+            return
+        # asyncio can shield only by running the close in a task of its own.
+        # That task is marked as working for this open (so a close that needs
+        # this context again is a cycle, not a wait for ever), and is awaited
+        # through asyncio.wait, which a cancellation of ours interrupts without
+        # touching the task: the wait goes on, and the cancellation is
+        # re-raised once the close is done. If the task itself is cancelled
+        # (a shutdown cancelling every task), that ends the wait too.
+        import asyncio
+
+        token = on_behalf_of.set(self._rc)
+        try:
+            task = asyncio.ensure_future(self._close_client(client))
+        finally:
+            on_behalf_of.reset(token)
+        interrupted: BaseException | None = None
+        while not task.done():
+            try:
+                await asyncio.wait((task,))
+            except asyncio.CancelledError as exc:
+                interrupted = exc
+        if interrupted is not None:
+            if not task.cancelled():
+                task.exception()  # retrieved: a close error is outranked, not "never retrieved"
+            raise interrupted
+        task.result()
 
     @staticmethod
     async def _close_client(client: C) -> None:

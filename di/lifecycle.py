@@ -19,6 +19,7 @@ import inspect
 import logging
 import threading
 from collections.abc import Callable, Coroutine
+from contextvars import ContextVar
 from types import TracebackType
 from typing import Any, Generic, TypeVar, overload
 
@@ -33,6 +34,13 @@ __all__ = ["RefCounted", "ResourceOpenError"]
 T = TypeVar("T")
 
 logger = logging.getLogger("di")
+
+# The RefCounted whose open or close the current task runs a part of, on that
+# transition's behalf, in a task of its own (ClientContext's cleanup of a
+# client whose initialize() failed, under asyncio). Entering or closing that
+# RefCounted from there is a re-entry, as from the transition's own task: it
+# would wait for ever for the transition that waits for it.
+on_behalf_of: ContextVar[object] = ContextVar("di.lifecycle.on_behalf_of", default=None)
 
 
 class ResourceOpenError(DIError, RuntimeError):
@@ -322,7 +330,7 @@ class RefCounted(Generic[T]):
         # Sync code inside a task may be running that task's own open or
         # close (an `async with` of a sync RefCounted), so both owners count.
         in_task = current_async_library(failsafe=True) is not None
-        if lock.green_owned() or (in_task and lock.async_owned()):
+        if lock.green_owned() or (in_task and lock.async_owned()) or on_behalf_of.get() is self:
             raise self._reentered()
         # A task of this thread queued for the lock would get it before us
         # and could never run to release it while we block the thread.
@@ -395,7 +403,7 @@ class RefCounted(Generic[T]):
         lock = self._transition
         # A thread's own sync transition can only be running code here if it
         # started an event loop inside its open or close: a re-entry too.
-        if lock.async_owned() or lock.green_owned():
+        if lock.async_owned() or lock.green_owned() or on_behalf_of.get() is self:
             raise self._reentered()
         # A free lock is taken without a checkpoint, so a plain open or close
         # that returns no coroutine holds it without ever yielding (a sync

@@ -1,9 +1,6 @@
-"""Review of di.RefCounted and di.ClientContext: adversarial cases.
-
-Tests marked ``xfail(strict=True)`` are defects against the documented
-contract (DESIGN.md, the RefCounted / ClientContext docstrings); the others
-pin down tricky behaviour that was verified to be correct.
-"""
+"""di.RefCounted and di.ClientContext: adversarial cases (cancellation at awkward
+points, re-entry from the cleanup of a failed initialize(), threads running their own
+event loops, one resource used from asyncio, trio and plain threads in turn)."""
 
 from __future__ import annotations
 
@@ -31,34 +28,17 @@ def anyio_backend(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
 
-# -- defect: the cleanup of a failed initialize() runs in another asyncio task ----------
+# -- the cleanup of a failed initialize() is part of the build -------------------------
 #
 # ClientContext.get_client's docstring: "A client whose initialize() (or close) needs
 # this context again, through get_client(), async with ctx or close(), gets
 # di.CircularDependencyError there instead of waiting for ever for the build (or close)
 # it is part of." The close of a half-built client is part of the build. Under trio the
-# cleanup runs in the building task and the re-entry is detected; under asyncio
-# aiologic's `shield` runs it in a task of its own (ensure_future), so the lock's owner
-# check misses it and the re-entry waits for ever for the build that awaits it. The
-# outer task cannot even be cancelled: the shield swallows every cancellation until the
-# close it waits for ends.
-
-_ASYNCIO_CLEANUP_IN_OTHER_TASK = (
-    "asyncio: ClientContext closes a client whose initialize() failed through "
-    "aiologic.lowlevel.shield, which runs the close in a separate task; a re-entry of the "
-    "context from that close is not seen as one and deadlocks (uncancellably)"
-)
+# cleanup runs in the building task; under asyncio it runs in a task of its own (the
+# only way asyncio can shield it), which is marked as working for the build.
 
 
-@pytest.mark.parametrize(
-    "backend",
-    [
-        pytest.param(
-            "asyncio", marks=pytest.mark.xfail(strict=True, reason=_ASYNCIO_CLEANUP_IN_OTHER_TASK)
-        ),
-        "trio",
-    ],
-)
+@pytest.mark.parametrize("backend", ["asyncio", "trio"])
 @pytest.mark.parametrize("reentry", ["get_client", "close"])
 def test_close_of_a_client_whose_initialize_failed_that_reenters_is_a_cycle(
     backend: str, reentry: str
@@ -72,7 +52,7 @@ def test_close_of_a_client_whose_initialize_failed_that_reenters_is_a_cycle(
 
         async def aclose(self) -> None:
             ctx = holder[0]
-            # Safety net only: with the defect the re-entry waits for ever.
+            # Safety net only: a re-entry taken for a wait would wait for ever.
             with anyio.move_on_after(0.25):
                 try:
                     if reentry == "get_client":
@@ -100,13 +80,13 @@ def test_close_of_a_client_whose_initialize_failed_that_reenters_is_a_cycle(
     assert outcome == ["cycle"]
 
 
-# -- defect: cancelling every task while a failed initialize() is cleaned up ------------
+# -- cancelling every task while a failed initialize() is cleaned up -------------------
 #
-# The same separate close task: when it is cancelled too (a graceful shutdown that
-# cancels asyncio.all_tasks(), or asyncio.run's own shutdown after main returns),
-# aiologic's asyncio shield loops on `await shield(future)` of a cancelled future, which
-# raises CancelledError at once without yielding: the event loop spins at 100% CPU for
-# ever. Run in a subprocess (a watchdog ends it) so the spin cannot touch this process.
+# The same separate close task may be cancelled too (a graceful shutdown that cancels
+# asyncio.all_tasks(), or asyncio.run's own shutdown after main returns): the build
+# then ends with CancelledError. (A shield that waited on that cancelled task in a loop
+# spun the event loop at 100% CPU for ever.) Run in a subprocess, which a watchdog ends,
+# so that a spin cannot touch this process.
 
 _SHUTDOWN_DURING_CLEANUP = """
 import asyncio, os, threading
@@ -114,7 +94,7 @@ import asyncio, os, threading
 import di
 
 def watchdog():
-    threading.Event().wait(2.0)  # safety net: without the defect this takes milliseconds
+    threading.Event().wait(2.0)  # safety net: this takes milliseconds
     print("event loop frozen", flush=True)
     os._exit(3)
 
@@ -146,11 +126,6 @@ asyncio.run(main())
 """
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="asyncio: cancelling the separate close task of a failed initialize() makes "
-    "aiologic's shield loop spin for ever on the cancelled future (event loop frozen)",
-)
 def test_shutdown_while_a_failed_initialize_is_cleaned_up_does_not_freeze_the_loop() -> None:
     env = {
         **os.environ,
