@@ -170,8 +170,9 @@ class ClientContext(Generic[C]):
     # -- the client ---------------------------------------------------------
 
     async def _open_client(self) -> Any:
-        # The factory gets its own copy, so a factory that pops or edits keys
-        # cannot change what the next open sees.
+        # The factory gets its own copy, so a factory that pops or sets keys
+        # cannot change what the next open sees. (A shallow one: values are
+        # the caller's own objects, and some, an SSLContext, cannot be copied.)
         client = self._factory(dict(self._conn), self._verify_ssl)
         # Await what an async factory returns, but never the client itself:
         # some clients are awaitable (``await redis.asyncio.Redis()``).
@@ -254,6 +255,12 @@ class ClientContext(Generic[C]):
         try:
             return self._rc.resource
         except RuntimeError:
+            if self._rc.ref_count:
+                raise RuntimeError(
+                    f"the {self._rc.name} was closed by close(force=True) while held; "
+                    f"use the client your `async with` returned, or enter again for a "
+                    f"fresh one"
+                ) from None
             raise RuntimeError(
                 f"the {self._rc.name} is not initialised; use `async with ctx as client` "
                 f"or `client = await ctx.get_client()` first"

@@ -15,6 +15,7 @@ Two locks keep that correct and cheap:
 
 from __future__ import annotations
 
+import functools
 import inspect
 import logging
 import threading
@@ -58,10 +59,14 @@ def _is_async_callable(fn: object) -> bool:
 
 def describe_callable(fn: object) -> str:
     """``make_pool`` or ``Pool.open``; a nested function without its
-    ``outer.<locals>.`` prefix, which only adds noise to messages."""
+    ``outer.<locals>.`` prefix, which only adds noise to messages. Never the
+    callable's ``repr()``: a ``partial(make_client, api_key=...)`` would put
+    its secret in every message and log line that names it."""
+    if isinstance(fn, functools.partial):
+        return f"partial({describe_callable(fn.func)})"
     qualname = getattr(fn, "__qualname__", None)
     if not isinstance(qualname, str):
-        return repr(fn)
+        return f"{describe_callable(type(fn))} instance"
     return qualname.rpartition("<locals>.")[2]
 
 
@@ -206,6 +211,11 @@ class RefCounted(Generic[T]):
         """The open resource; `RuntimeError` when it is not open."""
         held = self._held
         if held is None:
+            if self._count:  # holders are left: close(force=True) ended it under them
+                raise RuntimeError(
+                    f"{self._name} was closed by close(force=True) while held; use the "
+                    f"resource the enter returned, or enter again for a fresh one"
+                )
             raise RuntimeError(
                 f"{self._name} is not open; enter it first (`with rc as res` or "
                 f"`async with rc as res`)"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import runpy
@@ -816,12 +817,27 @@ def test_force_close() -> None:
         async with ctx as client:
             await ctx.close(force=True)
             assert client.closed and not ctx.is_open and ctx.ref_count == 1
+            with pytest.raises(RuntimeError, match=r"closed by close\(force=True\) while held"):
+                _ = ctx.client
         assert ctx.ref_count == 0
         async with ctx as fresh:  # reopen after close
             assert fresh is not client
 
     arun(main())
     assert factory.log == ["create", "initialize", "close"] * 2
+
+
+def test_messages_never_show_the_factory_repr() -> None:
+    # A partial's repr holds its arguments: an API key would reach every
+    # error message and log line that names the context.
+    def make_client(conn: dict[str, Any], verify_ssl: bool, api_key: str) -> Any:
+        return Factory()(conn, verify_ssl)
+
+    ctx = di.ClientContext(functools.partial(make_client, api_key="sk-secret"))
+    with pytest.raises(RuntimeError) as info:
+        _ = ctx.client
+    assert "sk-secret" not in str(info.value) and "sk-secret" not in repr(ctx)
+    assert "partial(make_client)" in str(info.value)
 
 
 def test_close_when_never_opened_does_nothing() -> None:

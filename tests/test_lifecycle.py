@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import random
 import sys
@@ -1907,3 +1908,36 @@ def test_model_trio_tasks_async_callables() -> None:
 def test_model_threads_sync_callables() -> None:
     for seed in range(3000, 3040):
         _thread_sequence(seed)
+
+
+def test_resource_of_a_force_closed_holder_says_so() -> None:
+    t = Tracker()
+    rc = di.RefCounted(t.open, t.close)
+    with rc as res:
+        rc.close(force=True)
+        with pytest.raises(RuntimeError, match=r"closed by close\(force=True\) while held"):
+            _ = rc.resource
+        assert res.closes == 1
+    with pytest.raises(RuntimeError, match="is not open; enter it first"):
+        _ = rc.resource
+
+
+def test_names_never_come_from_repr() -> None:
+    # A repr may hold secrets (a partial's keyword arguments); messages and
+    # log lines name the callable instead.
+    class Opener:
+        def __call__(self, token: str = "") -> object:
+            return object()
+
+        def __repr__(self) -> str:
+            return "Opener(token='sk-secret')"
+
+    def close(res: object) -> None:
+        pass
+
+    for opener, name in [
+        (functools.partial(Opener(), token="sk-secret"), "partial(Opener instance)"),
+        (Opener(), "Opener instance"),
+    ]:
+        rc = di.RefCounted(opener, close)
+        assert name in repr(rc) and "sk-secret" not in repr(rc)
