@@ -104,6 +104,13 @@ class _Fn:
         self.baked: dict[str, str] = {}  # a baked-in singleton's name -> its key's
         self.guarded = False  # it passes a baked-in singleton on behind `_stale`
         self.own_exit = ""  # the generator a plan hands over itself (_emit_creation's own)
+        # A plan that gathers its exits in a private list (`private`) hands
+        # them over (`flush`, a statement) before a nested scoped or singleton
+        # creation hands over its own, once anything may have been pushed:
+        # teardown order is then entering order across the two lists.
+        self.private = ""
+        self.flush = ""
+        self.pushed = False
 
     def const(self, obj: Any, prefix: str) -> str:
         name = self.ids.get(id(obj))
@@ -182,7 +189,7 @@ class Compiler:
             # Its own list, handed over after the last check, as in the plans.
             mine: list[Any] = []
             try:
-                value = self._interpret(key, cp, mine)
+                value = self._interpret(key, cp, mine, ex)
             except BaseException as exc:
                 if mine and ex is not None:
                     ex += mine
@@ -202,11 +209,12 @@ class Compiler:
 
         return first
 
-    def _interpret(self, key: Any, cp: Any, ex: list[Any] | None) -> Any:
+    def _interpret(self, key: Any, cp: Any, ex: list[Any] | None, into: list[Any] | None) -> Any:
         """Make transient ``key`` in ``cp`` by walking the graph: the same
         steps the generated plan takes, without generating it. Exits go onto
-        ``ex``, ``cp``'s list when the resolve began, as in the plans (a
-        forced close gives the root a new list meanwhile)."""
+        ``ex``, the resolve's own list, and are handed to ``into``, ``cp``'s
+        list when the resolve began (a forced close gives the root a new list
+        meanwhile), before a scoped or singleton key is made (see _Fn.flush)."""
         container = self.container
         graph = container._graph
         providers = graph.providers
@@ -233,6 +241,8 @@ class Compiler:
                 elif dprovider.kind is value_kind:
                     value = dprovider.factory
                 elif level == 0:
+                    if ex and into is not None and dkey not in root:
+                        self._flush(cp, into, ex, key)
                     value = root[dkey]
                 else:
                     owner = cp
@@ -240,6 +250,8 @@ class Compiler:
                         owner = owner._parent
                     if owner._level != level:
                         raise self._noscope(dkey, cp)
+                    if ex and into is not None and dkey not in owner:
+                        self._flush(cp, into, ex, key)
                     value = owner[dkey]
                 if kwargs is not None or keyword_only:
                     kwargs = {} if kwargs is None else kwargs
@@ -331,6 +343,9 @@ class Compiler:
             "_late": self._late,
             "_alate": self._alate,
             "_reclaim": self._reclaim,
+            "_flush": self._flush,
+            "_aflush": self._aflush,
+            "_sflush": self._sflush,
             "_again": self._again,
             "_areclaim": self._areclaim,
             "_AsyncExit": AsyncExit,
@@ -384,14 +399,29 @@ class Compiler:
         else:
             holder = self._owner(fn, cp, level, key, pad)
         fn.ran = True
+        # What this creation entered so far goes to its checkpoint before a
+        # nested creation hands over its own exits (see _Fn.flush).
+        flush = fn.pushed and fn.flush and provider.kind is not Kind.CONTEXT
         # Under aresolve everything not made yet takes the async path: a
         # singleton may need `async with`, a scoped key may have to await
         # another's creation. A context value is never made: a plain lookup.
         if is_async and provider.kind is not Kind.CONTEXT:
             v = fn.tmp()
+            fn.lines.append(f"{pad}{v} = _dget({holder}, {k}, _M)")
+            if flush:
+                fn.lines += [
+                    f"{pad}if {v} is _M:",
+                    f"{pad}    if {fn.private}: {fn.flush}",
+                    f"{pad}    {v} = await {holder}.aresolve({k})",
+                ]
+            else:
+                fn.lines.append(f"{pad}if {v} is _M: {v} = await {holder}.aresolve({k})")
+            return v
+        if flush:
+            v = fn.tmp()
             fn.lines += [
-                f"{pad}{v} = _dget({holder}, {k}, _M)",
-                f"{pad}if {v} is _M: {v} = await {holder}.aresolve({k})",
+                f"{pad}if {fn.private} and {k} not in {holder}: {fn.flush}",
+                f"{pad}{v} = {holder}[{k}]",
             ]
             return v
         return f"{holder}[{k}]"
@@ -451,6 +481,9 @@ class Compiler:
             fn.lines.append(f"{pad}{t} = {call}")
             return t
         v = fn.tmp()
+        # Everything below pushes an exit onto `ex`, but a coroutine and an
+        # own generator (handed over by the plan itself).
+        fn.pushed = fn.pushed or not (kind is Kind.COROUTINE or own)
         if kind is Kind.COROUTINE:
             fn.lines.append(f"{pad}{v} = await {call}")
         elif kind is Kind.GENERATOR:
@@ -581,6 +614,8 @@ class Compiler:
             fn.lines += self._hand_over(fn, key, "cp", expr, is_async, pad, store=False)
             fn.lines.append(f"{pad}return {expr}")
             return self._compile(fn, "plan")  # type: ignore[no-any-return]
+        fn.private = "mine"
+        fn.flush = f"{'await _aflush' if is_async else '_flush'}(cp, ex, mine, {k})"
         fn.lines += [
             # Its own list, handed over after the last check (see _scoped_plan).
             f"{pad}mine = []",
@@ -688,6 +723,9 @@ class Compiler:
             head.insert(-1, "    mine = []")
         fn.lines += head
         fn.owners[("c", level)] = "c"
+        if exits and not one:
+            fn.private = "mine"
+            fn.flush = f"{'await _aflush' if is_async else '_flush'}(c, ex, mine, {k})"
         expr = self._emit_creation(
             fn, key, "c", "mine" if exits and not one else "ex", is_async, pad, own=one
         )
@@ -758,6 +796,8 @@ class Compiler:
             f"{'async ' if is_async else ''}def make(c, ex):",
         ]
         fn.owners[("c", 0)] = "c"
+        fn.private = "ex"  # a _Private list: see _sflush
+        fn.flush = f"_sflush(ex, {fn.const(key, 'K')})"
         expr = self._emit_creation(fn, key, "c", "ex", is_async, "    ")
         fn.lines.append(f"    return {expr}")
         return self._compile(fn, "make")
@@ -818,11 +858,11 @@ class Compiler:
                 # itself) gather here: a failed creation unwinds them at once,
                 # like a failed `with`, and a good one hands them to the root,
                 # LIFO.
-                exits: list[Any] = []
+                exits = _Private(began, closes)
                 try:
                     value = enter(make(root, exits), exits)
                 except BaseException as exc:
-                    unwind(exits, exc)
+                    unwind(exits.all_entered(), exc)
                     raise
                 if not self._keep(key, value, exits, closes, generation, graph, began):
                     self._late(root, exits, key)
@@ -873,11 +913,11 @@ class Compiler:
                 closes, generation, began = container._closes, container._generation, root._exits
                 if generation != built or closes != opened:
                     return _STALE  # as in _singleton_plan
-                exits: list[Any] = []
+                exits = _Private(began, closes)
                 try:
                     value = await aenter(await make(root, exits), exits)
                 except BaseException as exc:
-                    await aunwind(exits, exc)
+                    await aunwind(exits.all_entered(), exc)
                     raise
                 if not self._keep(key, value, exits, closes, generation, graph, began):
                     await self._alate(root, exits, key)
@@ -1061,6 +1101,44 @@ class Compiler:
             raise error from exc
         raise error
 
+    # A creation that gathers its exits in a list of its own hands them over
+    # before a creation nested in it hands over its own (a scoped or singleton
+    # key it needs, made there and then): with the same checks as at its end,
+    # so teardown order is entering order, as with nested `with` blocks.
+    def _flush(self, cp: Checkpoint, ex: list[Any], mine: list[Any], key: Any) -> None:
+        if cp._exits is not ex:
+            self._late(cp, mine, key)
+        ex += mine
+        if cp._exits is not ex:
+            self._reclaim(cp, ex, mine, key)
+        mine.clear()
+
+    async def _aflush(self, cp: Checkpoint, ex: list[Any], mine: list[Any], key: Any) -> None:
+        if cp._exits is not ex:
+            await self._alate(cp, mine, key)
+        ex += mine
+        if cp._exits is not ex:
+            await self._areclaim(cp, ex, mine, key)
+        mine.clear()
+
+    def _sflush(self, exits: _Private, key: Any) -> None:
+        """A singleton's ``_flush``: to the root's list, under the checks of
+        ``_keep``. What it hands over is remembered, so that a creation that
+        fails later still unwinds all it entered at once (taken back by
+        identity); a close found meanwhile fails the creation, which unwinds
+        the list."""
+        container, root, began = self.container, self.container._root, exits.began
+        with container._override_lock:
+            if container._closes != exits.closes or root._exits is not began or began is None:
+                raise self._closed_container(key)
+            if needs_async(exits):
+                if container._sync_unwind:  # a sync close could not run its exit
+                    raise self._closed_container(key)
+                root._async = True
+            began.extend(exits)
+        exits.handed.extend(exits)
+        exits.clear()
+
     def _reclaim(self, cp: Checkpoint, ex: list[Any], mine: list[Any], key: Any) -> None:
         """``mine`` was handed to ``cp``'s list ``ex`` as a teardown began:
         take back, by identity, what of it the teardown has not taken, and
@@ -1181,3 +1259,22 @@ class _MarkerKey:
 
     def __repr__(self) -> str:
         return f"<creating {describe_key(self.key)}>"
+
+
+class _Private(list):  # type: ignore[type-arg]
+    """A singleton creation's own exit list, with what ``_sflush`` handed to
+    the root's list ``began`` (as it was when the creation began)."""
+
+    __slots__ = ("began", "closes", "handed")
+
+    def __init__(self, began: list[Any] | None, closes: int) -> None:
+        super().__init__()
+        self.began = began
+        self.closes = closes
+        self.handed: list[Any] = []
+
+    def all_entered(self) -> list[Any]:
+        """For a failed creation: what was handed over (taken back from the
+        root's list, unless a close took it there) and what is left here."""
+        back = [] if self.began is None else Compiler._taken_back(self.began, self.handed)
+        return back + self

@@ -560,9 +560,11 @@ class Model:
     singleton made once, its own exits unwound at once if its creation fails,
     else handed to the root; a scoped instance made once per scope of its
     level, a transient on every resolve, inlined into what needs it (its exits
-    go where its dependent's go); a failed creation inside a scope leaves what
-    it entered to that scope's exit; exits unwound LIFO when their scope (the
-    root: the container) is left. A sync resolve of a key with an async
+    go where its dependent's go); what a creation entered so far is handed
+    over before a scoped or singleton key it needs is made (teardown in
+    entering order); a failed creation inside a scope leaves what it entered
+    to that scope's exit; exits unwound LIFO when their scope (the root: the
+    container) is left. A sync resolve of a key with an async
     provider below it is an AsyncProviderError, unless it is a scoped or
     singleton instance already made."""
 
@@ -660,11 +662,14 @@ class Model:
         if index in owner.cache or node.lifetime in CONTEXTS:
             return owner.cache[index]
         mine: list[str] = []
+        handed: list[str] = []
         try:
-            value = self.make(index, owner, mine)
+            value = self.make(index, owner, mine, handed)
         except BaseException as exc:
-            if level == 0:
-                self.unwind(mine, exc)
+            if level == 0:  # all it entered, unwound at once: taken back from the root
+                for label in handed:
+                    owner.exits.remove(label)
+                self.unwind(handed + mine, exc)
             else:
                 owner.exits += mine
             raise
@@ -673,7 +678,7 @@ class Model:
             owner.cache[index] = value
         return value
 
-    def make(self, index: int, scope: ModelScope, exits: list[str]) -> str:
+    def make(self, index: int, scope: ModelScope, exits: list[str], handed: list[str]) -> str:
         node = self.nodes[index]
         args: list[tuple[str, str]] = []
         # How the call passes them: by position up to the first injected
@@ -692,8 +697,19 @@ class Model:
             if p.target is None:
                 args.append((p.name, p.default.label))
             elif self.nodes[p.target].lifetime == "transient":
-                args.append((p.name, self.make(p.target, scope, exits)))
+                args.append((p.name, self.make(p.target, scope, exits, handed)))
             else:
+                target = self.nodes[p.target]
+                level = _level(target)
+                owner = self.root if level == 0 else self.owner(scope, level)
+                made_here = target.lifetime != "value" and target.lifetime not in CONTEXTS
+                if made_here and owner is not None and p.target not in owner.cache:
+                    # It is made here and hands its exits over itself: what
+                    # this creation entered so far goes first (LIFO teardown
+                    # in entering order, as nested `with` blocks).
+                    scope.exits += exits
+                    handed += exits
+                    exits.clear()
                 args.append((p.name, self.resolve(p.target, scope)))
         if node.kind == "callable":
             self.journal.append(("call", positional, keywords))

@@ -544,9 +544,11 @@ def test_a_first_resolve_racing_toggled_overrides_never_caches_a_fake() -> None:
 # - Teardown: every generator is finalized exactly once, LIFO per exit list. A
 #   singleton or scoped creation gathers its own generator and those of the
 #   transients inlined in it, and hands them to the root (singleton) or scope
-#   (scoped) when it is done; nested singletons and scoped keys hand over theirs
-#   first. A transient resolved directly hands its list to the checkpoint it is
-#   resolved in (the scope, if one is current, else the root). The root's list
+#   (scoped) when it is done, and what it gathered so far before a singleton or
+#   scoped key it needs is made (that one hands over its own): teardown runs in
+#   entering order, as with nested `with` blocks. A transient resolved directly
+#   hands its list to the checkpoint it is resolved in (the scope, if one is
+#   current, else the root). The root's list
 #   unwinds at each close, set-aside and retired singletons included; the scope's
 #   at its exit. A close while overrides are active tears down what they set
 #   aside too (nothing comes back), and the overrides stay in force.
@@ -677,11 +679,15 @@ class _OverrideModel:
         if from_scope and self.scope is not None and k in self.scope:
             return self.scope[k]  # a hit in the scope's own dict
         own: list[int] = []
-        made = self._get(k, own)
-        (self.root_exits if self.scope is None else self.scope_exits).extend(own)
+        target = self.root_exits if self.scope is None else self.scope_exits
+        made = self._get(k, own, target)
+        target.extend(own)
         return made
 
-    def _get(self, k: int, exits: list[int]) -> _Made:
+    def _get(self, k: int, exits: list[int], target: list[int]) -> _Made:
+        """``exits``: the creation's own list, handed to ``target``; a nested
+        singleton or scoped creation hands over its own, so what is in
+        ``exits`` goes first (teardown in entering order)."""
         s = self.spec(k)
         if s.kind == "value":
             return _Made(s.tag, frozenset({(k, s.tag)}))
@@ -690,23 +696,27 @@ class _OverrideModel:
             assert len(found) <= 1, "model: two valid instances of one singleton"
             if found:
                 return found[0]
+            target.extend(exits)
+            exits.clear()
             own: list[int] = []
-            made = self._make(s, own)
+            made = self._make(s, own, self.root_exits)
             self.root_exits += own
             self.singletons.setdefault(k, []).append(made)
             return made
         if s.kind == "scoped":
             assert self.scope is not None, "model: a scoped key resolved outside a scope"
             if k not in self.scope:
+                target.extend(exits)
+                exits.clear()
                 own = []
-                made = self._make(s, own)
+                made = self._make(s, own, self.scope_exits)
                 self.scope_exits += own
                 self.scope[k] = made
             return self.scope[k]
-        return self._make(s, exits)
+        return self._make(s, exits, target)
 
-    def _make(self, s: _Spec, exits: list[int]) -> _Made:
-        args = [self._get(d, exits) for d in s.deps]
+    def _make(self, s: _Spec, exits: list[int], target: list[int]) -> _Made:
+        args = [self._get(d, exits, target) for d in s.deps]
         idx, self.made = self.made, self.made + 1
         self.journal.append(("new", idx, s.tag))
         if s.shape == "gen":

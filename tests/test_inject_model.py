@@ -717,11 +717,14 @@ class Model:
         if index in owner.cache:
             return owner.cache[index]
         mine: list[tuple[str, bool]] = []
+        handed: list[tuple[str, bool]] = []
         try:
-            value = self.make(index, owner, mine)
+            value = self.make(index, owner, mine, handed)
         except Raised as exc:
-            if level == 0:
-                assert self.unwind(mine, exc.what) is not None
+            if level == 0:  # all it entered, unwound at once: taken back from the root
+                for entry in handed:
+                    owner.exits.remove(entry)
+                assert self.unwind(handed + mine, exc.what) is not None
             else:
                 owner.exits += mine
             raise
@@ -730,14 +733,28 @@ class Model:
             owner.cache[index] = value
         return value
 
-    def make(self, index: int, scope: Scope, exits: list[tuple[str, bool]]) -> str:
+    def make(
+        self,
+        index: int,
+        scope: Scope,
+        exits: list[tuple[str, bool]],
+        handed: list[tuple[str, bool]],
+    ) -> str:
         node = self.nodes[index]
         args = []
         for dep in node.deps:
             if self.nodes[dep].lifetime == "transient":
-                args.append(self.make(dep, scope, exits))
-            else:
-                args.append(self.get(dep, scope))
+                args.append(self.make(dep, scope, exits, handed))
+                continue
+            level = LEVEL[self.nodes[dep].lifetime]
+            owner = None if level is None else self.owner(scope, level)
+            if owner is not None and dep not in owner.cache:
+                # Made here, handing over its own exits: what this creation
+                # entered so far goes first (teardown in entering order).
+                scope.exits += exits
+                handed += exits
+                exits.clear()
+            args.append(self.get(dep, scope))
         label = f"K{index}#{self.count}"
         self.count += 1
         self.journal.append(("make", label, tuple(args)))

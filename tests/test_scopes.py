@@ -1148,3 +1148,132 @@ def test_two_tasks_that_inherited_a_scope_both_exiting_it_are_refused_cleanly() 
             assert c.current_scope is None
 
     asyncio.run(main())
+
+
+# ----------------------------------------- teardown order across nested creations
+#
+# A creation gathers what it enters in a list of its own, handed to its checkpoint
+# when it is done; a scoped or singleton key it needs, made there and then, hands
+# over its own exits. What the first gathered so far goes first, so that teardown
+# runs in entering order, as nested `with` blocks would.
+
+
+class _Res:
+    pass
+
+
+class _Scoped:
+    pass
+
+
+class _Later:
+    pass
+
+
+class _Uses:
+    def __init__(self, *parts: object) -> None:
+        self.parts = parts
+
+
+def _order_registry(log: list[str], scope: str | None, fail: list[bool]) -> di.Registry:
+    registry = di.Registry()
+
+    def resource(name: str, cls: type) -> Any:
+        def make() -> Iterator[Any]:
+            log.append(f"enter {name}")
+            try:
+                yield cls()
+            finally:
+                log.append(f"exit {name}")
+
+        make.__name__ = name
+        return make
+
+    registry.provider(provides=_Res)(resource("res", _Res))
+    registry.provider(provides=_Later)(resource("later", _Later))
+    lifetime: dict[str, Any] = {"singleton": True} if scope is None else {"scope": scope}
+    registry.provider(provides=_Scoped, **lifetime)(resource("nested", _Scoped))
+
+    def uses(r: _Res, s: _Scoped, later: _Later) -> _Uses:
+        if fail[0]:
+            raise RuntimeError("uses failed")
+        return _Uses(r, s, later)
+
+    if scope is None:
+        registry.provider(singleton=True)(uses)
+    else:
+        registry.provider()(uses)  # a transient in the request scope
+    return registry
+
+
+@pytest.mark.parametrize("times", [1, 2], ids=["first-use", "compiled"])
+@pytest.mark.parametrize("api", ["resolve", "aresolve"])
+def test_a_scoped_key_made_inside_a_creation_is_torn_down_in_entering_order(
+    api: str, times: int
+) -> None:
+    log: list[str] = []
+    container = di.Container(_order_registry(log, "request", [False]))
+
+    async def body() -> None:
+        async with container:
+            for _ in range(times):
+                log.clear()
+                async with container.scope("request") as request:
+                    if api == "resolve":
+                        request.resolve(_Uses)
+                    else:
+                        await request.aresolve(_Uses)
+                assert log == [
+                    *("enter res", "enter nested", "enter later"),
+                    *("exit later", "exit nested", "exit res"),
+                ]
+
+    asyncio.run(body())
+
+
+@pytest.mark.parametrize("api", ["resolve", "aresolve"])
+def test_a_singleton_made_inside_a_singleton_creation_closes_in_entering_order(api: str) -> None:
+    log: list[str] = []
+    container = di.Container(_order_registry(log, None, [False]))
+
+    async def body() -> None:
+        async with container:
+            if api == "resolve":
+                container.resolve(_Uses)
+            else:
+                await container.aresolve(_Uses)
+            assert log == ["enter res", "enter nested", "enter later"]
+        assert log[3:] == ["exit later", "exit nested", "exit res"]
+
+    asyncio.run(body())
+
+
+@pytest.mark.parametrize("api", ["resolve", "aresolve"])
+def test_a_failed_singleton_still_unwinds_all_it_entered_at_once(api: str) -> None:
+    # What it handed to the root before the nested singleton was made is taken
+    # back and unwound with the rest; the nested singleton, made for good, stays.
+    log: list[str] = []
+    fail = [True]
+    container = di.Container(_order_registry(log, None, fail))
+
+    async def body() -> None:
+        async with container:
+            with pytest.raises(RuntimeError, match="uses failed"):
+                if api == "resolve":
+                    container.resolve(_Uses)
+                else:
+                    await container.aresolve(_Uses)
+            assert log == [
+                *("enter res", "enter nested", "enter later"),
+                *("exit later", "exit res"),
+            ]
+            fail[0] = False
+            log.clear()
+            if api == "resolve":
+                container.resolve(_Uses)
+            else:
+                await container.aresolve(_Uses)
+            assert log == ["enter res", "enter later"]  # the nested one is made already
+        assert log[2:] == ["exit later", "exit res", "exit nested"]
+
+    asyncio.run(body())

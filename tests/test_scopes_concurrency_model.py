@@ -37,8 +37,7 @@ After every step the driver checks, against the model:
   resolve created (dependencies first, resources entered before a failed
   resolution included), and at each scope exit the teardowns of exactly that
   checkpoint, LIFO, each receiving the exception that ended the block (or
-  None once a swallowing teardown suppressed it), run by the actor that left
-  (one known deviation from LIFO is tolerated: see KNOWN_DEVIATION);
+  None once a swallowing teardown suppressed it), run by the actor that left;
 - where an exception went: caught where the program catches it, or stopped
   by a teardown that suppressed it.
 
@@ -74,13 +73,6 @@ DEEPEST = len(LEVELS) - 1
 WAIT = 10.0  # safety net only: every wait is released by an event
 MODES = ("asyncio-tasks", "trio-tasks", "threads", "mixed")
 SUITE_SEEDS = 300
-
-# di hands a scoped instance's (or a singleton's) exit to its checkpoint when
-# its creation ends, but the transient generators entered before it in the same
-# resolve only when that resolve ends: a checkpoint then tears them down before
-# it, not LIFO (see test_known_teardown_order_across_a_nested_creation below).
-# While that holds, the model accepts that order too, for exactly that case.
-KNOWN_DEVIATION = True
 
 ACTOR: contextvars.ContextVar[int | None] = contextvars.ContextVar("di_test_actor", default=None)
 
@@ -409,7 +401,6 @@ class MCp:
     actor: int | None = None
     cache: dict[Spec, Inst] = field(default_factory=dict)
     exits: list[Inst] = field(default_factory=list)  # in the order entered
-    handed: list[Inst] = field(default_factory=list)  # in the order di hands them over
     closed: bool = False
     cp: Any = None  # the di.Checkpoint, once entered
 
@@ -422,7 +413,6 @@ class Inst:
     obj: Any = None
     step: int = -1
     index: int = -1  # of its "open" event in the journal
-    handed: int = -1  # when the model hands its exit over (see Model.hand)
 
 
 class MRaise(Exception):
@@ -447,24 +437,10 @@ class Model:
         self.root = MCp(0, None)
         self.pred = Pred()
         self.cps: list[MCp] = []
-        self.handovers = itertools.count()
 
     def resolve_op(self, spec: Spec, at: MCp) -> Inst:
         """One resolve call: what it enters, dependencies first."""
-        unit: list[Inst] = []
-        try:
-            return self.resolve(spec, at, unit)
-        finally:
-            self.hand(at, unit)
-
-    def hand(self, owner: MCp, unit: list[Inst]) -> None:
-        # How di hands exits over (see KNOWN_DEVIATION): each creation of a
-        # scoped instance or singleton hands over its own when it ends; the
-        # transients entered around it go with the creation (or the resolve
-        # call) they belong to, when that one ends.
-        owner.handed += unit
-        for inst in unit:
-            inst.handed = next(self.handovers)
+        return self.resolve(spec, at, [])
 
     def resolve(self, spec: Spec, at: MCp, unit: list[Inst]) -> Inst:
         if spec.life == "singleton":
@@ -472,15 +448,12 @@ class Model:
             if spec in self.root.cache:
                 return self.root.cache[spec]
             own: list[Inst] = []
-            try:
-                deps = [self.resolve(d, self.root, own) for d in spec.deps]
-                inst = self.root.cache[spec] = Inst(spec, deps, self.root)
-                self.pred.singletons.append(inst)
-                if spec.tears_down:
-                    self.root.exits.append(inst)
-                    own.append(inst)
-            finally:
-                self.hand(self.root, own)
+            deps = [self.resolve(d, self.root, own) for d in spec.deps]
+            inst = self.root.cache[spec] = Inst(spec, deps, self.root)
+            self.pred.singletons.append(inst)
+            if spec.tears_down:
+                self.root.exits.append(inst)
+                own.append(inst)
             return inst
         if spec.life == "transient":
             deps = [self.resolve(d, at, unit) for d in spec.deps]
@@ -496,12 +469,9 @@ class Model:
         if spec in owner.cache:
             return owner.cache[spec]
         own = []
-        try:
-            deps = [self.resolve(d, owner, own) for d in spec.deps]
-            inst = owner.cache[spec] = Inst(spec, deps, owner)
-            self.opened(inst, own)
-        finally:
-            self.hand(owner, own)
+        deps = [self.resolve(d, owner, own) for d in spec.deps]
+        inst = owner.cache[spec] = Inst(spec, deps, owner)
+        self.opened(inst, own)
         return inst
 
     def opened(self, inst: Inst, unit: list[Inst]) -> None:
@@ -512,18 +482,13 @@ class Model:
 
     def teardown(self, mcp: MCp, tag: str | None) -> str | None:
         """The teardown events of a checkpoint's exit: LIFO in the order its
-        resources were entered (the contract), or as di hands them over."""
-        variants = []
-        for order in (mcp.exits, mcp.handed):
-            events, exc = [], tag
-            for inst in reversed(order):
-                events.append(("close", inst, exc))
-                if inst.spec.swallow:
-                    exc = None
-            variants.append(events)
-        if variants[1] == variants[0] or not KNOWN_DEVIATION:
-            del variants[1]
-        self.pred.events.append(("alt", variants))
+        resources were entered, as nested `with` blocks would."""
+        events, exc = [], tag
+        for inst in reversed(mcp.exits):
+            events.append(("close", inst, exc))
+            if inst.spec.swallow:
+                exc = None
+        self.pred.events.append(("teardowns", events))
         mcp.closed = True
         mcp.cache.clear()
         # what leaves the block does not depend on the order: the exception
@@ -604,9 +569,7 @@ class Run:
             for aid, how in enumerate(hows)
         ]
         self.model = Model()
-        self.stats = dict.fromkeys(
-            ["steps", "groups", "races", "overlaps", "deviations", "waits"], 0
-        )
+        self.stats = dict.fromkeys(["steps", "groups", "races", "overlaps", "waits"], 0)
         self.root_cp: Any = None
         self.binding: dict[int, Inst] = {}  # id(obj) -> its model instance
 
@@ -798,22 +761,15 @@ class Run:
 
     def match(self, got: list[tuple[Any, ...]], want: list[Any], where: str, step: int) -> None:
         """An actor's journal for one step against the model's: the same
-        creations in order, then each scope exit's teardowns (one of the
-        variants the model allows)."""
+        creations in order, then each scope exit's teardowns."""
         flat, pos = [], 0
         for w in want:
             if w[0] == "open":
                 flat.append(w)
                 pos += 1
                 continue
-            variants = w[1]
-            size = len(variants[0])
-            part = got[pos : pos + size]
-            fits = [k for k, v in enumerate(variants) if _same_teardowns(part, v)]
-            flat += variants[fits[0] if fits else 0]
-            if fits and fits[0] != 0:
-                self.stats["deviations"] += 1
-            pos += size
+            flat += w[1]
+            pos += len(w[1])
         assert [_show(e) for e in got] == [_show(e) for e in flat], (
             f"{where} journal\n  got  {[_show(e) for e in got]}\n  want {[_show(e) for e in flat]}"
         )
@@ -897,15 +853,13 @@ class Run:
                     continue
                 # y made after x (a later step, or the same actor later), or on x:
                 # y is torn down first
-                if any(d is x for d in y.deps) or x.step < y.step:
-                    ok = order[id(y.obj)] < order[id(x.obj)]
-                elif x.step == y.step and x.obj.actor == y.obj.actor and x.index < y.index:
-                    ok = order[id(y.obj)] < order[id(x.obj)] or (
-                        KNOWN_DEVIATION and x.handed > y.handed
+                later = x.step < y.step or (
+                    x.step == y.step and x.obj.actor == y.obj.actor and x.index < y.index
+                )
+                if later or any(d is x for d in y.deps):
+                    assert order[id(y.obj)] < order[id(x.obj)], (
+                        f"{where}: {x.obj} torn down before {y.obj}"
                     )
-                else:
-                    continue
-                assert ok, f"{where}: {x.obj} torn down before {y.obj}"
 
 
 def _walk(ops: list[Op]) -> Iterator[Op]:
@@ -959,15 +913,7 @@ class _Uses:
     pass
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "di defect: a transient generator entered before a scoped instance of the same "
-        "checkpoint, in one resolve, is torn down before it (not LIFO): the scoped "
-        "creation hands its exit over when it ends, the resolve's own list only at its end"
-    ),
-)
-def test_known_teardown_order_across_a_nested_creation() -> None:
+def test_teardown_order_across_a_nested_creation() -> None:
     # DESIGN.md, Scopes: "Leaving a checkpoint runs its teardowns in LIFO order ...
     # Teardown behaves exactly like nested `with` statements".
     log: list[str] = []
