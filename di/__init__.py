@@ -16,6 +16,7 @@ from di.errors import (
     GraphError,
     NoActiveScopeError,
     ProviderNotFoundError,
+    ResourceOpenError,
     ScopeError,
     UnresolvableAnnotationError,
 )
@@ -43,6 +44,7 @@ __all__ = [
     "ProviderNotFoundError",
     "RefCounted",
     "Registry",
+    "ResourceOpenError",
     "Scope",
     "ScopeError",
     "UnresolvableAnnotationError",

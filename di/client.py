@@ -286,7 +286,7 @@ class ClientContext(Generic[C]):
 
         Concurrent first callers wait for one build and all get the same
         fully initialised client. A failed build raises
-        `di.lifecycle.ResourceOpenError` (a `RuntimeError`, with the original
+        `di.ResourceOpenError` (a `RuntimeError`, with the original
         error as ``__cause__``) and caches nothing, so the next call retries.
         A client whose ``initialize()`` (or close) needs this context again,
         through ``get_client()``, ``async with ctx`` or ``close()``, gets

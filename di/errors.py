@@ -163,3 +163,9 @@ class CheckpointClosedError(ScopeError):
 class AsyncProviderError(DIError):
     """An async provider (or async teardown) was needed from sync code. `di`
     never starts a private event loop; use ``aresolve`` / ``async with``."""
+
+
+class ResourceOpenError(DIError, RuntimeError):
+    """Opening a `RefCounted` resource (or building a `ClientContext` client)
+    failed. The original exception is the ``__cause__``; the resource stays
+    closed and the next enter tries again."""

@@ -27,7 +27,7 @@ from typing import Any, Generic, TypeVar, overload
 import aiologic
 from aiologic.lowlevel import current_async_library
 
-from di.errors import AsyncProviderError, CircularDependencyError, DIError
+from di.errors import AsyncProviderError, CircularDependencyError, ResourceOpenError
 from di.registry import call_target
 
 __all__ = ["RefCounted", "ResourceOpenError"]
@@ -42,11 +42,6 @@ logger = logging.getLogger("di")
 # RefCounted from there is a re-entry, as from the transition's own task: it
 # would wait for ever for the transition that waits for it.
 on_behalf_of: ContextVar[object] = ContextVar("di.lifecycle.on_behalf_of", default=None)
-
-
-class ResourceOpenError(DIError, RuntimeError):
-    """Opening a `RefCounted` resource failed. The original exception is the
-    ``__cause__``; the resource stays closed and the next enter tries again."""
 
 
 def _is_async_callable(fn: object) -> bool:
@@ -96,7 +91,10 @@ class RefCounted(Generic[T]):
       itself or through code it calls (a `di.ClientContext` client whose
       ``initialize()`` calls ``get_client()``), raises
       `di.CircularDependencyError` at that inner call, which would otherwise
-      wait for ever for the transition it is part of.
+      wait for ever for the transition it is part of. That holds in the
+      transition's own task or thread; a task or thread it starts and waits
+      for (``asyncio.gather``, a trio nursery, a worker thread) is not seen as
+      part of it, and its re-entry waits for ever with it.
     - ``close()`` while references are held logs a warning on the ``"di"``
       logger and leaves the closing to the last exit; ``close(force=True)``
       closes at once (the holders' exits still count down, and a later enter

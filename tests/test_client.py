@@ -19,7 +19,7 @@ import pytest
 import trio
 
 import di
-from di.lifecycle import ResourceOpenError
+from di import ResourceOpenError
 
 TIMEOUT = 15.0
 ROOT = Path(__file__).resolve().parent.parent

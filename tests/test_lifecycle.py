@@ -18,7 +18,7 @@ import pytest
 import trio
 
 import di
-from di.lifecycle import ResourceOpenError
+from di import ResourceOpenError
 
 TIMEOUT = 15.0
 # How long a thread waits for the event loop before the test calls the loop
