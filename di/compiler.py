@@ -31,7 +31,7 @@ import contextlib
 import sys
 from collections.abc import Awaitable, Callable
 from types import FrameType
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, NoReturn
 
 import aiologic
 import aiologic.lowlevel
@@ -47,7 +47,7 @@ from di.errors import (
 )
 from di.graph import too_deep
 from di.registry import Kind
-from di.teardown import AsyncExit, aunwind, needs_async, unwind
+from di.teardown import AsyncExit, Slot, aunwind, needs_async, unwind
 
 if TYPE_CHECKING:
     from di.container import Container
@@ -104,13 +104,15 @@ class _Fn:
         self.baked: dict[str, str] = {}  # a baked-in singleton's name -> its key's
         self.guarded = False  # it passes a baked-in singleton on behind `_stale`
         self.own_exit = ""  # the generator a plan hands over itself (_emit_creation's own)
-        # A plan that gathers its exits in a private list (`private`) hands
-        # them over (`flush`, a statement) before a nested scoped or singleton
-        # creation hands over its own, once anything may have been pushed:
-        # teardown order is then entering order across the two lists.
+        # A plan that gathers its exits in a private list (`private`) keeps
+        # their place in its checkpoint's list (`flush`, a statement: a Slot,
+        # see _reserve) before a nested scoped or singleton creation hands
+        # over its own, once anything may have been pushed (`pushed`); one
+        # that did (`reserved`) hands over with _hand, committing its slots.
         self.private = ""
         self.flush = ""
         self.pushed = False
+        self.reserved = False
 
     def const(self, obj: Any, prefix: str) -> str:
         name = self.ids.get(id(obj))
@@ -192,9 +194,7 @@ class Compiler:
                 value = self._interpret(key, cp, mine, ex)
             except BaseException as exc:
                 if mine and ex is not None:
-                    ex += mine
-                    if cp._exits is not ex:
-                        self._reclaim(cp, ex, mine, key)
+                    self._hand(cp, ex, mine, key, False)
                 if isinstance(exc, RecursionError):
                     raise GraphError([too_deep(key)]) from exc
                 raise
@@ -202,9 +202,7 @@ class Compiler:
                 assert ex is not None
                 if cp._exits is not ex:
                     self._late(cp, mine, key)
-                ex += mine
-                if cp._exits is not ex:
-                    self._reclaim(cp, ex, mine, key)
+                self._hand(cp, ex, mine, key, False)
             return value
 
         return first
@@ -242,7 +240,7 @@ class Compiler:
                     value = dprovider.factory
                 elif level == 0:
                     if ex and into is not None and dkey not in root:
-                        self._flush(cp, into, ex, key)
+                        _reserve(into, ex)
                     value = root[dkey]
                 else:
                     owner = cp
@@ -251,7 +249,7 @@ class Compiler:
                     if owner._level != level:
                         raise self._noscope(dkey, cp)
                     if ex and into is not None and dkey not in owner:
-                        self._flush(cp, into, ex, key)
+                        _reserve(into, ex)
                     value = owner[dkey]
                 if kwargs is not None or keyword_only:
                     kwargs = {} if kwargs is None else kwargs
@@ -343,9 +341,9 @@ class Compiler:
             "_late": self._late,
             "_alate": self._alate,
             "_reclaim": self._reclaim,
-            "_flush": self._flush,
-            "_aflush": self._aflush,
-            "_sflush": self._sflush,
+            "_reserve": _reserve,
+            "_hand": self._hand,
+            "_ahand": self._ahand,
             "_again": self._again,
             "_areclaim": self._areclaim,
             "_AsyncExit": AsyncExit,
@@ -402,6 +400,7 @@ class Compiler:
         # What this creation entered so far goes to its checkpoint before a
         # nested creation hands over its own exits (see _Fn.flush).
         flush = fn.pushed and fn.flush and provider.kind is not Kind.CONTEXT
+        fn.reserved = fn.reserved or bool(flush)
         # Under aresolve everything not made yet takes the async path: a
         # singleton may need `async with`, a scoped key may have to await
         # another's creation. A context value is never made: a plain lookup.
@@ -615,7 +614,7 @@ class Compiler:
             fn.lines.append(f"{pad}return {expr}")
             return self._compile(fn, "plan")  # type: ignore[no-any-return]
         fn.private = "mine"
-        fn.flush = f"{'await _aflush' if is_async else '_flush'}(cp, ex, mine, {k})"
+        fn.flush = "_reserve(ex, mine)"
         fn.lines += [
             # Its own list, handed over after the last check (see _scoped_plan).
             f"{pad}mine = []",
@@ -624,6 +623,18 @@ class Compiler:
             f"{pad}try:",
         ]
         expr = self._emit_creation(fn, key, "cp", "mine", is_async, pad + "    ")
+        if fn.reserved:  # it kept places in ex: hand over by committing them
+            hand = f"{'await _ahand' if is_async else '_hand'}(cp, ex, mine, {k}, False)"
+            on_error, handed = [f"{pad}        {hand}"], [f"{pad}    {hand}"]
+        else:
+            on_error = [
+                f"{pad}        ex += mine",
+                f"{pad}        if cp._exits is not ex: {reclaim}(cp, ex, mine, {k})",
+            ]
+            handed = [
+                f"{pad}    ex += mine",
+                f"{pad}    if cp._exits is not ex: {reclaim}(cp, ex, mine, {k})",
+            ]
         fn.lines += [
             f"{pad}    v = {expr}",
             # A failed creation hands what it entered to the checkpoint (to
@@ -631,13 +642,11 @@ class Compiler:
             # still there and unwinds it.
             f"{pad}except BaseException:",
             f"{pad}    if mine:",
-            f"{pad}        ex += mine",
-            f"{pad}        if cp._exits is not ex: {reclaim}(cp, ex, mine, {k})",
+            *on_error,
             f"{pad}    raise",
             f"{pad}else:",
             f"{pad}    if cp._exits is not ex: {late}(cp, mine, {k})",
-            f"{pad}    ex += mine",
-            f"{pad}    if cp._exits is not ex: {reclaim}(cp, ex, mine, {k})",
+            *handed,
             f"{pad}    return v",
         ]
         return self._compile(fn, "plan")  # type: ignore[no-any-return]
@@ -725,7 +734,7 @@ class Compiler:
         fn.owners[("c", level)] = "c"
         if exits and not one:
             fn.private = "mine"
-            fn.flush = f"{'await _aflush' if is_async else '_flush'}(c, ex, mine, {k})"
+            fn.flush = "_reserve(ex, mine)"
         expr = self._emit_creation(
             fn, key, "c", "mine" if exits and not one else "ex", is_async, pad, own=one
         )
@@ -756,7 +765,12 @@ class Compiler:
                 else f"{pad}if c._exits is not ex: raise _closed(c, {k})",
                 f"{pad}c[{k}] = v",
             ]
-        if exits and not one:
+        if exits and not one and fn.reserved:
+            # It kept places in ex: hand over by committing them (_hand).
+            hand = "await _ahand" if is_async else "_hand"
+            fn.lines.append(f"{pad}{hand}(c, ex, mine, {k}, True)")
+            on_error = ["        if mine:", f"            {hand}(c, ex, mine, {k}, False)"]
+        elif exits and not one:
             fn.lines += [
                 f"{pad}ex += mine",
                 f"{pad}if c._exits is not ex:",
@@ -796,8 +810,8 @@ class Compiler:
             f"{'async ' if is_async else ''}def make(c, ex):",
         ]
         fn.owners[("c", 0)] = "c"
-        fn.private = "ex"  # a _Private list: see _sflush
-        fn.flush = f"_sflush(ex, {fn.const(key, 'K')})"
+        fn.private = "ex"  # a _Private list: its slots go to the root's list it began with
+        fn.flush = "_reserve(ex.began, ex)"
         expr = self._emit_creation(fn, key, "c", "ex", is_async, "    ")
         fn.lines.append(f"    return {expr}")
         return self._compile(fn, "make")
@@ -858,11 +872,11 @@ class Compiler:
                 # itself) gather here: a failed creation unwinds them at once,
                 # like a failed `with`, and a good one hands them to the root,
                 # LIFO.
-                exits = _Private(began, closes)
+                exits = _Private(began)
                 try:
                     value = enter(make(root, exits), exits)
                 except BaseException as exc:
-                    unwind(exits.all_entered(), exc)
+                    unwind(Slot.mine(exits), exc)
                     raise
                 if not self._keep(key, value, exits, closes, generation, graph, began):
                     self._late(root, exits, key)
@@ -913,11 +927,11 @@ class Compiler:
                 closes, generation, began = container._closes, container._generation, root._exits
                 if generation != built or closes != opened:
                     return _STALE  # as in _singleton_plan
-                exits = _Private(began, closes)
+                exits = _Private(began)
                 try:
                     value = await aenter(await make(root, exits), exits)
                 except BaseException as exc:
-                    await aunwind(exits.all_entered(), exc)
+                    await aunwind(Slot.mine(exits), exc)
                     raise
                 if not self._keep(key, value, exits, closes, generation, graph, began):
                     await self._alate(root, exits, key)
@@ -1059,11 +1073,14 @@ class Compiler:
         with container._override_lock:
             if container._closes != closes or root._exits is not began or began is None:
                 return False
-            if needs_async(exits):
+            if needs_async(Slot.entries_of(exits)):
                 if container._sync_unwind:  # a sync close could not run its exit
                     return False
                 root._async = True
-            began.extend(exits)
+            rest = self._commit(exits)  # no close began: none can have been reached
+            if rest is None:  # pragma: no cover - a close is refused above
+                return False
+            began.extend(rest)
             if container._unwinding or container._dropped.get(key, 0) > generation:
                 return True
             container._made.setdefault(key, []).append((graph, value))
@@ -1093,59 +1110,66 @@ class Compiler:
     # container closed, and a singleton made then must not be served by its
     # next open): unwind what is left on that list, which nobody else will,
     # and refuse.
-    def _late(self, cp: Checkpoint, exits: list[Any], key: Any) -> None:
+    def _late(self, cp: Checkpoint, exits: list[Any], key: Any) -> NoReturn:
         error = self._closed(cp, key)
         try:
-            unwind(exits, None)
+            unwind(Slot.mine(exits), None)
         except BaseException as exc:
             raise error from exc
         raise error
 
-    # A creation that gathers its exits in a list of its own hands them over
-    # before a creation nested in it hands over its own (a scoped or singleton
-    # key it needs, made there and then): with the same checks as at its end,
-    # so teardown order is entering order, as with nested `with` blocks.
-    def _flush(self, cp: Checkpoint, ex: list[Any], mine: list[Any], key: Any) -> None:
-        if cp._exits is not ex:
+    # A creation's hand-over of its own list ``mine`` to its checkpoint's list
+    # ``ex``, after the checks, when it kept places there (Slots): commit them
+    # (what they hold is then unwound in their place) and append the rest. A
+    # slot that an unwind reached first means the teardown began: what it
+    # holds is still this creation's own, unwound here with the rest
+    # (`_late`). With ``stored``, the value already stored in ``cp`` is taken
+    # back with its exits.
+    def _hand(self, cp: Checkpoint, ex: list[Any], mine: list[Any], key: Any, stored: bool) -> None:
+        rest = self._commit(mine)
+        if rest is None:
+            if stored:
+                dict.pop(cp, key, None)
             self._late(cp, mine, key)
-        ex += mine
+        ex += rest
         if cp._exits is not ex:
-            self._reclaim(cp, ex, mine, key)
-        mine.clear()
+            if stored:
+                dict.pop(cp, key, None)
+            self._reclaim(cp, ex, rest, key)
 
-    async def _aflush(self, cp: Checkpoint, ex: list[Any], mine: list[Any], key: Any) -> None:
-        if cp._exits is not ex:
+    async def _ahand(
+        self, cp: Checkpoint, ex: list[Any], mine: list[Any], key: Any, stored: bool
+    ) -> None:
+        rest = self._commit(mine)
+        if rest is None:
+            if stored:
+                dict.pop(cp, key, None)
             await self._alate(cp, mine, key)
-        ex += mine
+        ex += rest
         if cp._exits is not ex:
-            await self._areclaim(cp, ex, mine, key)
+            if stored:
+                dict.pop(cp, key, None)
+            await self._areclaim(cp, ex, rest, key)
+
+    @staticmethod
+    def _commit(mine: list[Any]) -> list[Any] | None:
+        """Commit ``mine``'s slots and return the rest, or None (``mine`` left
+        with what is still its own) if an unwind reached a slot first."""
+        rest = [e for e in mine if type(e) is not Slot]
+        for e in mine:
+            if type(e) is Slot and not e.commit():
+                mine[:] = Slot.mine(mine)
+                return None
         mine.clear()
+        return rest
 
-    def _sflush(self, exits: _Private, key: Any) -> None:
-        """A singleton's ``_flush``: to the root's list, under the checks of
-        ``_keep``. What it hands over is remembered, so that a creation that
-        fails later still unwinds all it entered at once (taken back by
-        identity); a close found meanwhile fails the creation, which unwinds
-        the list."""
-        container, root, began = self.container, self.container._root, exits.began
-        with container._override_lock:
-            if container._closes != exits.closes or root._exits is not began or began is None:
-                raise self._closed_container(key)
-            if needs_async(exits):
-                if container._sync_unwind:  # a sync close could not run its exit
-                    raise self._closed_container(key)
-                root._async = True
-            began.extend(exits)
-        exits.handed.extend(exits)
-        exits.clear()
-
-    def _reclaim(self, cp: Checkpoint, ex: list[Any], mine: list[Any], key: Any) -> None:
+    def _reclaim(self, cp: Checkpoint, ex: list[Any], mine: list[Any], key: Any) -> NoReturn:
         """``mine`` was handed to ``cp``'s list ``ex`` as a teardown began:
         take back, by identity, what of it the teardown has not taken, and
         unwind that (`_late`). Never another creation's exits."""
         self._late(cp, self._taken_back(ex, mine), key)
 
-    async def _areclaim(self, cp: Checkpoint, ex: list[Any], mine: list[Any], key: Any) -> None:
+    async def _areclaim(self, cp: Checkpoint, ex: list[Any], mine: list[Any], key: Any) -> NoReturn:
         await self._alate(cp, self._taken_back(ex, mine), key)
 
     @staticmethod
@@ -1162,10 +1186,10 @@ class Compiler:
         mine.clear()
         return ours
 
-    async def _alate(self, cp: Checkpoint, exits: list[Any], key: Any) -> None:
+    async def _alate(self, cp: Checkpoint, exits: list[Any], key: Any) -> NoReturn:
         error = self._closed(cp, key)
         try:
-            await aunwind(exits, None)
+            await aunwind(Slot.mine(exits), None)
         except BaseException as exc:
             raise error from exc
         raise error
@@ -1262,19 +1286,26 @@ class _MarkerKey:
 
 
 class _Private(list):  # type: ignore[type-arg]
-    """A singleton creation's own exit list, with what ``_sflush`` handed to
-    the root's list ``began`` (as it was when the creation began)."""
+    """A singleton creation's own exit list, with the root's list ``began``
+    (as it was when the creation began), where its slots go (`_reserve`)."""
 
-    __slots__ = ("began", "closes", "handed")
+    __slots__ = ("began",)
 
-    def __init__(self, began: list[Any] | None, closes: int) -> None:
+    def __init__(self, began: list[Any] | None) -> None:
         super().__init__()
         self.began = began
-        self.closes = closes
-        self.handed: list[Any] = []
 
-    def all_entered(self) -> list[Any]:
-        """For a failed creation: what was handed over (taken back from the
-        root's list, unless a close took it there) and what is left here."""
-        back = [] if self.began is None else Compiler._taken_back(self.began, self.handed)
-        return back + self
+
+def _reserve(target: list[Any] | None, mine: list[Any]) -> None:
+    """Keep the place, in ``target``, of what ``mine`` gathered since its last
+    slot: a `Slot` holding it goes into both lists (see `teardown.Slot`). A
+    nested creation is about to hand its own exits over to ``target``."""
+    start = len(mine)
+    while start and type(mine[start - 1]) is not Slot:
+        start -= 1
+    if target is None or start == len(mine):
+        return
+    slot = Slot(mine[start:])
+    del mine[start:]
+    mine.append(slot)
+    target.append(slot)

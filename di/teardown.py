@@ -14,6 +14,9 @@ An entry is one of:
   `contextlib.contextmanager` semantics;
 - an async generator: likewise with `asynccontextmanager` semantics;
 - `AsyncExit`: a bound ``__aexit__`` (async context managers, RefCounted);
+- `Slot`: a place a creation keeps for exits it entered before a creation
+  nested in it handed over its own; once committed, its entries are unwound
+  in its place;
 - any other callable: a bound ``__exit__``.
 """
 
@@ -26,6 +29,7 @@ from typing import Any, NamedTuple, NoReturn
 
 __all__ = [
     "AsyncExit",
+    "Slot",
     "adidnt_stop",
     "aunwind",
     "aunwind_raised",
@@ -48,8 +52,72 @@ class AsyncExit(NamedTuple):
     aexit: Callable[..., Any]
 
 
+_COMMITTED: Any = object()
+_TAKEN: Any = object()
+
+
+class Slot(dict[int, Any]):
+    """A place a creation keeps in its checkpoint's exit list (the compiler's
+    ``_reserve``) for the exits it entered before a creation nested in it (a
+    scoped or singleton key it needs, made there and then) handed over its
+    own: so that the list unwinds in entering order, as nested ``with``
+    blocks would. The entries stay the creation's until it commits the
+    slot, with its last hand-over; an unwind that reaches a committed slot
+    runs them in its place, one that reaches it first finds nothing there and
+    leaves them to the creation (which, finding the teardown, unwinds its own:
+    ``mine``). Whoever comes first wins: ``dict.setdefault`` is atomic."""
+
+    __slots__ = ("entries",)
+
+    # Identity semantics: two slots are never "equal" because their contents are.
+    __eq__ = object.__eq__
+    __ne__ = object.__ne__
+    __hash__ = object.__hash__  # type: ignore[assignment]
+
+    def __init__(self, entries: list[Any]) -> None:
+        super().__init__()
+        self.entries = entries
+
+    def commit(self) -> bool:
+        """The creation hands the entries over; False if an unwind came first."""
+        return self.setdefault(0, _COMMITTED) is _COMMITTED
+
+    def take(self) -> list[Any]:
+        """An unwind reached the slot: the entries to run here, if committed."""
+        return self.entries if self.setdefault(0, _TAKEN) is _COMMITTED else []
+
+    def committed(self) -> bool:
+        return self.get(0) is _COMMITTED
+
+    @staticmethod
+    def entries_of(exits: list[Any]) -> list[Any]:
+        """``exits`` with each slot replaced by its entries (a view, no claim)."""
+        if not any(type(e) is Slot for e in exits):
+            return exits
+        return [x for e in exits for x in (e.entries if type(e) is Slot else (e,))]
+
+    @staticmethod
+    def mine(exits: list[Any]) -> list[Any]:
+        """``exits`` with each slot not committed replaced by its entries, which
+        are then the caller's alone (a creation that unwinds its own)."""
+        if not any(type(e) is Slot for e in exits):
+            return exits
+        out: list[Any] = []
+        for e in exits:
+            if type(e) is not Slot:
+                out.append(e)
+            elif e.setdefault(0, _TAKEN) is not _COMMITTED:
+                out += e.entries
+        return out
+
+
 def needs_async(exits: list[Any]) -> bool:
-    return any(type(e) is AsyncGeneratorType or type(e) is AsyncExit for e in exits)
+    return any(
+        type(e) is AsyncGeneratorType
+        or type(e) is AsyncExit
+        or (type(e) is Slot and e.committed() and needs_async(e.entries))
+        for e in exits
+    )
 
 
 def _name(gen: Any) -> str:
@@ -182,6 +250,9 @@ def unwind(
                 stop = _exit_generator(entry, exc)
             elif type(entry) is AsyncGeneratorType or type(entry) is AsyncExit:
                 raise RuntimeError("async teardown reached the sync unwind")  # pragma: no cover
+            elif type(entry) is Slot:
+                exits += entry.take()  # unwound here, in its place
+                continue
             elif exc is None:
                 stop = entry(None, None, None)
             else:
@@ -253,6 +324,9 @@ async def aunwind(
                         stop = await entry.aexit(None, None, None)
                     else:
                         stop = await entry.aexit(type(exc), exc, exc.__traceback__)
+                elif kind is Slot:
+                    exits += entry.take()  # unwound here, in its place
+                    continue
                 elif exc is None:
                     stop = entry(None, None, None)
                 else:
