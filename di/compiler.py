@@ -876,7 +876,7 @@ class Compiler:
                 try:
                     value = enter(make(root, exits), exits)
                 except BaseException as exc:
-                    unwind(Slot.mine(exits), exc)
+                    unwind(exits.withdrawn(), exc)
                     raise
                 if not self._keep(key, value, exits, closes, generation, graph, began):
                     self._late(root, exits, key)
@@ -931,7 +931,7 @@ class Compiler:
                 try:
                     value = await aenter(await make(root, exits), exits)
                 except BaseException as exc:
-                    await aunwind(Slot.mine(exits), exc)
+                    await aunwind(exits.withdrawn(), exc)
                     raise
                 if not self._keep(key, value, exits, closes, generation, graph, began):
                     await self._alate(root, exits, key)
@@ -1294,6 +1294,18 @@ class _Private(list):  # type: ignore[type-arg]
     def __init__(self, began: list[Any] | None) -> None:
         super().__init__()
         self.began = began
+
+    def withdrawn(self) -> list[Any]:
+        """For a failed creation: all it entered, its slots claimed and taken
+        out of the root's list (one C call each, by identity; a close may have
+        taken them already), so that failures leave nothing behind there."""
+        own = Slot.mine(self)
+        if own is not self and self.began is not None:
+            for e in self:
+                if type(e) is Slot:
+                    with contextlib.suppress(ValueError):
+                        self.began.remove(e)
+        return own
 
 
 def _reserve(target: list[Any] | None, mine: list[Any]) -> None:

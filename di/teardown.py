@@ -108,6 +108,7 @@ class Slot(dict[int, Any]):
                 out.append(e)
             elif e.setdefault(0, _TAKEN) is not _COMMITTED:
                 out += e.entries
+                e.entries = []  # the slot left behind holds on to nothing
         return out
 
 

@@ -1277,3 +1277,23 @@ def test_a_failed_singleton_still_unwinds_all_it_entered_at_once(api: str) -> No
         assert log[2:] == ["exit later", "exit res", "exit nested"]
 
     asyncio.run(body())
+
+
+def test_failed_singleton_creations_leave_nothing_behind_in_the_root() -> None:
+    # Each failure kept a place in the root's exit list before the nested
+    # singleton was made; it takes that place back, so that a singleton that
+    # keeps failing (a retry loop) does not grow the root's list.
+    import gc
+
+    from di.teardown import Slot
+
+    log: list[str] = []
+    fail = [True]
+    container = di.Container(_order_registry(log, None, fail))
+    with container:
+        for _ in range(200):
+            with pytest.raises(RuntimeError, match="uses failed"):
+                container.resolve(_Uses)
+        gc.collect()
+        assert sum(type(o) is Slot for o in gc.get_objects()) == 0
+        assert log.count("enter res") == log.count("exit res") == 200
