@@ -574,6 +574,12 @@ class Compiler:
         if store:
             lines.append(f"{pad}    _pop({cp}, {k}, None)")
         lines.append(f"{pad}    {reclaim}({cp}, ex, [{g}], {k})")
+        if is_async and not store:
+            # A transient made at the root under aresolve hands over through
+            # _ahand, which refuses an async exit while a sync close unwinds
+            # the root's list (it could not run it).
+            head = f"{pad}if {cp} is _root: await _ahand({cp}, ex, [{g}], {k}, False)"
+            return [head, f"{pad}else:", *(f"    {line}" for line in lines)]
         return lines
 
     def _one_exit(self, key: Any) -> bool:
@@ -626,6 +632,20 @@ class Compiler:
         if fn.reserved:  # it kept places in ex: hand over by committing them
             hand = f"{'await _ahand' if is_async else '_hand'}(cp, ex, mine, {k}, False)"
             on_error, handed = [f"{pad}        {hand}"], [f"{pad}    {hand}"]
+        elif is_async:  # to the root through _ahand (see _hand_over)
+            hand = f"await _ahand(cp, ex, mine, {k}, False)"
+            on_error = [
+                f"{pad}        if cp is _root: {hand}",
+                f"{pad}        else:",
+                f"{pad}            ex += mine",
+                f"{pad}            if cp._exits is not ex: {reclaim}(cp, ex, mine, {k})",
+            ]
+            handed = [
+                f"{pad}    if cp is _root: {hand}",
+                f"{pad}    else:",
+                f"{pad}        ex += mine",
+                f"{pad}        if cp._exits is not ex: {reclaim}(cp, ex, mine, {k})",
+            ]
         else:
             on_error = [
                 f"{pad}        ex += mine",
@@ -1112,8 +1132,11 @@ class Compiler:
     # and refuse.
     def _late(self, cp: Checkpoint, exits: list[Any], key: Any) -> NoReturn:
         error = self._closed(cp, key)
+        own = Slot.mine(exits)
+        if own is not exits:
+            exits.clear()  # consumed, as unwinding it in place would
         try:
-            unwind(Slot.mine(exits), None)
+            unwind(own, None)
         except BaseException as exc:
             raise error from exc
         raise error
@@ -1121,12 +1144,11 @@ class Compiler:
     # A creation's hand-over of its own list ``mine`` to its checkpoint's list
     # ``ex``, after the checks, when it kept places there (Slots): commit them
     # (what they hold is then unwound in their place) and append the rest. A
-    # slot that an unwind reached first means the teardown began: what it
-    # holds is still this creation's own, unwound here with the rest
-    # (`_late`). With ``stored``, the value already stored in ``cp`` is taken
-    # back with its exits.
+    # teardown begun meanwhile (or a slot an unwind reached first) leaves all
+    # of it this creation's own, unwound here (`_late`). With ``stored``, the
+    # value already stored in ``cp`` is taken back with its exits.
     def _hand(self, cp: Checkpoint, ex: list[Any], mine: list[Any], key: Any, stored: bool) -> None:
-        rest = self._commit(mine)
+        rest = self._commit(mine) if cp._exits is ex else None
         if rest is None:
             if stored:
                 dict.pop(cp, key, None)
@@ -1140,7 +1162,14 @@ class Compiler:
     async def _ahand(
         self, cp: Checkpoint, ex: list[Any], mine: list[Any], key: Any, stored: bool
     ) -> None:
-        rest = self._commit(mine)
+        """`_hand` under aresolve. To the root, it takes the override lock, as a
+        singleton's hand-over does (`_keep`): a sync close that is unwinding
+        the root's list could not run an async exit, so it is refused then."""
+        if cp is self.container._root:
+            if not self._to_root(ex, mine):
+                await self._alate(cp, mine, key)
+            return
+        rest = self._commit(mine) if cp._exits is ex else None
         if rest is None:
             if stored:
                 dict.pop(cp, key, None)
@@ -1150,6 +1179,21 @@ class Compiler:
             if stored:
                 dict.pop(cp, key, None)
             await self._areclaim(cp, ex, rest, key)
+
+    def _to_root(self, ex: list[Any], mine: list[Any]) -> bool:
+        container = self.container
+        with container._override_lock:
+            if container._root._exits is not ex:
+                return False
+            if needs_async(Slot.entries_of(mine)):
+                if container._sync_unwind:
+                    return False
+                container._root._async = True  # before the list holds it
+            rest = self._commit(mine)
+            if rest is None:
+                return False
+            ex += rest
+            return True
 
     @staticmethod
     def _commit(mine: list[Any]) -> list[Any] | None:
@@ -1188,8 +1232,11 @@ class Compiler:
 
     async def _alate(self, cp: Checkpoint, exits: list[Any], key: Any) -> NoReturn:
         error = self._closed(cp, key)
+        own = Slot.mine(exits)
+        if own is not exits:
+            exits.clear()  # consumed, as unwinding it in place would
         try:
-            await aunwind(Slot.mine(exits), None)
+            await aunwind(own, None)
         except BaseException as exc:
             raise error from exc
         raise error
