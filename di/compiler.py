@@ -194,7 +194,7 @@ class Compiler:
                 value = self._interpret(key, cp, mine, ex)
             except BaseException as exc:
                 if mine and ex is not None:
-                    self._hand(cp, ex, mine, key, False)
+                    self._failed(cp, ex, mine, key, exc)
                 if isinstance(exc, RecursionError):
                     raise GraphError([too_deep(key)]) from exc
                 raise
@@ -219,6 +219,7 @@ class Compiler:
         levels = graph.level
         root = container._root
         value_kind, call_kind, generator_kind = Kind.VALUE, Kind.CALL, Kind.GENERATOR
+        closes = container._closes
 
         # A closure over locals, not a method: a cold start walks every node once.
         def make(key: Any) -> Any:
@@ -227,6 +228,7 @@ class Compiler:
             _, factory, kind, _, deps, _ = providers[key]
             args: list[Any] = []
             kwargs: dict[str, Any] | None = None
+            singleton = None  # one read here, to pass on: not across a close
             for dname, dkey, keyword_only, default in deps:
                 dprovider = providers.get(dkey)
                 if dprovider is None:  # a kept default: as in _emit_creation
@@ -242,6 +244,7 @@ class Compiler:
                     if ex and into is not None and dkey not in root:
                         _reserve(into, ex)
                     value = root[dkey]
+                    singleton = dkey
                 else:
                     owner = cp
                     while owner._level > level:
@@ -256,6 +259,8 @@ class Compiler:
                     kwargs[dname] = value
                 else:
                     args.append(value)
+            if singleton is not None and container._closes != closes:
+                raise self._again(singleton)  # as a plan's guard does (_guard_baked)
             made = factory(*args, **kwargs) if kwargs else factory(*args)
             if kind is call_kind:
                 return made
@@ -344,6 +349,8 @@ class Compiler:
             "_reserve": _reserve,
             "_hand": self._hand,
             "_ahand": self._ahand,
+            "_failed": self._failed,
+            "_afailed": self._afailed,
             "_again": self._again,
             "_areclaim": self._areclaim,
             "_AsyncExit": AsyncExit,
@@ -406,6 +413,8 @@ class Compiler:
         # another's creation. A context value is never made: a plain lookup.
         if is_async and provider.kind is not Kind.CONTEXT:
             v = fn.tmp()
+            if level == 0:
+                fn.baked[v] = k  # read now, passed on later: guarded as if baked in
             fn.lines.append(f"{pad}{v} = _dget({holder}, {k}, _M)")
             if flush:
                 fn.lines += [
@@ -422,8 +431,17 @@ class Compiler:
                 f"{pad}if {fn.private} and {k} not in {holder}: {fn.flush}",
                 f"{pad}{v} = {holder}[{k}]",
             ]
-            return v
-        return f"{holder}[{k}]"
+        elif level == 0:
+            v = fn.tmp()
+            fn.lines.append(f"{pad}{v} = {holder}[{k}]")
+        else:
+            return f"{holder}[{k}]"
+        if level == 0:
+            # A singleton not made when the plan was compiled is read here and
+            # passed on after the arguments that follow: guarded like one baked
+            # in (_guard_baked), so that a close meanwhile is refused.
+            fn.baked[v] = k
+        return v
 
     def _emit_creation(
         self, fn: _Fn, key: Any, cp: str, ex: str, is_async: bool, pad: str, own: bool = False
@@ -629,17 +647,17 @@ class Compiler:
             f"{pad}try:",
         ]
         expr = self._emit_creation(fn, key, "cp", "mine", is_async, pad + "    ")
+        # A failed creation hands what it entered to the checkpoint (to unwind
+        # at its exit); torn down meanwhile, it unwinds what is still its own
+        # (_failed: the creation's error goes on, unless it is an Exception
+        # and the refusal replaces it).
+        failed = f"{'await _afailed' if is_async else '_failed'}(cp, ex, mine, {k}, e)"
+        on_error = [f"{pad}        {failed}"]
         if fn.reserved:  # it kept places in ex: hand over by committing them
             hand = f"{'await _ahand' if is_async else '_hand'}(cp, ex, mine, {k}, False)"
-            on_error, handed = [f"{pad}        {hand}"], [f"{pad}    {hand}"]
+            handed = [f"{pad}    {hand}"]
         elif is_async:  # to the root through _ahand (see _hand_over)
             hand = f"await _ahand(cp, ex, mine, {k}, False)"
-            on_error = [
-                f"{pad}        if cp is _root: {hand}",
-                f"{pad}        else:",
-                f"{pad}            ex += mine",
-                f"{pad}            if cp._exits is not ex: {reclaim}(cp, ex, mine, {k})",
-            ]
             handed = [
                 f"{pad}    if cp is _root: {hand}",
                 f"{pad}    else:",
@@ -647,20 +665,13 @@ class Compiler:
                 f"{pad}        if cp._exits is not ex: {reclaim}(cp, ex, mine, {k})",
             ]
         else:
-            on_error = [
-                f"{pad}        ex += mine",
-                f"{pad}        if cp._exits is not ex: {reclaim}(cp, ex, mine, {k})",
-            ]
             handed = [
                 f"{pad}    ex += mine",
                 f"{pad}    if cp._exits is not ex: {reclaim}(cp, ex, mine, {k})",
             ]
         fn.lines += [
             f"{pad}    v = {expr}",
-            # A failed creation hands what it entered to the checkpoint (to
-            # unwind at its exit); torn down meanwhile, it takes back what is
-            # still there and unwinds it.
-            f"{pad}except BaseException:",
+            f"{pad}except BaseException as e:",
             f"{pad}    if mine:",
             *on_error,
             f"{pad}    raise",
@@ -789,21 +800,12 @@ class Compiler:
             # It kept places in ex: hand over by committing them (_hand).
             hand = "await _ahand" if is_async else "_hand"
             fn.lines.append(f"{pad}{hand}(c, ex, mine, {k}, True)")
-            on_error = ["        if mine:", f"            {hand}(c, ex, mine, {k}, False)"]
         elif exits and not one:
             fn.lines += [
                 f"{pad}ex += mine",
                 f"{pad}if c._exits is not ex:",
                 f"{pad}    _pop(c, {k}, None)",
                 f"{pad}    {reclaim}(c, ex, mine, {k})",
-            ]
-            # A failed creation hands what it entered to the checkpoint, to
-            # unwind at its exit (as before a failed `with`); torn down
-            # meanwhile, it takes back and unwinds what is still there.
-            on_error = [
-                "        if mine:",
-                "            ex += mine",
-                f"            if c._exits is not ex: {reclaim}(c, ex, mine, {k})",
             ]
         elif not exits:
             # Nothing entered: nothing to unwind (the list is the teardown's).
@@ -812,8 +814,14 @@ class Compiler:
                 f"{pad}    _pop(c, {k}, None)",
                 f"{pad}    raise _closed(c, {k})",
             ]
+        if exits and not one:
+            # A failed creation hands what it entered to the checkpoint, to
+            # unwind at its exit (as before a failed `with`); torn down
+            # meanwhile, it unwinds what is still its own (see _failed).
+            failed = "await _afailed" if is_async else "_failed"
+            on_error = ["        if mine:", f"            {failed}(c, ex, mine, {k}, e)"]
         fn.lines += [
-            "    except BaseException:",
+            "    except BaseException as e:",
             f"        _pop(c, {pk}, None)",
             f"        if _waiters: _wake(c, {pk})",
             *on_error,
@@ -1137,7 +1145,7 @@ class Compiler:
             exits.clear()  # consumed, as unwinding it in place would
         try:
             unwind(own, None)
-        except BaseException as exc:
+        except Exception as exc:  # an interrupt or cancellation goes on as it is
             raise error from exc
         raise error
 
@@ -1158,6 +1166,28 @@ class Compiler:
             if stored:
                 dict.pop(cp, key, None)
             self._reclaim(cp, ex, rest, key)
+
+    def _failed(
+        self, cp: Checkpoint, ex: list[Any], mine: list[Any], key: Any, exc: BaseException
+    ) -> None:
+        """A failed creation's hand-over: what it entered goes to the
+        checkpoint, to unwind at its exit. Torn down meanwhile, it unwinds what
+        is still its own; the refusal then replaces an Exception (as a closed
+        checkpoint's does), but an interrupt or a cancellation goes on."""
+        try:
+            self._hand(cp, ex, mine, key, False)
+        except CheckpointClosedError:
+            if isinstance(exc, Exception):
+                raise
+
+    async def _afailed(
+        self, cp: Checkpoint, ex: list[Any], mine: list[Any], key: Any, exc: BaseException
+    ) -> None:
+        try:
+            await self._ahand(cp, ex, mine, key, False)
+        except CheckpointClosedError:
+            if isinstance(exc, Exception):
+                raise
 
     async def _ahand(
         self, cp: Checkpoint, ex: list[Any], mine: list[Any], key: Any, stored: bool
@@ -1237,7 +1267,7 @@ class Compiler:
             exits.clear()  # consumed, as unwinding it in place would
         try:
             await aunwind(own, None)
-        except BaseException as exc:
+        except Exception as exc:  # an interrupt or cancellation goes on as it is
             raise error from exc
         raise error
 
