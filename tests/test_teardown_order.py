@@ -436,11 +436,13 @@ def test_forced_teardown_during_a_nested_creation_keeps_entering_order(kind: str
                 warm.resolve(A)  # interpreted, the next resolve compiles
             log.clear()
         block[0] = True
+        held = threading.Event()
         with container.scope("request") as request:
             hold = request.hold()
 
             def work() -> None:
                 with hold:
+                    held.set()
                     try:
                         request.resolve(A)
                     except BaseException as exc:
@@ -448,6 +450,7 @@ def test_forced_teardown_during_a_nested_creation_keeps_entering_order(kind: str
 
             thread = threading.Thread(target=work)
             thread.start()
+            assert held.wait(WAIT)  # held before the block ends, or it would be refused
         try:
             assert in_b.wait(WAIT)
             container.close(force=True)
