@@ -219,7 +219,7 @@ class Compiler:
         levels = graph.level
         root = container._root
         value_kind, call_kind, generator_kind = Kind.VALUE, Kind.CALL, Kind.GENERATOR
-        closes = container._closes
+        drops = container._drops  # as a plan's `_stale` (Container._drop_cached)
 
         # A closure over locals, not a method: a cold start walks every node once.
         def make(key: Any) -> Any:
@@ -259,7 +259,7 @@ class Compiler:
                     kwargs[dname] = value
                 else:
                     args.append(value)
-            if singleton is not None and container._closes != closes:
+            if singleton is not None and container._drops != drops:
                 raise self._again(singleton)  # as a plan's guard does (_guard_baked)
             made = factory(*args, **kwargs) if kwargs else factory(*args)
             if kind is call_kind:
@@ -1171,23 +1171,46 @@ class Compiler:
         self, cp: Checkpoint, ex: list[Any], mine: list[Any], key: Any, exc: BaseException
     ) -> None:
         """A failed creation's hand-over: what it entered goes to the
-        checkpoint, to unwind at its exit. Torn down meanwhile, it unwinds what
-        is still its own; the refusal then replaces an Exception (as a closed
-        checkpoint's does), but an interrupt or a cancellation goes on."""
-        try:
-            self._hand(cp, ex, mine, key, False)
-        except CheckpointClosedError:
+        checkpoint, to unwind at its exit (as before a failed `with`). If a
+        teardown began meanwhile, it unwinds here what is still its own (as
+        `_late` does, handing it nothing): an exit's error then replaces the
+        creation's (chained to it); else an interrupt or a cancellation goes on
+        as it is, and an Exception gives way to the refusal."""
+        own = self._fail_over(cp, ex, mine)
+        if own is not None:
+            unwind(own, None, frame=None)  # an exit's error keeps the creation's as context
             if isinstance(exc, Exception):
-                raise
+                raise self._closed(cp, key) from exc
 
     async def _afailed(
         self, cp: Checkpoint, ex: list[Any], mine: list[Any], key: Any, exc: BaseException
     ) -> None:
-        try:
-            await self._ahand(cp, ex, mine, key, False)
-        except CheckpointClosedError:
+        if cp is self.container._root:  # under the lock, as _ahand
+            own = None if self._to_root(ex, mine) else self._own(mine)
+        else:
+            own = self._fail_over(cp, ex, mine)
+        if own is not None:
+            await aunwind(own, None, frame=None)
             if isinstance(exc, Exception):
-                raise
+                raise self._closed(cp, key) from exc
+
+    def _fail_over(self, cp: Checkpoint, ex: list[Any], mine: list[Any]) -> list[Any] | None:
+        """Hand ``mine`` to ``ex``; None if handed, else (a teardown began)
+        what is still this creation's own, to unwind."""
+        if cp._exits is ex:
+            rest = self._commit(mine)
+            if rest is not None:
+                ex += rest
+                if cp._exits is ex:
+                    return None
+                return self._taken_back(ex, rest)  # what the teardown did not take
+        return self._own(mine)
+
+    @staticmethod
+    def _own(mine: list[Any]) -> list[Any]:
+        own = list(Slot.mine(mine))
+        mine.clear()
+        return own
 
     async def _ahand(
         self, cp: Checkpoint, ex: list[Any], mine: list[Any], key: Any, stored: bool

@@ -108,6 +108,7 @@ class Container:
         "_compiler",
         "_count_lock",
         "_dropped",
+        "_drops",
         "_generation",
         "_graph",
         "_level_index",
@@ -170,6 +171,10 @@ class Container:
         self._waiters = self._compiler.waiters
         self._refs = 0
         self._closes = 0  # how many times it closed: overrides check it
+        # How many times a close dropped the singletons (before tearing them
+        # down, where `_closes` counts only once they are): the first-use
+        # interpreter's twin of a plan's `_stale`.
+        self._drops = 0
         # Bumped whenever plans and cached singletons are dropped (close,
         # override): what was made or compiled under an older one is not kept.
         self._generation = 0
@@ -1077,6 +1082,7 @@ class Container:
         for compiled in list(self._baked):
             compiled.__globals__["_stale"] = True
         self._baked.clear()
+        self._drops += 1
         self._generation += 1
         return dropped
 
