@@ -259,7 +259,7 @@ class Compiler:
                     kwargs[dname] = value
                 else:
                     args.append(value)
-            if singleton is not None and container._drops != drops:
+            if singleton is not None and (container._drops != drops or container._unwinding):
                 raise self._again(singleton)  # as a plan's guard does (_guard_baked)
             made = factory(*args, **kwargs) if kwargs else factory(*args)
             if kind is call_kind:
@@ -329,7 +329,9 @@ class Compiler:
         c = self.container
         return {
             "_root": c._root,
-            "_stale": False,
+            # A plan compiled while a close unwinds may read a singleton made
+            # meanwhile, which that close tears down: guarded from the start.
+            "_stale": c._unwinding,
             "_sget": c._storage.get,
             "_M": _M,
             "_dget": dict.get,
@@ -1178,7 +1180,11 @@ class Compiler:
         as it is, and an Exception gives way to the refusal."""
         own = self._fail_over(cp, ex, mine)
         if own is not None:
-            unwind(own, None, frame=None)  # an exit's error keeps the creation's as context
+            try:
+                unwind(own, None)
+            except BaseException as new:
+                _chain_to(new, exc)
+                raise
             if isinstance(exc, Exception):
                 raise self._closed(cp, key) from exc
 
@@ -1190,7 +1196,11 @@ class Compiler:
         else:
             own = self._fail_over(cp, ex, mine)
         if own is not None:
-            await aunwind(own, None, frame=None)
+            try:
+                await aunwind(own, None)
+            except BaseException as new:
+                _chain_to(new, exc)
+                raise
             if isinstance(exc, Exception):
                 raise self._closed(cp, key) from exc
 
@@ -1406,6 +1416,21 @@ class _Private(list):  # type: ignore[type-arg]
                     with contextlib.suppress(ValueError):
                         self.began.remove(e)
         return own
+
+
+def _chain_to(new: BaseException, exc: BaseException) -> None:
+    """An exit's error, raised while a failed creation unwinds what it entered
+    (its chain among the exits kept, cut where the creation's error is being
+    handled): end its chain at the creation's error, as nested `with` blocks
+    would, so that nothing is lost."""
+    seen = {id(new)}
+    while new.__context__ is not None and new.__context__ is not exc:
+        new = new.__context__
+        if id(new) in seen:
+            return
+        seen.add(id(new))
+    if new is not exc:
+        new.__context__ = exc
 
 
 def _reserve(target: list[Any] | None, mine: list[Any]) -> None:
