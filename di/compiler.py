@@ -259,7 +259,7 @@ class Compiler:
                     kwargs[dname] = value
                 else:
                     args.append(value)
-            if singleton is not None and (container._drops != drops or container._unwinding):
+            if singleton is not None and container._drops != drops:
                 raise self._again(singleton)  # as a plan's guard does (_guard_baked)
             made = factory(*args, **kwargs) if kwargs else factory(*args)
             if kind is call_kind:
@@ -329,9 +329,7 @@ class Compiler:
         c = self.container
         return {
             "_root": c._root,
-            # A plan compiled while a close unwinds may read a singleton made
-            # meanwhile, which that close tears down: guarded from the start.
-            "_stale": c._unwinding,
+            "_stale": False,
             "_sget": c._storage.get,
             "_M": _M,
             "_dget": dict.get,
@@ -1422,15 +1420,22 @@ def _chain_to(new: BaseException, exc: BaseException) -> None:
     """An exit's error, raised while a failed creation unwinds what it entered
     (its chain among the exits kept, cut where the creation's error is being
     handled): end its chain at the creation's error, as nested `with` blocks
-    would, so that nothing is lost."""
-    seen = {id(new)}
-    while new.__context__ is not None and new.__context__ is not exc:
-        new = new.__context__
-        if id(new) in seen:
+    would, so that nothing is lost. Nothing to do if the chain already reaches
+    it (an exit that re-raised it)."""
+    linked: set[int] = set()
+    e: BaseException | None = exc
+    while e is not None and id(e) not in linked:
+        linked.add(id(e))
+        e = e.__context__
+    seen: set[int] = set()
+    while id(new) not in seen:
+        if id(new) in linked:
             return
         seen.add(id(new))
-    if new is not exc:
-        new.__context__ = exc
+        if new.__context__ is None:
+            new.__context__ = exc
+            return
+        new = new.__context__
 
 
 def _reserve(target: list[Any] | None, mine: list[Any]) -> None:
