@@ -101,7 +101,7 @@ def test_a_teardown_resolves_what_passes_no_singleton_and_a_leaf_singleton() -> 
 
 @pytest.mark.parametrize("error", [ValueError, KeyboardInterrupt])
 def test_after_a_failed_close_a_call_passing_a_singleton_works(error: type) -> None:
-    # Plans compiled during the failed close (stale from the start) are dropped
+    # Plans compiled during the failed close are dropped
     # at its reset; `_unwinding` does not outlive it.
     def g() -> Iterator[G]:
         yield G()
