@@ -653,22 +653,15 @@ class Compiler:
         # and the refusal replaces it).
         failed = f"{'await _afailed' if is_async else '_failed'}(cp, ex, mine, {k}, e)"
         on_error = [f"{pad}        {failed}"]
+        hand = f"{'await _ahand' if is_async else '_hand'}(cp, ex, mine, {k}, False)"
+        inline = ["ex += mine", f"if cp._exits is not ex: {reclaim}(cp, ex, mine, {k})"]
         if fn.reserved:  # it kept places in ex: hand over by committing them
-            hand = f"{'await _ahand' if is_async else '_hand'}(cp, ex, mine, {k}, False)"
-            handed = [f"{pad}    {hand}"]
+            body = [hand]
         elif is_async:  # to the root through _ahand (see _hand_over)
-            hand = f"await _ahand(cp, ex, mine, {k}, False)"
-            handed = [
-                f"{pad}    if cp is _root: {hand}",
-                f"{pad}    else:",
-                f"{pad}        ex += mine",
-                f"{pad}        if cp._exits is not ex: {reclaim}(cp, ex, mine, {k})",
-            ]
+            body = [f"if cp is _root: {hand}", "else:", *(f"    {line}" for line in inline)]
         else:
-            handed = [
-                f"{pad}    ex += mine",
-                f"{pad}    if cp._exits is not ex: {reclaim}(cp, ex, mine, {k})",
-            ]
+            body = inline
+        handed = [f"{pad}    {line}" for line in body]
         fn.lines += [
             f"{pad}    v = {expr}",
             f"{pad}except BaseException as e:",
@@ -1156,16 +1149,21 @@ class Compiler:
     # of it this creation's own, unwound here (`_late`). With ``stored``, the
     # value already stored in ``cp`` is taken back with its exits.
     def _hand(self, cp: Checkpoint, ex: list[Any], mine: list[Any], key: Any, stored: bool) -> None:
-        rest = self._commit(mine) if cp._exits is ex else None
-        if rest is None:
+        own = self._give(cp, ex, mine)
+        if own is not None:
             if stored:
                 dict.pop(cp, key, None)
-            self._late(cp, mine, key)
-        ex += rest
-        if cp._exits is not ex:
+            self._late(cp, own, key)
+
+    async def _ahand(
+        self, cp: Checkpoint, ex: list[Any], mine: list[Any], key: Any, stored: bool
+    ) -> None:
+        """`_hand` under aresolve (see `_agive`)."""
+        own = self._agive(cp, ex, mine)
+        if own is not None:
             if stored:
                 dict.pop(cp, key, None)
-            self._reclaim(cp, ex, rest, key)
+            await self._alate(cp, own, key)
 
     def _failed(
         self, cp: Checkpoint, ex: list[Any], mine: list[Any], key: Any, exc: BaseException
@@ -1176,7 +1174,7 @@ class Compiler:
         `_late` does, handing it nothing): an exit's error then replaces the
         creation's (chained to it); else an interrupt or a cancellation goes on
         as it is, and an Exception gives way to the refusal."""
-        own = self._fail_over(cp, ex, mine)
+        own = self._give(cp, ex, mine)
         if own is not None:
             try:
                 unwind(own, None)
@@ -1189,10 +1187,7 @@ class Compiler:
     async def _afailed(
         self, cp: Checkpoint, ex: list[Any], mine: list[Any], key: Any, exc: BaseException
     ) -> None:
-        if cp is self.container._root:  # under the lock, as _ahand
-            own = None if self._to_root(ex, mine) else self._own(mine)
-        else:
-            own = self._fail_over(cp, ex, mine)
+        own = self._agive(cp, ex, mine)
         if own is not None:
             try:
                 await aunwind(own, None)
@@ -1202,7 +1197,7 @@ class Compiler:
             if isinstance(exc, Exception):
                 raise self._closed(cp, key) from exc
 
-    def _fail_over(self, cp: Checkpoint, ex: list[Any], mine: list[Any]) -> list[Any] | None:
+    def _give(self, cp: Checkpoint, ex: list[Any], mine: list[Any]) -> list[Any] | None:
         """Hand ``mine`` to ``ex``; None if handed, else (a teardown began)
         what is still this creation's own, to unwind."""
         if cp._exits is ex:
@@ -1214,32 +1209,19 @@ class Compiler:
                 return self._taken_back(ex, rest)  # what the teardown did not take
         return self._own(mine)
 
+    def _agive(self, cp: Checkpoint, ex: list[Any], mine: list[Any]) -> list[Any] | None:
+        """`_give` under aresolve. To the root, it takes the override lock, as a
+        singleton's hand-over does (`_keep`): a sync close that is unwinding
+        the root's list could not run an async exit, so it is refused then."""
+        if cp is self.container._root:
+            return None if self._to_root(ex, mine) else self._own(mine)
+        return self._give(cp, ex, mine)
+
     @staticmethod
     def _own(mine: list[Any]) -> list[Any]:
         own = list(Slot.mine(mine))
         mine.clear()
         return own
-
-    async def _ahand(
-        self, cp: Checkpoint, ex: list[Any], mine: list[Any], key: Any, stored: bool
-    ) -> None:
-        """`_hand` under aresolve. To the root, it takes the override lock, as a
-        singleton's hand-over does (`_keep`): a sync close that is unwinding
-        the root's list could not run an async exit, so it is refused then."""
-        if cp is self.container._root:
-            if not self._to_root(ex, mine):
-                await self._alate(cp, mine, key)
-            return
-        rest = self._commit(mine) if cp._exits is ex else None
-        if rest is None:
-            if stored:
-                dict.pop(cp, key, None)
-            await self._alate(cp, mine, key)
-        ex += rest
-        if cp._exits is not ex:
-            if stored:
-                dict.pop(cp, key, None)
-            await self._areclaim(cp, ex, rest, key)
 
     def _to_root(self, ex: list[Any], mine: list[Any]) -> bool:
         container = self.container
