@@ -3,13 +3,13 @@ error stays in the chain, ending at the factory's), and a call during a close
 that read a singleton the close made and then finalized (a known limit).
 """
 
-import asyncio
 import threading
 from collections.abc import Iterator
 from contextlib import AbstractContextManager
 from typing import Any
 
 import pytest
+from _cut_short import cut_short
 
 import di
 
@@ -68,7 +68,7 @@ def _cut_short(
     # exits are kept in a slot before S is made. X's factory waits until a
     # forced close tore the scope down, then raises ``error``.
     log: list[str] = []
-    in_x, closed, held = threading.Event(), threading.Event(), threading.Event()
+    in_x, closed = threading.Event(), threading.Event()
     registry = di.Registry()
 
     def c1() -> AbstractContextManager[C1]:
@@ -88,33 +88,7 @@ def _cut_short(
 
     registry.provider(**({"scope": "request"} if lifetime == "scoped" else {}))(x)
     container = di.Container(registry, shutdown_timeout=0)
-    raised: list[BaseException] = []
-    with container:
-        with container.scope("request") as request:
-            hold = request.hold()
-
-            def work() -> None:
-                try:
-                    with hold:
-                        held.set()
-                        if api == "resolve":
-                            request.resolve(X)
-                        else:
-                            asyncio.run(request.aresolve(X))
-                except BaseException as exc:  # an interrupt too: it is the result here
-                    raised.append(exc)
-                finally:
-                    held.set()
-
-            thread = threading.Thread(target=work)
-            thread.start()
-            assert held.wait(WAIT)
-        try:
-            assert in_x.wait(WAIT)
-            container.close(force=True)
-        finally:
-            closed.set()
-            thread.join(WAIT)
+    raised = cut_short(container, X, api, in_x, closed)
     assert len(raised) == 1
     return log, raised[0]
 

@@ -11,6 +11,7 @@ from contextlib import AbstractContextManager
 from typing import Any
 
 import pytest
+from _cut_short import cut_short
 
 import di
 
@@ -138,7 +139,7 @@ def test_an_exit_error_of_a_creation_cut_short_by_a_forced_teardown_is_not_lost(
     # raises ValueError) is kept in a slot before S is made. X's factory waits
     # until a forced close tore the scope down, then raises KeyboardInterrupt.
     log: list[str] = []
-    in_x, closed, held = threading.Event(), threading.Event(), threading.Event()
+    in_x, closed = threading.Event(), threading.Event()
     registry = di.Registry()
 
     def c() -> AbstractContextManager[Cv]:
@@ -158,33 +159,7 @@ def test_an_exit_error_of_a_creation_cut_short_by_a_forced_teardown_is_not_lost(
 
     registry.provider(**({"scope": "request"} if lifetime == "scoped" else {}))(x)
     container = di.Container(registry, shutdown_timeout=0)
-    raised: list[BaseException] = []
-    with container:
-        with container.scope("request") as request:
-            hold = request.hold()
-
-            def work() -> None:
-                try:
-                    with hold:
-                        held.set()
-                        if api == "resolve":
-                            request.resolve(X)
-                        else:
-                            asyncio.run(request.aresolve(X))
-                except BaseException as exc:  # the interrupt too: it is the result here
-                    raised.append(exc)
-                finally:
-                    held.set()
-
-            thread = threading.Thread(target=work)
-            thread.start()
-            assert held.wait(WAIT)
-        try:
-            assert in_x.wait(WAIT)
-            container.close(force=True)
-        finally:
-            closed.set()
-            thread.join(WAIT)
+    raised = cut_short(container, X, api, in_x, closed)
     assert log == ["enter c", "exit s", "exit c"]  # each once
     assert len(raised) == 1
     assert any(isinstance(e, KeyboardInterrupt) for e in _chain(raised[0]))

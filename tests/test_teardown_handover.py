@@ -17,6 +17,7 @@ from typing import Any
 
 import anyio
 import pytest
+from _cut_short import cut_short
 
 import di
 
@@ -72,7 +73,7 @@ def _cut_short(
     ``factory(in_x, closed)`` signals it runs and waits until a forced close
     has torn the scope down. What the thread's resolve raised, and the log."""
     log: list[str] = []
-    in_x, closed, held = threading.Event(), threading.Event(), threading.Event()
+    in_x, closed = threading.Event(), threading.Event()
     registry = di.Registry()
 
     def c() -> AbstractContextManager[Cv]:
@@ -91,33 +92,7 @@ def _cut_short(
     lifetime_kw: dict[str, Any] = {"scope": "request"} if lifetime == "scoped" else {}
     registry.provider(**lifetime_kw)(x)
     container = di.Container(registry, shutdown_timeout=0)
-    raised: list[BaseException] = []
-    with container:
-        with container.scope("request") as request:
-            hold = request.hold()
-
-            def work() -> None:
-                try:
-                    with hold:
-                        held.set()
-                        if api == "resolve":
-                            request.resolve(X)
-                        else:
-                            asyncio.run(request.aresolve(X))
-                except BaseException as exc:  # the interrupt too: it is the result here
-                    raised.append(exc)
-                finally:
-                    held.set()
-
-            thread = threading.Thread(target=work)
-            thread.start()
-            assert held.wait(WAIT)
-        try:
-            assert in_x.wait(WAIT)
-            container.close(force=True)
-        finally:
-            closed.set()
-            thread.join(WAIT)
+    raised = cut_short(container, X, api, in_x, closed)
     return raised, log
 
 
