@@ -55,6 +55,11 @@ def normalize_conn(conn: Mapping[str, Any] | None) -> dict[str, Any]:
     Two keys that mean the same thing (``host`` and ``HOST``) are a
     `ValueError`: silently picking one would hide a configuration mistake.
     """
+    if conn is not None and not isinstance(conn, Mapping):
+        raise TypeError(
+            f"conn= takes a mapping of connection details, e.g. conn={{'Host': 'api', "
+            f"'Port': 443}}; got a {type(conn).__qualname__}"
+        )
     normalized: dict[str, Any] = {}
     given_as: dict[str, str] = {}
     for key, value in (conn or {}).items():
@@ -147,6 +152,11 @@ class ClientContext(Generic[C]):
         conn: Mapping[str, Any] | None = None,
         verify_ssl: bool | str = True,
     ) -> None:
+        if not callable(factory):
+            raise TypeError(
+                f"ClientContext(factory, ...) takes a callable, factory(conn, verify_ssl), that "
+                f"makes the client; got a {type(factory).__qualname__}"
+            )
         self._factory = factory
         self._conn = normalize_conn(conn)
         self._verify_ssl = parse_verify_ssl(verify_ssl)

@@ -16,8 +16,8 @@ import threading
 import time
 import typing
 import weakref
-from collections.abc import Coroutine, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Coroutine, Mapping
+from contextlib import AbstractContextManager
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
@@ -29,7 +29,16 @@ from di.compiler import SUPPLIED, Compiler
 from di.errors import AsyncProviderError, ProviderNotFoundError, ScopeError, describe_key
 from di.graph import Graph, in_force
 from di.lifecycle import RefCounted
-from di.registry import Kind, Provider, Registry, default_registry, make_provider, normalize_key
+from di.registry import (
+    Kind,
+    Provider,
+    Registry,
+    default_registry,
+    key_problem,
+    make_provider,
+    normalize_key,
+    shown_key,
+)
 from di.scopes import Checkpoint, ContextVarStorage, Root, Storage, ThreadLocalStorage, make_storage
 from di.scopes import new_checkpoint as _new_checkpoint
 from di.teardown import AsyncExit, aunwind, needs_async, unwind
@@ -141,6 +150,22 @@ class Container:
         sync: bool = False,
     ) -> None:
         registry = default_registry if registry is None else registry
+        if not isinstance(registry, Registry):
+            shown = (
+                f"the class {registry.__qualname__} (did you mean {registry.__qualname__}()?)"
+                if isinstance(registry, type)
+                else f"a {type(registry).__qualname__}"
+            )
+            raise TypeError(f"Container() takes a di.Registry, got {shown}")
+        if (
+            isinstance(shutdown_timeout, bool)
+            or not isinstance(shutdown_timeout, (int, float))
+            or not shutdown_timeout >= 0
+        ):
+            raise TypeError(
+                f"shutdown_timeout= is the seconds a close waits for holders: a number >= 0, "
+                f"got {shutdown_timeout!r}"
+            )
         self._registry = registry
         self._levels: tuple[str, ...] = registry.levels
         # The levels a scope can have: all but the container's own (level 0).
@@ -241,7 +266,10 @@ class Container:
         return plan
 
     def _aplan(self, key: Any) -> Any:
-        plan = self._aplans.get(key)
+        try:
+            plan = self._aplans.get(key)
+        except TypeError:  # unhashable: _known says so
+            plan = None
         if plan is None:
             known = self._known(key)
             with self._override_lock:
@@ -251,12 +279,27 @@ class Container:
         return plan
 
     def _known(self, key: Any) -> Any:
-        if key in self._graph.providers:
-            return key
+        try:
+            if key in self._graph.providers:
+                return key
+        except TypeError:  # unhashable: aresolve and override come here
+            raise TypeError(
+                f"cannot resolve the key {shown_key(key)}: it {key_problem(key)}"
+            ) from None
         normal = normalize_key(key)
         if normal in self._graph.providers:
             return normal
-        raise ProviderNotFoundError(key)
+        problem = key_problem(key)
+        if problem is None:
+            raise ProviderNotFoundError(key)
+        if isinstance(key, str) and any(
+            getattr(k, "__qualname__", None) == key for k in self._graph.providers
+        ):
+            problem += f" (here: resolve({key}), the class, not its name)"
+        elif problem.startswith("is an instance of"):
+            name = type(key).__qualname__
+            problem = f"is an {name} instance, not a type: pass the class, resolve({name})"
+        raise ProviderNotFoundError(key, why=f"cannot resolve {shown_key(key)}: the key {problem}")
 
     def _fill_values(self) -> None:
         providers = self._graph.providers
@@ -290,6 +333,11 @@ class Container:
         cp._async = False
         cp._token = None
         if context:
+            if type(context) is not dict and not isinstance(context, Mapping):
+                raise TypeError(
+                    f"context= takes a mapping of context keys to values, e.g. "
+                    f"context={{Request: request}}; got a {type(context).__qualname__}"
+                )
             self._check_context(context, level, index)
             # An overridden context key keeps its override (a test swaps the
             # request while the app under test still passes the real one).
@@ -373,18 +421,21 @@ class Container:
         return value
 
     # -- overrides ----------------------------------------------------------------
-    @contextmanager
-    def override(self, key: Any, value_or_factory: Any) -> Iterator[None]:
+    def override(self, key: Any, value_or_factory: Any) -> AbstractContextManager[None]:
         """Swap the provider of ``key`` inside the block; restore it on exit.
 
         A class (``FakeRepo``, or a parameterised one, ``FakeRepo[int]``) or a
-        function is used as a transient factory (autowired from its hints);
-        anything else is served as the value.
-        Nestable; what tests use::
+        function (a ``def``, lambda or bound method) is used as a transient
+        factory (autowired from its hints); anything else, a callable instance
+        or a ``partial`` included, is served as the value. Checked when the
+        block is entered. Nestable; what tests use::
 
             with container.override(Mailer, FakeMailer()):
                 ...
         """
+        return _Overriding(self, key, value_or_factory)
+
+    def _begin_override(self, key: Any, value_or_factory: Any) -> _Override:
         key = self._known(key)
         if (
             isinstance(value_or_factory, type)
@@ -402,12 +453,12 @@ class Container:
             except BaseException:
                 self._overrides.pop()
                 raise
-        try:
-            yield
-        finally:
-            with self._override_lock:
-                dropped = self._remove_override(entry)
-            del dropped  # freed outside the lock: finalizers may resolve
+        return entry
+
+    def _end_override(self, entry: _Override) -> None:
+        with self._override_lock:
+            dropped = self._remove_override(entry)
+        del dropped  # freed outside the lock: finalizers may resolve
 
     def _remove_override(self, entry: _Override) -> list[Any]:
         # By identity: list.remove() compares with ==, and two overriding
@@ -1115,6 +1166,36 @@ class _Override:
     def __init__(self, key: Any, provider: Provider) -> None:
         self.key = key
         self.provider = provider
+
+
+class _Overriding:
+    """What ``container.override()`` returns: one ``with`` block, entered once."""
+
+    __slots__ = ("_container", "_entry", "_key", "_value")
+
+    def __init__(self, container: Container, key: Any, value_or_factory: Any) -> None:
+        self._container = container
+        self._key = key
+        self._value = value_or_factory
+        self._entry: _Override | bool | None = None  # None: new; False: ended
+
+    def __enter__(self) -> None:
+        if self._entry is not None:
+            raise RuntimeError(
+                f"this override of {describe_key(self._key)} was already entered; call "
+                f"container.override() again for another block"
+            )
+        self._entry = self._container._begin_override(self._key, self._value)
+
+    def __exit__(self, *exc_info: object) -> None:
+        entry = self._entry
+        if type(entry) is not _Override:
+            raise RuntimeError(
+                f"override of {describe_key(self._key)} exited without being entered; use it "
+                f"as `with container.override(...):`"
+            )
+        self._entry = False
+        self._container._end_override(entry)
 
 
 def _chain(exc: BaseException, earlier: BaseException | None) -> None:

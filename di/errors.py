@@ -125,9 +125,12 @@ class UnresolvableAnnotationError(DIError, NameError):
 class ProviderNotFoundError(DIError, LookupError):
     """No provider is registered for the key that was resolved."""
 
-    def __init__(self, key: Any, chain: Sequence[Any] = ()) -> None:
+    def __init__(self, key: Any, chain: Sequence[Any] = (), *, why: str | None = None) -> None:
         self.key = key
         self.chain = list(chain)
+        if why is not None:  # the key itself is no key (an instance, a string)
+            super().__init__(why)
+            return
         needed = f" (needed by {describe_path(self.chain)})" if self.chain else ""
         super().__init__(
             f"no provider for {describe_key(key)}{needed}; register one with "

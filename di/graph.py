@@ -14,7 +14,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 from di.errors import GraphError, describe_key, describe_path
-from di.registry import NO_DEFAULT, Dependency, Kind, Provider
+from di.registry import NO_DEFAULT, Dependency, Kind, Provider, key_problem
 
 __all__ = ["Graph"]
 
@@ -194,12 +194,7 @@ class Graph:
                     if dkey not in providers:
                         if ddefault is NO_DEFAULT and (dkey, key) not in reported:
                             reported.add((dkey, key))
-                            problems.append(
-                                f"no provider for {describe_key(dkey)} (needed by "
-                                f"{describe_path([*path, dkey])}); register one, e.g. "
-                                f"registry.register({describe_key(dkey)}, Impl), or give "
-                                f"parameter {dname!r} a default"
-                            )
+                            problems.append(_missing(dkey, dname, path))
                         continue
                     visit(dkey, path)
                 elif state == _GREY:
@@ -278,3 +273,18 @@ def in_force(built_on: tuple[tuple[Any, Provider], ...], providers: Mapping[Any,
     """Whether a value built on these providers (``Graph.built_on``) is one
     the graph of ``providers`` would build."""
     return all(providers.get(key) is provider for key, provider in built_on)
+
+
+def _missing(key: Any, name: str, path: list[Any]) -> str:
+    """The problem of a parameter whose key nothing provides."""
+    where = describe_path([*path, key])
+    problem = key_problem(key)
+    if problem is not None:  # Any, a TypeVar, None: no registration can help
+        return (
+            f"parameter {name!r} (in {where}) is annotated {describe_key(key)}, which names no "
+            f"type di can provide; annotate it with a concrete type, or give it a default"
+        )
+    return (
+        f"no provider for {describe_key(key)} (needed by {where}); register one, e.g. "
+        f"registry.register({describe_key(key)}, Impl), or give parameter {name!r} a default"
+    )

@@ -32,8 +32,8 @@ from collections.abc import AsyncGenerator, Callable, Generator
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 from di.container import _entered, active_container
-from di.errors import NoActiveScopeError, describe_key
-from di.registry import INJECT_MARKER, normalize_key, type_hints
+from di.errors import AsyncProviderError, NoActiveScopeError, ProviderNotFoundError, describe_key
+from di.registry import INJECT_MARKER, checked_key, key_problem, normalize_key, type_hints
 from di.scopes import new_checkpoint
 from di.teardown import aunwind, unwind
 
@@ -79,7 +79,7 @@ def Depends(key: TypeForm[T], /) -> T:
     ``Settings`` and calls that leave it out check too: the form to use for
     parameters the caller omits. The key is the one given here, whatever the
     annotation says."""
-    return _Depends(normalize_key(key))  # type: ignore[return-value]
+    return _Depends(checked_key(key, "di.Depends()"))  # type: ignore[return-value]
 
 
 def _globals(fn: Callable[..., Any]) -> dict[str, Any]:
@@ -209,6 +209,18 @@ def _targets(
         else:
             hint = hints.get(param.name)
             key = normalize_key(hint) if _is_marker(hint) else _NOT_INJECTED
+            if key is not _NOT_INJECTED and key_problem(key) is not None:
+                shown = "di.Injected" if type(key) is TypeVar else describe_key(hint)
+                raise TypeError(
+                    f"parameter {param.name!r} of {fn.__qualname__} is annotated {shown}, which "
+                    f"names no type to inject; say what it needs: Injected[Repo]"
+                )
+        if key is not _NOT_INJECTED and param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
+            star = "*" if param.kind is param.VAR_POSITIONAL else "**"
+            raise TypeError(
+                f"{star}{param.name} of {fn.__qualname__} is marked for injection; only named "
+                f"parameters can be injected: declare one parameter per dependency"
+            )
         if param.kind is param.POSITIONAL_ONLY:
             positional.append((key, param.default))
             if key is not _NOT_INJECTED:
@@ -355,11 +367,13 @@ def inject(fn: F) -> F:
             try:
                 for name, key in todo:
                     kwargs[name] = await frame.aresolve(key)
+                name = None  # resolved: what fails from here is the call's own
                 if place is not None:
                     args = place(args, kwargs)
                 result = await fn(*args, **kwargs)
             except BaseException as exc:
                 if not await aunwind(exits, exc):
+                    _explain(fn, name, key, exc)
                     raise
                 return None
             await aunwind(exits, None)
@@ -380,11 +394,13 @@ def inject(fn: F) -> F:
             try:
                 for name, key in todo:
                     kwargs[name] = frame[key]
+                name = None  # resolved: what fails from here is the call's own
                 if place is not None:
                     args = place(args, kwargs)
                 result = yield from fn(*args, **kwargs)
             except BaseException as exc:  # GeneratorExit included: closed early
                 if not unwind(exits, exc):
+                    _explain(fn, name, key, exc)
                     raise
                 return None
             unwind(exits, None)
@@ -405,6 +421,7 @@ def inject(fn: F) -> F:
             try:
                 for name, key in todo:
                     kwargs[name] = await frame.aresolve(key)
+                name = None  # resolved: what fails from here is the call's own
                 if place is not None and todo:
                     args = place(args, kwargs)
                 # `yield from` for async generators: every item out, every
@@ -433,6 +450,8 @@ def inject(fn: F) -> F:
                     pass  # the body finished (raised inside it, it is a RuntimeError)
             except BaseException as exc:
                 if exits is None or not await aunwind(exits, exc):
+                    if exits is not None:
+                        _explain(fn, name, key, exc)
                     raise
                 return
             if exits is not None:
@@ -451,11 +470,13 @@ def inject(fn: F) -> F:
         try:
             for name, key in todo:
                 kwargs[name] = frame[key]
+            name = None  # resolved: what fails from here is the call's own
             if place is not None:
                 args = place(args, kwargs)
             result = fn(*args, **kwargs)
         except BaseException as exc:
             if not unwind(exits, exc):
+                _explain(fn, name, key, exc)
                 raise
             return None
         if exits and _runs_later(result):
@@ -474,6 +495,29 @@ def inject(fn: F) -> F:
         return result
 
     return wrapper  # type: ignore[return-value]
+
+
+def _explain(fn: Callable[..., Any], name: Any, key: Any, exc: BaseException) -> None:
+    """Raise, in place of ``exc``, the same error naming the function and the
+    parameter whose resolve failed (None: the resolves were done)."""
+    if name is None:
+        return
+    where = (
+        f"parameter {name!r} of {fn.__qualname__}"
+        if isinstance(name, str)
+        else f"positional parameter {name} of {fn.__qualname__}"
+    )
+    if type(exc) is ProviderNotFoundError and exc.key is key:
+        raise ProviderNotFoundError(
+            key,
+            why=f"{where} needs {describe_key(key)}, which has no provider; {exc}",
+        ) from None
+    if type(exc) is AsyncProviderError:
+        raise AsyncProviderError(
+            f"{where} needs {describe_key(key)}, which a plain (sync) function cannot get: "
+            f"{exc}. Make {fn.__qualname__} an `async def`: @di.inject awaits its "
+            f"providers then"
+        ) from None
 
 
 def _runs_later(result: Any) -> bool:

@@ -163,6 +163,13 @@ class RefCounted(Generic[T]):
         *,
         name: str | None = None,
     ) -> None:
+        for what, fn in (("open", open), ("close", close)):
+            if not callable(fn):
+                raise TypeError(
+                    f"RefCounted({what}=...) takes a callable (RefCounted(open, close): open() "
+                    f"makes the resource, close(resource) releases it); got a "
+                    f"{type(fn).__qualname__}"
+                )
         self._open = open
         self._close = close
         self._name = name or describe_callable(open)

@@ -24,6 +24,7 @@ from types import (
     GenericAlias,
     MethodType,
     ModuleType,
+    NoneType,
     SimpleNamespace,
     UnionType,
 )
@@ -199,8 +200,72 @@ def normalize_key(hint: Any) -> Any:
     if typing.get_origin(hint) is Annotated:
         base = hint.__origin__
         names = [m for m in hint.__metadata__ if isinstance(m, Named)]
-        return Annotated[base, names[-1]] if names else base
+        if len(names) > 1:
+            raise TypeError(
+                f"{describe_key(hint)} carries {len(names)} di.Named qualifiers; a key has one "
+                f"name: keep the one you mean"
+            )
+        return Annotated[base, names[0]] if names else base
     return hint
+
+
+# Where typing's own forms live: an object of a type from one of these is a
+# type form (list[int], Optional[X], a NewType, Literal[...]), not a value.
+_FORM_MODULES: Final = frozenset({"typing", "typing_extensions", "types", "collections.abc"})
+
+
+def key_problem(key: Any) -> str | None:
+    """Why ``key`` can never name a provider, or None if it can. For messages
+    only: never on a resolve's path."""
+    try:
+        hash(key)
+    except TypeError:
+        return (
+            f"is not hashable ({type(key).__qualname__}); a key is a type, a typing form such as "
+            f"list[int], or Annotated[T, di.Named('x')]"
+        )
+    if key is None or key is NoneType:
+        return "is None; a key is a type: pass the class the value is an instance of"
+    if key is Any or type(key) in (TypeVar, ParamSpec, _TYPE_VAR_TUPLE):  # Any: a class on 3.11
+        return "names no concrete type; use the class (or a NewType) the value is an instance of"
+    if isinstance(key, type):
+        return None
+    if isinstance(key, str):
+        return (
+            "is a string, and di does not evaluate strings as keys; pass the class itself, or "
+            "use Annotated[T, di.Named(...)] to tell two of one type apart"
+        )
+    if hasattr(key, "__origin__") or type(key).__module__ in _FORM_MODULES:
+        return None
+    return (
+        f"is an instance of {type(key).__qualname__}, not a type; pass the class "
+        f"({type(key).__qualname__}), or register a ready instance with registry.value(Class, "
+        f"instance)"
+    )
+
+
+def checked_key(key: Any, what: str) -> Any:
+    """``key`` normalised, or a TypeError naming ``what`` was given and why it
+    cannot be a key. Registration only."""
+    if type(key) is type:
+        return key
+    problem = key_problem(key)
+    if problem is not None:
+        raise TypeError(f"{what}: the key {shown_key(key)} {problem}")
+    return normalize_key(key)
+
+
+def shown_key(key: Any) -> str:
+    """A key for a message; a value given where a key belongs is shown by its
+    type only (its repr may hold a secret)."""
+    if (
+        key is None
+        or isinstance(key, (type, str, list, tuple, dict, set))
+        or type(key).__module__ in _FORM_MODULES
+        or hasattr(key, "__origin__")
+    ):
+        return describe_key(key)
+    return f"<{type(key).__qualname__} instance>"
 
 
 class Kind(enum.Enum):
@@ -808,11 +873,28 @@ def make_provider(
     if type(factory) is type or _is_class(factory):  # a class; Repo[int] is read below
         kind = Kind.CALL
         if cm:
-            kind = Kind.ASYNC_CM if hasattr(factory, "__aenter__") else Kind.CM
-        key = factory if provides is None else normalize_key(provides)
+            if hasattr(factory, "__aenter__"):
+                kind = Kind.ASYNC_CM
+            elif hasattr(factory, "__enter__"):
+                kind = Kind.CM
+            else:
+                raise TypeError(
+                    f"{factory.__qualname__} is registered with cm=True, but it is no context "
+                    f"manager (no __enter__ or __aenter__): di would enter each instance; "
+                    f"register it without cm=True"
+                )
+        key = factory if provides is None else checked_key(provides, "provides=")
         return class_provider(factory, key, kind, scope, source)
     if not callable(factory):
-        raise TypeError(f"{factory!r} is not callable: a provider must be a function or a class")
+        shown = "None" if factory is None else f"a {type(factory).__qualname__} instance"
+        fix = (
+            f"; to provide a ready instance, use registry.value({shown_key(provides)}, instance)"
+            if provides is not None and factory is not None
+            else ""
+        )
+        raise TypeError(
+            f"a provider must be a function or a class, got {shown} (not callable){fix}"
+        )
     target = factory  # what says the kind: see `call_target`
     if type(factory) is FunctionType:  # def, async def, lambda: the common case
         hints, deps, code = _read(factory, skip_first=False)
@@ -863,12 +945,29 @@ def make_provider(
         kind = Kind.COROUTINE
     else:
         kind = Kind.CALL
-    key = provides if provides is not None else ret
-    if key is inspect.Parameter.empty or key is None:
-        raise TypeError(
-            f"{getattr(factory, '__qualname__', factory)!r} has no return annotation, so di "
-            f"cannot tell what it provides; annotate its return type or pass provides=..."
-        )
+    if provides is not None:
+        key = checked_key(provides, "provides=")
+    else:
+        key = ret
+        name = getattr(factory, "__qualname__", None) or f"a {type(factory).__qualname__}"
+        if key is inspect.Parameter.empty:
+            raise TypeError(
+                f"{name!r} has no return annotation, so di cannot tell what it provides; "
+                f"annotate its return type or pass provides=..."
+            )
+        if type(key) is not type:
+            problem = (
+                "None, which is no value to inject"
+                if key is None or key is NoneType
+                else None
+                if key_problem(key) is None
+                else f"{describe_key(key)}, which names no concrete type"
+            )
+            if problem is not None:
+                raise TypeError(
+                    f"{name!r} is annotated to return {problem}, so di cannot tell what it "
+                    f"provides; annotate the type it returns or pass provides=..."
+                )
     # The code object itself: rendering "file:line" waits until an error needs it.
     origin = source or (code if code is not None else _caller_location())
     return Provider(normalize_key(key), factory, kind, scope, deps, origin)
@@ -921,7 +1020,7 @@ def _generic_class_provider(
     kind = _CALL
     if cm:
         kind = Kind.ASYNC_CM if hasattr(cls, "__aenter__") else Kind.CM
-    key = alias if provides is None else normalize_key(provides)
+    key = alias if provides is None else checked_key(provides, "provides=")
     return _wire_class(cls, key, kind, scope, source, alias, bound)
 
 
@@ -1219,9 +1318,16 @@ class Registry:
     """
 
     def __init__(self, levels: Sequence[str] = DEFAULT_ORDER) -> None:
+        if isinstance(levels, str) or not isinstance(levels, cabc.Iterable):
+            raise TypeError(
+                f"levels= takes a sequence of level names, outermost first, e.g. "
+                f"levels=('app', 'session', 'request'); got {levels!r}"
+            )
         names = tuple(str(level) for level in levels)
-        if not names or len(set(names)) != len(names):
-            raise ScopeError(f"scope levels must be distinct and non-empty, got {names!r}")
+        if not names or len(set(names)) != len(names) or not all(names):
+            raise ScopeError(
+                f"levels= must name distinct, non-empty levels, outermost first; got {names!r}"
+            )
         self.levels: tuple[str, ...] = names
         self._providers: dict[Any, Provider] = {}
 
@@ -1336,6 +1442,13 @@ class Registry:
     ) -> Provider:
         """Provide ``interface`` with ``implementation``: a class (autowired
         from its ``__init__``, or ``__new__``, hints) or a factory function."""
+        if interface is None:
+            raise TypeError(
+                "register(None, ...): the first argument is the key the implementation provides "
+                "(a type); to read the key from the implementation's return annotation, use "
+                "registry.provider()"
+            )
+        checked_key(interface, "register()")
         level = self._level(singleton, scope)
         made = make_provider(
             implementation, provides=interface, scope=level, cm=cm, source=_caller_location()
@@ -1345,7 +1458,12 @@ class Registry:
     def value(self, key: Any, instance: Any, *, override: bool = False) -> Provider:
         """Provide a ready instance (never torn down by di)."""
         made = Provider(
-            normalize_key(key), instance, Kind.VALUE, self.levels[0], (), _caller_location()
+            checked_key(key, "value()"),
+            instance,
+            Kind.VALUE,
+            self.levels[0],
+            (),
+            _caller_location(),
         )
         return self.add(made, override=override)
 
@@ -1353,6 +1471,7 @@ class Registry:
         """Declare a value supplied at scope entry:
         ``container.scope("request", context={Request: request})``. ``scope``
         defaults to ``"request"``; a registry without that level must name one."""
+        key = checked_key(key, "context()")
         if scope is None:
             if "request" not in self.levels:
                 below = ", ".join(map(repr, self.levels[1:]))
@@ -1372,17 +1491,19 @@ class Registry:
                 f"at one of {', '.join(map(repr, self.levels[1:]))}, or register the value as a "
                 f"singleton (registry.value({describe_key(key)}, instance))"
             )
-        made = Provider(normalize_key(key), None, Kind.CONTEXT, level, (), _caller_location())
+        made = Provider(key, None, Kind.CONTEXT, level, (), _caller_location())
         return self.add(made, override=override)
 
     def include(self, other: Registry, *, override: bool = False) -> None:
         """Add every provider of ``other`` (modules compose); a key both
         registries provide is an error unless ``override=True``, or unless both
         hold the same registration (a registry included by two paths)."""
+        if not isinstance(other, Registry):
+            raise TypeError(f"include() takes a di.Registry, got {_a_value(other)}")
         if other.levels != self.levels:
             raise ScopeError(
                 f"cannot include a registry with levels {other.levels!r} into one with "
-                f"{self.levels!r}"
+                f"{self.levels!r}; make both with the same Registry(levels=...)"
             )
         for provider in other:
             old = self._providers.get(provider.provides)
@@ -1404,6 +1525,14 @@ def _same(a: Provider, b: Provider) -> bool:
     if isinstance(a.origin, str) or isinstance(b.origin, str):
         return bool(a.origin == b.origin)
     return True
+
+
+def _a_value(obj: object) -> str:
+    """What was passed where something else belonged, for a message: the
+    class itself by name, else its type (a repr may hold a secret)."""
+    if isinstance(obj, type):
+        return f"the class {obj.__qualname__} (an instance was expected: {obj.__qualname__}())"
+    return f"a {type(obj).__qualname__}"
 
 
 default_registry: Final = Registry()
@@ -1439,6 +1568,10 @@ def register_provider(
     ...     return {"env": "prod"}
     """
     target = default_registry if registry is None else registry
+    if not isinstance(target, Registry):
+        raise TypeError(
+            f"register_provider(registry=...) takes a di.Registry, got {_a_value(registry)}"
+        )
     options = target.provider(
         singleton=singleton, scope=scope, provides=provides, cm=cm, override=override
     )

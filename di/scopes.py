@@ -216,6 +216,8 @@ class Checkpoint(dict[Any, Any]):
         try:
             plan = self._container._plans[key]
         except KeyError:
+            plan = None  # compiled below, outside the handler: an error there chains nothing
+        if plan is None:
             plan = self._container._plan(key)
         return plan(self)
 
@@ -224,7 +226,10 @@ class Checkpoint(dict[Any, Any]):
         ``await scope.aresolve(T)``."""
         # Not `async def`: a miss hands back the plan's own coroutine rather
         # than wrapping it in another (each coroutine costs a frame).
-        value = _dget(self, key, _MISSING)
+        try:
+            value = _dget(self, key, _MISSING)
+        except TypeError:  # unhashable: said with the key (zero cost unless raised)
+            value = _MISSING
         if value is not _MISSING:
             return _ready(value)
         if self._exits is None:
@@ -232,7 +237,9 @@ class Checkpoint(dict[Any, Any]):
         container = self._container
         try:
             plan = container._aplans[key]
-        except KeyError:
+        except (KeyError, TypeError):
+            plan = None  # compiled below, outside the handler: an error there chains nothing
+        if plan is None:
             plan = container._aplan(key)
         return plan(self)  # type: ignore[no-any-return]
 
@@ -502,7 +509,25 @@ class Checkpoint(dict[Any, Any]):
             ) from None
         self._token = _EXITED
 
+    def _not_open(self, inherited: bool) -> ScopeError:
+        """An exit of a checkpoint never entered, or already left: nothing
+        to release or tear down, and nothing changes (but a task that
+        inherited it current goes back to its parent)."""
+        if inherited:
+            parent = self._parent
+            self._container._storage.set(None if parent is self._container._root else parent)
+        if self._token is None:
+            return ScopeError(
+                f"{self!r} was exited but has not been entered (nothing changed); use it as "
+                f"`with container.scope(...) as scope:`"
+            )
+        return ScopeError(
+            f"{self!r} was already exited: a scope is left once, by the block that entered it"
+        )
+
     def _exit_elsewhere(self, exc: BaseException | None, inherited: bool = False) -> bool | None:
+        if self._token is None or self._token is _EXITED:
+            raise self._not_open(inherited)
         error = self._foreign_exit(inherited)
         if _setdefault(self, _HOLD, _CLOSING) is not _CLOSING:
             self._release(exc, None)
@@ -513,6 +538,8 @@ class Checkpoint(dict[Any, Any]):
     async def _aexit_elsewhere(
         self, exc: BaseException | None, inherited: bool = False
     ) -> bool | None:
+        if self._token is None or self._token is _EXITED:
+            raise self._not_open(inherited)
         error = self._foreign_exit(inherited)
         if _setdefault(self, _HOLD, _CLOSING) is not _CLOSING:
             await self._arelease(exc, None)
@@ -768,6 +795,13 @@ class Hold:
 
     def __init__(self, checkpoint: Checkpoint) -> None:
         self._cp = checkpoint
+        self._owner: object | None = None  # who entered it; None when not inside its block
+
+    def _not_inside(self) -> ScopeError:
+        return ScopeError(
+            f"hold() of {self._cp!r} was exited without being entered, or exited twice "
+            f"(nothing changed); use it as `with scope.hold():` / `async with scope.hold():`"
+        )
 
     # Inside the block the checkpoint is current and its container counts as
     # entered here (for `inject` and `active_container()`), without taking a
@@ -833,6 +867,8 @@ class Hold:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> bool | None:
+        if self._owner is None:
+            raise self._not_inside()
         cp = self._cp
         error = self._restore(cp)
         suppressed = cp._release(exc, self)
@@ -852,6 +888,8 @@ class Hold:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> bool | None:
+        if self._owner is None:
+            raise self._not_inside()
         cp = self._cp
         error = self._restore(cp)
         suppressed = await cp._arelease(exc, self)
@@ -919,6 +957,8 @@ class Root(Checkpoint):
             try:
                 plan = plans[key]
             except KeyError:
+                plan = None  # compiled below, outside the handler: its error chains nothing
+            if plan is None:
                 plan = plan_for(key)
             return plan(root)
 
