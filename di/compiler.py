@@ -941,7 +941,13 @@ class Compiler:
                     f"{describe_key(key)} needed itself while being created: its factory "
                     f"resolves it (directly or through another factory) from the container"
                 )
-            async with lock:
+            # A free lock is taken without a checkpoint: under trio, taking it
+            # would otherwise pause there, and a sync resolve of the key by
+            # another task of this thread would find a creation it cannot
+            # wait for, though a sync factory's never yields.
+            if not await lock.async_acquire(blocking=False):
+                await lock.async_acquire()
+            try:
                 value = dict.get(root, key, _M)
                 if value is not _M:
                     return value
@@ -957,6 +963,8 @@ class Compiler:
                 if not self._keep(key, value, exits, closes, generation, graph, began):
                     await self._alate(root, exits, key)
                 return value
+            finally:
+                lock.async_release()
 
         async def plan(cp: Any) -> Any:
             value = dict.get(root, key, _M)
