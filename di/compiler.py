@@ -171,12 +171,31 @@ class Compiler:
         generate code only if the key is resolved again. A cold start (build,
         resolve the root once) then pays for no code generation at all, while
         every key resolved twice runs generated code from then on."""
-        plans = self.container._plans
+        container = self.container
+        plans = container._plans
+        built = container._graph  # what `key` is a transient in
+
+        def replan(cp: Any, stale: Any) -> Any:
+            # An override began or ended since this plan was fetched: the key
+            # may be of another kind now (an override's value). Never put
+            # back into the plans: the current plan is made afresh.
+            with container._override_lock:
+                if plans.get(key) is stale:
+                    del plans[key]
+            return container._plan(key)(cp)
 
         def first(cp: Any) -> Any:
+            if container._graph is not built:
+                return replan(cp, first)
+
             def compile_now(cp: Any) -> Any:
-                with self.container._override_lock:  # one graph, as in Container._plan
-                    compiled = plans[key] = self._generate(self._sync_transient, key)
+                with container._override_lock:  # one graph, as in Container._plan
+                    if container._graph is not built:
+                        compiled = None
+                    else:
+                        compiled = plans[key] = self._generate(self._sync_transient, key)
+                if compiled is None:
+                    return replan(cp, compile_now)
                 return compiled(cp)
 
             plans[key] = compile_now
@@ -191,7 +210,7 @@ class Compiler:
             # Its own list, handed over after the last check, as in the plans.
             mine: list[Any] = []
             try:
-                value = self._interpret(key, cp, mine, ex)
+                value = self._interpret(key, cp, mine, ex, built)
             except BaseException as exc:
                 if mine and ex is not None:
                     self._failed(cp, ex, mine, key, exc)
@@ -207,14 +226,15 @@ class Compiler:
 
         return first
 
-    def _interpret(self, key: Any, cp: Any, ex: list[Any] | None, into: list[Any] | None) -> Any:
+    def _interpret(
+        self, key: Any, cp: Any, ex: list[Any] | None, into: list[Any] | None, graph: Graph
+    ) -> Any:
         """Make transient ``key`` in ``cp`` by walking the graph: the same
         steps the generated plan takes, without generating it. Exits go onto
         ``ex``, the resolve's own list, and are handed to ``into``, ``cp``'s
         list when the resolve began (a forced close gives the root a new list
         meanwhile), before a scoped or singleton key is made (see _Fn.flush)."""
         container = self.container
-        graph = container._graph
         providers = graph.providers
         levels = graph.level
         root = container._root
@@ -819,10 +839,22 @@ class Compiler:
             f"        if _waiters: _wake(c, {pk})",
             *on_error,
             "        raise",
+            # An override of this key (or of one below it) began during the
+            # creation: what was made goes to this caller, and stays the
+            # checkpoint's to tear down, but is not kept: the request serves
+            # the override, as it does for what it has not created yet.
+            # (`_gone` is set by Container._rebuild, in this plan's globals.)
+            "    if _gone:",
+            f"        _pop(c, {k}, None)",
+            f"        _pop(c, {pk}, None)",
             f"    if _waiters: _wake(c, {pk})",
             f"    return {value}",
         ]
-        return self._compile(fn, "plan")  # type: ignore[no-any-return]
+        fn.ns["_gone"] = False
+        plan = self._compile(fn, "plan")
+        plan.key = key
+        self.container._scoped.add(plan)  # under the override lock, as _rebuild reads it
+        return plan  # type: ignore[no-any-return]
 
     def _make_fn(self, key: Any, is_async: bool) -> Any:
         """The creation of a singleton, without locking: ``make(root)``."""

@@ -26,8 +26,14 @@ import aiologic.lowlevel
 
 from di.client import ClientContext
 from di.compiler import SUPPLIED, Compiler
-from di.errors import AsyncProviderError, ProviderNotFoundError, ScopeError, describe_key
-from di.graph import Graph, in_force
+from di.errors import (
+    AsyncProviderError,
+    GraphError,
+    ProviderNotFoundError,
+    ScopeError,
+    describe_key,
+)
+from di.graph import Graph, dependents, in_force
 from di.lifecycle import RefCounted
 from di.registry import (
     Kind,
@@ -112,6 +118,7 @@ class Container:
         "_aplans",
         "_baked",
         "_base",
+        "_broken",
         "_closes",
         "_closing",
         "_compiler",
@@ -132,6 +139,7 @@ class Container:
         "_refs",
         "_registry",
         "_root",
+        "_scoped",
         "_storage",
         "_sync",
         "_sync_unwind",
@@ -217,6 +225,13 @@ class Container:
         # `_stale` (Compiler._emit_creation), held weakly: one still running
         # is alive (its frame holds it) when a close sets their `_stale`.
         self._baked: weakref.WeakSet[Any] = weakref.WeakSet()
+        # The compiled scoped plans (``.key``: what they store), held weakly:
+        # an override sets `_gone` in those a swap affects, so that a creation
+        # under way does not store what the override replaced.
+        self._scoped: weakref.WeakSet[Any] = weakref.WeakSet()
+        # Set while the overrides in force make an invalid graph (one ended
+        # out of order): every miss raises it (_invalid).
+        self._broken: GraphError | None = None
         self._count_lock = threading.Lock()
         self._open = False
         # Serialises closes (a close holds it from its decision to its end).
@@ -252,6 +267,8 @@ class Container:
     def _plan(self, key: Any) -> Any:
         plan = self._plans.get(key)
         if plan is None:
+            if self._broken is not None:
+                raise self._invalid("an override ended out of order")
             # A key asked in another spelling (`Annotated[T, "doc"]` for T) is
             # found under its normal form: compiled once, not on every miss.
             # (Kept only under that form: a first-use plan replaces itself.)
@@ -271,6 +288,8 @@ class Container:
         except TypeError:  # unhashable: _known says so
             plan = None
         if plan is None:
+            if self._broken is not None:
+                raise self._invalid("an override ended out of order")
             known = self._known(key)
             with self._override_lock:
                 plan = self._aplans.get(known)
@@ -458,14 +477,29 @@ class Container:
     def _end_override(self, entry: _Override) -> None:
         with self._override_lock:
             dropped = self._remove_override(entry)
+            broken = self._broken
         del dropped  # freed outside the lock: finalizers may resolve
+        if broken is not None:
+            raise self._invalid(f"the override of {describe_key(entry.key)} ended out of order")
+
+    def _invalid(self, how: str) -> GraphError:
+        """What a miss raises while the overrides in force make an invalid
+        graph (one ended out of order)."""
+        assert self._broken is not None
+        return GraphError(
+            [
+                f"{how}: the overrides still in force make an invalid graph without it; "
+                f"nothing can be resolved until they end too. End overrides innermost first",
+                *self._broken.problems,
+            ]
+        )
 
     def _remove_override(self, entry: _Override) -> list[Any]:
         # By identity: list.remove() compares with ==, and two overriding
         # values may be equal (or compare into an array).
         index = next(i for i, e in enumerate(self._overrides) if e is entry)
         del self._overrides[index]
-        self._rebuild(entry.key)
+        self._rebuild(entry.key, ending=True)
         # What was built on this override's provider can never be in force
         # again (a new override makes a new provider): forgotten (its
         # teardown stays registered). The caller frees it outside the lock.
@@ -481,7 +515,7 @@ class Container:
                 made[:] = kept
         return dropped
 
-    def _rebuild(self, key: Any) -> None:
+    def _rebuild(self, key: Any, ending: bool = False) -> None:
         """Recompile for the current overrides, and cache, for each key the
         swap of ``key``'s provider may affect, the newest singleton made since
         the last close that was built entirely on providers in force now (one
@@ -491,26 +525,44 @@ class Container:
         providers = dict(self._base)
         for entry in self._overrides:
             providers[entry.key] = entry.provider
-        graph = Graph(providers, self._levels, sync=self._sync)
+        try:
+            graph: Graph | None = Graph(providers, self._levels, sync=self._sync)
+        except GraphError as error:
+            if not ending:
+                raise  # the override is refused: its caller takes it out again
+            # An override ended out of order, and the ones still in force make
+            # an invalid graph without it. It has ended all the same: nothing
+            # of it is served, and every miss raises this until the overrides
+            # make a valid graph again (the graph kept is only a record).
+            graph, self._broken = None, error
+        else:
+            self._broken = None
         # Only these can change: a singleton whose value is valid before or
         # after the swap has `key` below it in that graph.
-        affected = {key} | graph.dependents(key) | self._graph.dependents(key)
-        self._graph = graph
+        affected = {key} | dependents(providers, key) | self._graph.dependents(key)
+        if graph is not None:
+            self._graph = graph
         self._plans.clear()
         self._aplans.clear()
         # Last: a plan that reads the new generation has read the new graph.
         # (The singletons it drops stay open: a call already running that
         # baked one in may still pass it on.)
         self._generation += 1
+        for compiled in list(self._scoped):
+            if compiled.key in affected:
+                compiled.__globals__["_gone"] = True
         root, made = self._root, self._made
         for k in affected:
             self._dropped[k] = self._generation
             dict.pop(root, k, None)
+            if graph is None:
+                continue
             for built, value in reversed(made.get(k, ())):
                 if in_force(built.built_on(k), providers):
                     dict.__setitem__(root, k, value)
                     break
-        self._fill_values()
+        if graph is not None:
+            self._fill_values()
 
     # -- lifecycle ----------------------------------------------------------------
     @property
@@ -762,9 +814,10 @@ class Container:
         """Close every singleton (LIFO) now; while ``with`` blocks still hold
         the container, warn and defer to the last exit unless ``force``.
 
-        Refused (`ScopeError`) inside a live scope of this container, which
-        would outlive the singletons it uses; ``force=True`` there tears this
-        task's (thread's) own scopes down first, then the singletons."""
+        Not held, but inside a live scope of this container: refused
+        (`ScopeError`), as the scope would outlive the singletons it uses;
+        ``force=True`` there tears this task's (thread's) own scopes down
+        first, then the singletons."""
         if self._deferred(force):
             return
         if not force:

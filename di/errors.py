@@ -50,6 +50,8 @@ def _describe_hint(hint: Any) -> str:
         return "None"
     if hint is Ellipsis:
         return "..."
+    if isinstance(hint, typing.ForwardRef):  # as written: Injected["Later"]
+        return hint.__forward_arg__
     # Before 3.11 list[int] and Repo[int] (types.GenericAlias) pass for classes.
     if isinstance(hint, type) and not isinstance(hint, GenericAlias):
         return hint.__qualname__
@@ -144,7 +146,9 @@ class ProviderNotFoundError(DIError, LookupError):
 
 class CircularDependencyError(DIError):
     """A provider needed itself while it was being created (found at run time,
-    when a factory resolves from its own container)."""
+    when a factory resolves from its own container); also a sync resolve, in a
+    thread that runs an event loop, of a key another task or thread is creating:
+    it cannot wait there (the creator may be a task of that loop)."""
 
 
 class ScopeError(DIError):

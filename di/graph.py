@@ -16,7 +16,7 @@ from typing import Any
 from di.errors import GraphError, describe_key, describe_path
 from di.registry import NO_DEFAULT, Dependency, Kind, Provider, key_problem
 
-__all__ = ["Graph"]
+__all__ = ["Graph", "dependents"]
 
 _GREY, _BLACK = 1, 2
 
@@ -56,18 +56,7 @@ class Graph:
 
     def dependents(self, key: Any) -> set[Any]:
         """Every key whose value (transitively) depends on ``key``."""
-        reverse: dict[Any, set[Any]] = {}
-        for k, p in self.providers.items():
-            for d in p.dependencies:
-                reverse.setdefault(d.key, set()).add(k)
-        seen: set[Any] = set()
-        todo = [key]
-        while todo:
-            for k in reverse.get(todo.pop(), ()):
-                if k not in seen:
-                    seen.add(k)
-                    todo.append(k)
-        return seen
+        return dependents(self.providers, key)
 
     def built_on(self, key: Any) -> tuple[tuple[Any, Provider], ...]:
         """The providers a value of ``key`` is built on: its own and those of
@@ -288,3 +277,20 @@ def _missing(key: Any, name: str, path: list[Any]) -> str:
         f"no provider for {describe_key(key)} (needed by {where}); register one, e.g. "
         f"registry.register({describe_key(key)}, Impl), or give parameter {name!r} a default"
     )
+
+
+def dependents(providers: Mapping[Any, Provider], key: Any) -> set[Any]:
+    """Every key whose value (transitively) depends on ``key`` among
+    ``providers`` (valid together or not)."""
+    reverse: dict[Any, set[Any]] = {}
+    for k, p in providers.items():
+        for d in p.dependencies:
+            reverse.setdefault(d.key, set()).add(k)
+    seen: set[Any] = set()
+    todo = [key]
+    while todo:
+        for k in reverse.get(todo.pop(), ()):
+            if k not in seen:
+                seen.add(k)
+                todo.append(k)
+    return seen

@@ -1278,8 +1278,9 @@ def _left_free(
         )
     return (
         f"parameter {dep.name!r} of {where!r} is annotated with {describe_key(dep.key)}, "
-        f"which {what} does not bind to a type (type variable "
-        f"{', '.join(map(describe_key, left))} is left free), so di cannot tell what to "
+        f"which {what} does not bind to a type (type variable{'s' if len(left) > 1 else ''} "
+        f"{', '.join(map(describe_key, left))} {'are' if len(left) > 1 else 'is'} left free), "
+        f"so di cannot tell what to "
         f"inject; {fix}"
     )
 

@@ -556,10 +556,17 @@ class Checkpoint(dict[Any, Any]):
         ``di.inject`` see it. Teardown runs when the last holder leaves: the
         block that entered the scope, or the last hold, whichever ends later.
 
+        A thread must take its hold before the block can end (or it finds
+        the checkpoint torn down: `CheckpointClosedError`), and leave it in
+        that same thread:
+
         >>> # with container.scope("request") as scope:
-        >>> #     threading.Thread(target=work, args=(scope,)).start()
-        >>> # def work(scope):
+        >>> #     held = threading.Event()
+        >>> #     threading.Thread(target=work, args=(scope, held)).start()
+        >>> #     held.wait()                  # the block ends only once it is held
+        >>> # def work(scope, held):
         >>> #     with scope.hold():
+        >>> #         held.set()
         >>> #         scope.resolve(Session)   # still the request's session
         """
         return Hold(self)
