@@ -2,9 +2,10 @@
 docstrings and examples/, checked through the public API.
 
 The last three tests pin claims a review found false (the documents were
-fixed). The others pin claims no other test file checks: every public name is documented, the documented signatures
-are the real ones, and the README's code blocks and two of the examples run
-and print what they say (examples/client_context.py is run by test_client.py).
+fixed). The others pin claims no other test file checks: every public name is
+documented, the documented signatures are the real ones, and the README's code
+blocks and two of the examples run and print what they say
+(examples/client_context.py is run by test_client.py).
 """
 
 import asyncio
