@@ -173,24 +173,31 @@ class Compiler:
         every key resolved twice runs generated code from then on."""
         container = self.container
         plans = container._plans
-        built = container._graph  # what `key` is a transient in
+        # What `key` is a transient in: every override change (and the broken
+        # state an out-of-order end leaves, which keeps the graph) bumps the
+        # generation, always under the override lock.
+        built, made = container._graph, container._generation
 
         def replan(cp: Any, stale: Any) -> Any:
             # An override began or ended since this plan was fetched: the key
-            # may be of another kind now (an override's value). Never put
-            # back into the plans: the current plan is made afresh.
+            # may be of another kind now (an override's value). The current
+            # plan is made afresh, and a first-use one is run without its own
+            # check: under override churn, a loop of re-plans would recurse.
             with container._override_lock:
                 if plans.get(key) is stale:
                     del plans[key]
-            return container._plan(key)(cp)
+            current = container._plan(key)
+            return getattr(current, "run", current)(cp)
 
         def first(cp: Any) -> Any:
-            if container._graph is not built:
+            if container._generation != made:
                 return replan(cp, first)
+            return run(cp)
 
+        def run(cp: Any) -> Any:
             def compile_now(cp: Any) -> Any:
                 with container._override_lock:  # one graph, as in Container._plan
-                    if container._graph is not built:
+                    if container._generation != made:
                         compiled = None
                     else:
                         compiled = plans[key] = self._generate(self._sync_transient, key)
@@ -224,6 +231,7 @@ class Compiler:
                 self._hand(cp, ex, mine, key, False)
             return value
 
+        first.run = run  # type: ignore[attr-defined]
         return first
 
     def _interpret(
@@ -604,8 +612,8 @@ class Compiler:
         late = "await _alate" if is_async else "_late"
         reclaim = "await _areclaim" if is_async else "_reclaim"
         lines = [f"{pad}if {cp}._exits is not ex: {late}({cp}, [{g}], {k})"]
-        if store:
-            lines.append(f"{pad}{cp}[{k}] = {expr}")
+        if store:  # not once an override replaced it (see _scoped_plan)
+            lines.append(f"{pad}if not _gone: {cp}[{k}] = {expr}")
         if self.container._graph.providers[key].kind is Kind.ASYNC_GENERATOR:
             lines.append(f"{pad}{cp}._async = True")  # before the list holds it
         lines += [f"{pad}ex.append({g})", f"{pad}if {cp}._exits is not ex:"]
@@ -807,7 +815,7 @@ class Compiler:
                 f"{pad}if c._exits is not ex: {late}(c, mine, {k})"
                 if exits
                 else f"{pad}if c._exits is not ex: raise _closed(c, {k})",
-                f"{pad}c[{k}] = v",
+                f"{pad}if not _gone: c[{k}] = v",
             ]
         if exits and not one and fn.reserved:
             # It kept places in ex: hand over by committing them (_hand).
@@ -841,9 +849,10 @@ class Compiler:
             "        raise",
             # An override of this key (or of one below it) began during the
             # creation: what was made goes to this caller, and stays the
-            # checkpoint's to tear down, but is not kept: the request serves
-            # the override, as it does for what it has not created yet.
-            # (`_gone` is set by Container._rebuild, in this plan's globals.)
+            # checkpoint's to tear down, but is not kept (never stored if it
+            # began before the store): the request serves the override, as it
+            # does for what it has not created yet. (`_gone` is set by
+            # Container._rebuild, in this plan's globals.)
             "    if _gone:",
             f"        _pop(c, {k}, None)",
             f"        _pop(c, {pk}, None)",

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextvars
 import logging
+import numbers
 import sys
 import threading
 import time
@@ -165,15 +166,18 @@ class Container:
                 else f"a {type(registry).__qualname__}"
             )
             raise TypeError(f"Container() takes a di.Registry, got {shown}")
-        if (
-            isinstance(shutdown_timeout, bool)
-            or not isinstance(shutdown_timeout, (int, float))
-            or not shutdown_timeout >= 0
-        ):
+        given: object = shutdown_timeout  # (typeshed does not make float a numbers.Real)
+        if isinstance(given, bool) or not isinstance(given, numbers.Real):
             raise TypeError(
+                f"shutdown_timeout= is the seconds a close waits for holders: a number >= 0, "
+                f"got a {type(given).__qualname__}"
+            )
+        if not shutdown_timeout >= 0:  # NaN too
+            raise ValueError(
                 f"shutdown_timeout= is the seconds a close waits for holders: a number >= 0, "
                 f"got {shutdown_timeout!r}"
             )
+        shutdown_timeout = float(shutdown_timeout)
         self._registry = registry
         self._levels: tuple[str, ...] = registry.levels
         # The levels a scope can have: all but the container's own (level 0).
@@ -279,6 +283,8 @@ class Container:
             with self._override_lock:
                 plan = self._plans.get(known)
                 if plan is None:
+                    if self._broken is not None:  # an out-of-order end came meanwhile
+                        raise self._invalid("an override ended out of order")
                     plan = self._plans[known] = self._compiler.plan(known)
         return plan
 
@@ -294,6 +300,8 @@ class Container:
             with self._override_lock:
                 plan = self._aplans.get(known)
                 if plan is None:
+                    if self._broken is not None:
+                        raise self._invalid("an override ended out of order")
                     plan = self._aplans[known] = self._compiler.aplan(known)
         return plan
 
@@ -321,6 +329,9 @@ class Container:
         raise ProviderNotFoundError(key, why=f"cannot resolve {shown_key(key)}: the key {problem}")
 
     def _fill_values(self) -> None:
+        # While broken, the graph kept is only a record: it may hold an ended override.
+        if self._broken is not None:
+            return
         providers = self._graph.providers
         for key in self._graph.values:
             dict.__setitem__(self._root, key, providers[key].factory)
@@ -476,10 +487,11 @@ class Container:
 
     def _end_override(self, entry: _Override) -> None:
         with self._override_lock:
+            was = self._broken
             dropped = self._remove_override(entry)
-            broken = self._broken
+            broke = was is None and self._broken is not None
         del dropped  # freed outside the lock: finalizers may resolve
-        if broken is not None:
+        if broke:  # this end made it invalid (a later one, in order, did not)
             raise self._invalid(f"the override of {describe_key(entry.key)} ended out of order")
 
     def _invalid(self, how: str) -> GraphError:

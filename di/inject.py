@@ -208,7 +208,10 @@ def _targets(
             key = _NOT_INJECTED
         else:
             hint = hints.get(param.name)
-            key = normalize_key(hint) if _is_marker(hint) else _NOT_INJECTED
+            try:
+                key = normalize_key(hint) if _is_marker(hint) else _NOT_INJECTED
+            except TypeError as exc:  # two di.Named
+                raise TypeError(f"parameter {param.name!r} of {fn.__qualname__}: {exc}") from None
             if key is not _NOT_INJECTED and key_problem(key) is not None:
                 shown = "di.Injected" if type(key) is TypeVar else describe_key(hint)
                 raise TypeError(
@@ -373,7 +376,7 @@ def inject(fn: F) -> F:
                 result = await fn(*args, **kwargs)
             except BaseException as exc:
                 if not await aunwind(exits, exc):
-                    _explain(fn, name, key, exc)
+                    _explain(fn, name, key, exc, sync=False)
                     raise
                 return None
             await aunwind(exits, None)
@@ -451,7 +454,7 @@ def inject(fn: F) -> F:
             except BaseException as exc:
                 if exits is None or not await aunwind(exits, exc):
                     if exits is not None:
-                        _explain(fn, name, key, exc)
+                        _explain(fn, name, key, exc, sync=False)
                     raise
                 return
             if exits is not None:
@@ -497,27 +500,31 @@ def inject(fn: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-def _explain(fn: Callable[..., Any], name: Any, key: Any, exc: BaseException) -> None:
+def _explain(
+    fn: Callable[..., Any], name: Any, key: Any, exc: BaseException, sync: bool = True
+) -> None:
     """Raise, in place of ``exc``, the same error naming the function and the
-    parameter whose resolve failed (None: the resolves were done)."""
+    parameter whose resolve failed (None: the resolves were done). Its
+    traceback is kept: it shows where in the factories it failed."""
     if name is None:
         return
-    where = (
-        f"parameter {name!r} of {fn.__qualname__}"
-        if isinstance(name, str)
-        else f"positional parameter {name} of {fn.__qualname__}"
-    )
+    if isinstance(name, int):  # a positional-only parameter, by its index
+        name = list(inspect.signature(fn).parameters)[name]
+    where = f"parameter {name!r} of {fn.__qualname__}"
+    new: BaseException
     if type(exc) is ProviderNotFoundError and exc.key is key:
-        raise ProviderNotFoundError(
-            key,
-            why=f"{where} needs {describe_key(key)}, which has no provider; {exc}",
-        ) from None
-    if type(exc) is AsyncProviderError:
-        raise AsyncProviderError(
+        new = ProviderNotFoundError(
+            key, why=f"{where} needs {describe_key(key)}, which has no provider; {exc}"
+        )
+    elif type(exc) is AsyncProviderError and sync:
+        new = AsyncProviderError(
             f"{where} needs {describe_key(key)}, which a plain (sync) function cannot get: "
             f"{exc}. Make {fn.__qualname__} an `async def`: @di.inject awaits its "
             f"providers then"
-        ) from None
+        )
+    else:
+        return
+    raise new.with_traceback(exc.__traceback__) from None
 
 
 def _runs_later(result: Any) -> bool:

@@ -39,6 +39,8 @@ from typing import (
     overload,
 )
 
+import typing_extensions
+
 from di.errors import (
     DuplicateProviderError,
     ScopeError,
@@ -210,13 +212,24 @@ def normalize_key(hint: Any) -> Any:
 
 
 # Where typing's own forms live: an object of a type from one of these is a
-# type form (list[int], Optional[X], a NewType, Literal[...]), not a value.
-_FORM_MODULES: Final = frozenset({"typing", "typing_extensions", "types", "collections.abc"})
+# type form (Optional[X], a NewType, Literal[...], Any), not a value.
+_FORM_MODULES: Final = frozenset({"typing", "typing_extensions"})
+_ANYS: Final = frozenset({id(Any), id(getattr(typing_extensions, "Any", Any))})
+
+
+def _is_form(key: Any) -> bool:
+    """A type form other than a class: list[int], Optional[X], X | Y, a
+    NewType, Literal[...] (an alias of a user generic has ``__origin__``)."""
+    return (
+        type(key).__module__ in _FORM_MODULES
+        or isinstance(key, (GenericAlias, UnionType))
+        or hasattr(key, "__origin__")
+    )
 
 
 def key_problem(key: Any) -> str | None:
-    """Why ``key`` can never name a provider, or None if it can. For messages
-    only: never on a resolve's path."""
+    """Why ``key`` (normalised) can never name a provider, or None if it can.
+    For messages and registration only: never on a resolve's path."""
     try:
         hash(key)
     except TypeError:
@@ -226,7 +239,8 @@ def key_problem(key: Any) -> str | None:
         )
     if key is None or key is NoneType:
         return "is None; a key is a type: pass the class the value is an instance of"
-    if key is Any or type(key) in (TypeVar, ParamSpec, _TYPE_VAR_TUPLE):  # Any: a class on 3.11
+    if id(key) in _ANYS or type(key) in (TypeVar, ParamSpec, _TYPE_VAR_TUPLE):
+        # (Any is a class on 3.11, and typing_extensions' own one on 3.10)
         return "names no concrete type; use the class (or a NewType) the value is an instance of"
     if isinstance(key, type):
         return None
@@ -235,7 +249,7 @@ def key_problem(key: Any) -> str | None:
             "is a string, and di does not evaluate strings as keys; pass the class itself, or "
             "use Annotated[T, di.Named(...)] to tell two of one type apart"
         )
-    if hasattr(key, "__origin__") or type(key).__module__ in _FORM_MODULES:
+    if _is_form(key):
         return None
     return (
         f"is an instance of {type(key).__qualname__}, not a type; pass the class "
@@ -249,10 +263,14 @@ def checked_key(key: Any, what: str) -> Any:
     cannot be a key. Registration only."""
     if type(key) is type:
         return key
-    problem = key_problem(key)
+    try:
+        normal = normalize_key(key)
+    except TypeError as exc:  # two di.Named
+        raise TypeError(f"{what}: {exc}") from None
+    problem = key_problem(normal)
     if problem is not None:
         raise TypeError(f"{what}: the key {shown_key(key)} {problem}")
-    return normalize_key(key)
+    return normal
 
 
 def shown_key(key: Any) -> str:
@@ -260,9 +278,12 @@ def shown_key(key: Any) -> str:
     type only (its repr may hold a secret)."""
     if (
         key is None
-        or isinstance(key, (type, str, list, tuple, dict, set))
-        or type(key).__module__ in _FORM_MODULES
-        or hasattr(key, "__origin__")
+        or isinstance(key, (type, str))
+        or _is_form(key)
+        or (
+            isinstance(key, (list, tuple, set, frozenset))
+            and all(isinstance(item, type) or _is_form(item) for item in key)
+        )
     ):
         return describe_key(key)
     return f"<{type(key).__qualname__} instance>"
@@ -802,7 +823,13 @@ def _dependency(fn: Any, name: str, hints: dict[str, Any], kw: bool, default: An
         )
     if type(hint) is InitVar:  # a dataclass's InitVar[X] parameter takes an X
         hint = hint.type
-    return Dependency(name, normalize_key(hint), kw, default)
+    try:
+        key = normalize_key(hint)
+    except TypeError as exc:  # two di.Named
+        raise TypeError(
+            f"parameter {name!r} of {getattr(fn, '__qualname__', 'the factory')!r}: {exc}"
+        ) from None
+    return Dependency(name, key, kw, default)
 
 
 def _caller_location() -> str:
@@ -873,16 +900,7 @@ def make_provider(
     if type(factory) is type or _is_class(factory):  # a class; Repo[int] is read below
         kind = Kind.CALL
         if cm:
-            if hasattr(factory, "__aenter__"):
-                kind = Kind.ASYNC_CM
-            elif hasattr(factory, "__enter__"):
-                kind = Kind.CM
-            else:
-                raise TypeError(
-                    f"{factory.__qualname__} is registered with cm=True, but it is no context "
-                    f"manager (no __enter__ or __aenter__): di would enter each instance; "
-                    f"register it without cm=True"
-                )
+            kind = _cm_kind(factory)
         key = factory if provides is None else checked_key(provides, "provides=")
         return class_provider(factory, key, kind, scope, source)
     if not callable(factory):
@@ -956,11 +974,15 @@ def make_provider(
                 f"annotate its return type or pass provides=..."
             )
         if type(key) is not type:
+            try:
+                normal = normalize_key(key)
+            except TypeError as exc:  # two di.Named
+                raise TypeError(f"the return annotation of {name!r}: {exc}") from None
             problem = (
                 "None, which is no value to inject"
-                if key is None or key is NoneType
+                if normal is None or normal is NoneType
                 else None
-                if key_problem(key) is None
+                if key_problem(normal) is None
                 else f"{describe_key(key)}, which names no concrete type"
             )
             if problem is not None:
@@ -971,6 +993,24 @@ def make_provider(
     # The code object itself: rendering "file:line" waits until an error needs it.
     origin = source or (code if code is not None else _caller_location())
     return Provider(normalize_key(key), factory, kind, scope, deps, origin)
+
+
+def _cm_kind(cls: type) -> Kind:
+    """How di enters instances of ``cls``, registered with ``cm=True``: what
+    its instances have (its MRO's, not its metaclass's, methods)."""
+
+    def has(name: str) -> bool:
+        return any(name in vars(klass) for klass in cls.__mro__)
+
+    if has("__aenter__"):
+        return Kind.ASYNC_CM
+    if has("__enter__"):
+        return Kind.CM
+    raise TypeError(
+        f"{cls.__qualname__} is registered with cm=True, but its instances are no context "
+        f"managers (no __enter__ or __aenter__): di would enter each one; register it "
+        f"without cm=True"
+    )
 
 
 def _calls_return(target: Any) -> bool:
@@ -1017,9 +1057,7 @@ def _generic_class_provider(
     as the alias (which sets ``__orig_class__`` on the instance, as Python
     does). Type variables in the hints of the ``__init__`` (or ``__new__``)
     are bound to the alias's arguments: ``item: T`` needs ``int``."""
-    kind = _CALL
-    if cm:
-        kind = Kind.ASYNC_CM if hasattr(cls, "__aenter__") else Kind.CM
+    kind = _cm_kind(cls) if cm else _CALL
     key = alias if provides is None else checked_key(provides, "provides=")
     return _wire_class(cls, key, kind, scope, source, alias, bound)
 

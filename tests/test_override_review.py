@@ -420,9 +420,7 @@ def test_an_override_begun_and_ended_while_an_async_close_tears_down() -> None:
     asyncio.run(main())
 
 
-def test_an_invalid_graph_left_by_an_out_of_order_end_says_so_until_the_later_one_ends() -> (
-    None
-):
+def test_an_invalid_graph_left_by_an_out_of_order_end_says_so_until_the_later_one_ends() -> None:
     reg = di.Registry()
     reg.provider(_a_from_b)
     reg.provider(B)
