@@ -325,7 +325,7 @@ class Container:
             problem += f" (here: resolve({key}), the class, not its name)"
         elif problem.startswith("is an instance of"):
             name = type(key).__qualname__
-            problem = f"is an {name} instance, not a type: pass the class, resolve({name})"
+            problem = f"is an instance of {name}, not a type: pass the class, resolve({name})"
         raise ProviderNotFoundError(key, why=f"cannot resolve {shown_key(key)}: the key {problem}")
 
     def _fill_values(self) -> None:
@@ -362,7 +362,7 @@ class Container:
         cp._exits = None  # a list once entered: nothing is resolved before
         cp._async = False
         cp._token = None
-        if context:
+        if context or context is not None:
             if type(context) is not dict and not isinstance(context, Mapping):
                 raise TypeError(
                     f"context= takes a mapping of context keys to values, e.g. "
@@ -1261,12 +1261,19 @@ class _Overriding:
         self._entry: _Override | bool | None = None  # None: new; False: ended
 
     def __enter__(self) -> None:
-        if self._entry is not None:
-            raise RuntimeError(
-                f"this override of {describe_key(self._key)} was already entered; call "
-                f"container.override() again for another block"
-            )
-        self._entry = self._container._begin_override(self._key, self._value)
+        container = self._container
+        with container._override_lock:  # claimed before it begins: one block only
+            if self._entry is not None:
+                raise RuntimeError(
+                    f"this override of {describe_key(self._key)} was already entered; call "
+                    f"container.override() again for another block"
+                )
+            self._entry = True
+        try:
+            self._entry = container._begin_override(self._key, self._value)
+        except BaseException:
+            self._entry = None  # refused: it may be entered again
+            raise
 
     def __exit__(self, *exc_info: object) -> None:
         entry = self._entry

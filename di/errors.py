@@ -45,6 +45,14 @@ def _strip(text: str) -> str:
     return text.replace("typing_extensions.", "").replace("typing.", "")
 
 
+def _safe_repr(obj: object) -> str:
+    """A repr for a message, which must not fail on a repr that raises."""
+    try:
+        return repr(obj)
+    except Exception:
+        return f"<{type(obj).__qualname__} instance>"
+
+
 def _describe_hint(hint: Any) -> str:
     if hint is None or hint is NoneType:
         return "None"
@@ -59,11 +67,11 @@ def _describe_hint(hint: Any) -> str:
         return f"[{', '.join(_describe_hint(h) for h in hint)}]"
     origin = typing.get_origin(hint)
     if origin is Annotated:
-        meta = ", ".join(repr(m) for m in hint.__metadata__)
+        meta = ", ".join(map(_safe_repr, hint.__metadata__))
         return f"Annotated[{_describe_hint(hint.__origin__)}, {meta}]"
     args = getattr(hint, "__args__", None)
     if origin is None or type(args) is not tuple:  # a TypeVar, a ForwardRef, anything else
-        return _strip(repr(hint))
+        return _strip(_safe_repr(hint))
     if origin is UnionType:
         return " | ".join(_describe_hint(a) for a in args)
     if origin is typing.Union:
@@ -142,6 +150,11 @@ class ProviderNotFoundError(DIError, LookupError):
 
     def __str__(self) -> str:  # LookupError would otherwise repr() the message
         return str(self.args[0])
+
+    def __reduce__(self) -> Any:
+        # Pickled and copied with its key, chain and message (the default
+        # would call it again with the message as its key).
+        return (type(self), (self.key, self.chain), {"args": self.args})
 
 
 class CircularDependencyError(DIError):

@@ -219,11 +219,12 @@ _ANYS: Final = frozenset({id(Any), id(getattr(typing_extensions, "Any", Any))})
 
 def _is_form(key: Any) -> bool:
     """A type form other than a class: list[int], Optional[X], X | Y, a
-    NewType, Literal[...] (an alias of a user generic has ``__origin__``)."""
+    NewType, Literal[...], an alias of a user generic. (Asked of the object's
+    type or of typing, never of the object: a proxy may answer any attribute.)"""
     return (
         type(key).__module__ in _FORM_MODULES
         or isinstance(key, (GenericAlias, UnionType))
-        or hasattr(key, "__origin__")
+        or typing.get_origin(key) is not None
     )
 
 
@@ -237,6 +238,8 @@ def key_problem(key: Any) -> str | None:
             f"is not hashable ({type(key).__qualname__}); a key is a type, a typing form such as "
             f"list[int], or Annotated[T, di.Named('x')]"
         )
+    if typing.get_origin(key) is Annotated:  # a Named key: judged by what it names
+        return key_problem(key.__origin__)
     if key is None or key is NoneType:
         return "is None; a key is a type: pass the class the value is an instance of"
     if id(key) in _ANYS or type(key) in (TypeVar, ParamSpec, _TYPE_VAR_TUPLE):
@@ -244,7 +247,7 @@ def key_problem(key: Any) -> str | None:
         return "names no concrete type; use the class (or a NewType) the value is an instance of"
     if isinstance(key, type):
         return None
-    if isinstance(key, str):
+    if isinstance(key, (str, ForwardRef)):
         return (
             "is a string, and di does not evaluate strings as keys; pass the class itself, or "
             "use Annotated[T, di.Named(...)] to tell two of one type apart"
@@ -261,7 +264,7 @@ def key_problem(key: Any) -> str | None:
 def checked_key(key: Any, what: str) -> Any:
     """``key`` normalised, or a TypeError naming ``what`` was given and why it
     cannot be a key. Registration only."""
-    if type(key) is type:
+    if type(key) is type and key is not NoneType:
         return key
     try:
         normal = normalize_key(key)
