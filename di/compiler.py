@@ -300,7 +300,12 @@ class Compiler:
                 return value
             return _enter_cm(made, ex, key)  # Kind.CM: async kinds never reach a sync plan
 
-        return make(key)
+        try:
+            return make(key)
+        finally:
+            # `make` is in its own closure cell: a cycle holding what it made
+            # (and its exceptions' frames) until a GC pass.
+            make = None  # type: ignore[assignment]
 
     def _async_plan(self, key: Any) -> APlan:
         graph = self.container._graph
@@ -389,10 +394,16 @@ class Compiler:
         source = "\n".join(fn.lines)
         code = compile(source, f"<di plan {name}>", "exec")
         exec(code, fn.ns)
+        compiled = fn.ns[name]
+        if name not in compiled.__code__.co_names:
+            # Not left in its own globals (a cycle: the singletons it baked in
+            # would outlive a close or an override's end until a GC pass);
+            # only a plan that calls itself by name keeps it there.
+            del fn.ns[name]
         if fn.guarded:  # under the override lock, as every drop is
-            self.container._baked.add(fn.ns[name])
+            self.container._baked.add(compiled)
         self.container._root._specialise()  # once: see Root._specialise
-        return fn.ns[name]
+        return compiled
 
     # -- emitting values -----------------------------------------------------
     def _owner(self, fn: _Fn, cp: str, level: int, key: Any, pad: str) -> str:
@@ -743,10 +754,9 @@ class Compiler:
         a = "async " if is_async else ""
         if is_async:
             current = f"await cp.aresolve({k})"
-            in_owner = [
-                f"        v = _dget(o, {k}, _M)",
-                "        return v if v is not _M else await plan(o)",
-            ]
+            # In the owner through its aresolve: a hit there, else the current
+            # plan (and no plan names itself: see _compile).
+            in_owner = [f"        return await o.aresolve({k})"]
             wait = f"await _await(c, {k}, {pk})"
         else:
             current = f"cp[{k}]"

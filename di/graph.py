@@ -148,6 +148,10 @@ class Graph:
                     visit(key)
         except _Invalid:
             return False
+        finally:
+            # `visit` is in its own closure cell: a cycle holding the providers
+            # (an ended override's value among them) until a GC pass.
+            visit = None  # type: ignore[assignment]
         return True
 
     def _report(self, problems: list[str]) -> None:
@@ -224,9 +228,12 @@ class Graph:
         # with the longest chain that needed it.
         needed = {dkey for p in providers.values() for _, dkey, _, _ in p.dependencies}
         order = [k for k in providers if k not in needed] + [k for k in providers if k in needed]
-        for key in order:
-            if key not in color:
-                visit(key, [])
+        try:
+            for key in order:
+                if key not in color:
+                    visit(key, [])
+        finally:
+            visit = None  # type: ignore[assignment]  # as in _check
 
     def _scope_problem(self, key: Any, dkey: Any, dneeds: int) -> str:
         own = self.level[key]

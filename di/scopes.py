@@ -379,7 +379,10 @@ class Checkpoint(dict[Any, Any]):
                 except BaseException as new:
                     exc = new
                 if exc is not None:  # go on outside the handler: no implicit chaining
-                    return unwind_raised(exits, exc)
+                    try:
+                        return unwind_raised(exits, exc)
+                    finally:
+                        exc = None  # no cycle through this frame (teardown._reraise)
             return unwind(exits, exc) if exits else False
         finally:
             # _closed() without its _live pop: a checkpoint nobody held was
@@ -444,7 +447,10 @@ class Checkpoint(dict[Any, Any]):
                 except BaseException as new:
                     exc = new
                 if exc is not None:
-                    return await aunwind_raised(exits, exc)
+                    try:
+                        return await aunwind_raised(exits, exc)
+                    finally:
+                        exc = None  # as in __exit__
             return await aunwind(exits, exc) if exits else False
         finally:
             if self._container._waiters:

@@ -215,12 +215,17 @@ def _fix_context(
 
 
 def _reraise(exc: BaseException) -> None:
+    # The frames an exception leaves through must not keep it in a local:
+    # its traceback holds them, a cycle that would keep it (and every
+    # checkpoint and instance on the way) alive until a GC pass.
     fixed = exc.__context__
     try:
         raise exc
     except BaseException:
         exc.__context__ = fixed
         raise
+    finally:
+        exc = fixed = None  # type: ignore[assignment]
 
 
 def unwind(
@@ -268,7 +273,10 @@ def unwind(
             exc = new
     if pending:
         assert exc is not None
-        _reraise(exc)
+        try:
+            _reraise(exc)
+        finally:
+            exc = frame = None  # no cycle through this frame (see _reraise)
     return received and suppressed
 
 
@@ -282,14 +290,20 @@ def unwind_raised(exits: list[Any], new: BaseException) -> bool:
     (ExitStack's frame exception), and no implicit chaining happens."""
     frame = handled()
     _fix_context(new, None, frame)
-    return unwind(exits, new, frame, pending=True)
+    try:
+        return unwind(exits, new, frame, pending=True)
+    finally:
+        new = frame = None  # type: ignore[assignment]  # see _reraise
 
 
 async def aunwind_raised(exits: list[Any], new: BaseException) -> bool:
     """The async twin of `unwind_raised`."""
     frame = handled()
     _fix_context(new, None, frame)
-    return await aunwind(exits, new, frame=frame, pending=True)
+    try:
+        return await aunwind(exits, new, frame=frame, pending=True)
+    finally:
+        new = frame = None  # type: ignore[assignment]  # see _reraise
 
 
 async def aunwind(
@@ -345,5 +359,8 @@ async def aunwind(
             after()
     if pending:
         assert exc is not None
-        _reraise(exc)
+        try:
+            _reraise(exc)
+        finally:
+            exc = frame = None  # see _reraise
     return received and suppressed
