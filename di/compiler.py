@@ -395,10 +395,12 @@ class Compiler:
         code = compile(source, f"<di plan {name}>", "exec")
         exec(code, fn.ns)
         compiled = fn.ns[name]
-        if name not in compiled.__code__.co_names:
+        if _FRAMES_HOLD_FUNCTIONS and name not in compiled.__code__.co_names:
             # Not left in its own globals (a cycle: the singletons it baked in
-            # would outlive a close or an override's end until a GC pass);
-            # only a plan that calls itself by name keeps it there.
+            # would outlive a close or an override's end until a GC pass).
+            # Before 3.11 a running frame does not hold its function, and one
+            # must stay alive in `_baked` or `Container._scoped` while it runs:
+            # there it keeps the cycle.
             del fn.ns[name]
         if fn.guarded:  # under the override lock, as every drop is
             self.container._baked.add(compiled)
@@ -1399,6 +1401,11 @@ class Compiler:
     def _wake(self, cp: Checkpoint, marker_key: _MarkerKey) -> None:
         for event in self.waiters.pop((cp, marker_key), ()):
             event.set()
+
+
+# Whether a running frame holds its function (3.11's f_func): a compiled plan
+# in `Container._baked` then lives while it runs without a reference of its own.
+_FRAMES_HOLD_FUNCTIONS: Final = sys.version_info >= (3, 11)
 
 
 def _creating_below(mark: object) -> bool:
