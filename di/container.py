@@ -362,7 +362,7 @@ class Container:
         cp._exits = None  # a list once entered: nothing is resolved before
         cp._async = False
         cp._token = None
-        if context or context is not None:
+        if context is not None:  # (None, the common case: one test)
             if type(context) is not dict and not isinstance(context, Mapping):
                 raise TypeError(
                     f"context= takes a mapping of context keys to values, e.g. "
