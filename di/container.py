@@ -1276,13 +1276,15 @@ class _Overriding:
             raise
 
     def __exit__(self, *exc_info: object) -> None:
-        entry = self._entry
+        with self._container._override_lock:  # taken once, as it was claimed
+            entry = self._entry
+            if type(entry) is _Override:
+                self._entry = False
         if type(entry) is not _Override:
             raise RuntimeError(
                 f"override of {describe_key(self._key)} exited without being entered; use it "
                 f"as `with container.override(...):`"
             )
-        self._entry = False
         self._container._end_override(entry)
 
 

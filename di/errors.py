@@ -154,7 +154,7 @@ class ProviderNotFoundError(DIError, LookupError):
     def __reduce__(self) -> Any:
         # Pickled and copied with its key, chain and message (the default
         # would call it again with the message as its key).
-        return (type(self), (self.key, self.chain), {"args": self.args})
+        return (type(self), (self.key, self.chain), {**self.__dict__, "args": self.args})
 
 
 class CircularDependencyError(DIError):

@@ -221,17 +221,18 @@ class Checkpoint(dict[Any, Any]):
             plan = self._container._plan(key)
         return plan(self)
 
-    def aresolve(self, key: TypeForm[T], /) -> Coroutine[Any, Any, T]:
+    async def aresolve(self, key: TypeForm[T], /) -> T:
         """Resolve ``key`` in this checkpoint, running async providers:
         ``await scope.aresolve(T)``."""
-        # Not `async def`: a miss hands back the plan's own coroutine rather
-        # than wrapping it in another (each coroutine costs a frame).
+        # An `async def`: the plan is looked up when the coroutine runs, not
+        # when it is made, so a task made before a close or an override and
+        # run after it gets the current plan. (A hit is then one frame.)
         try:
             value = _dget(self, key, _MISSING)
         except TypeError:  # unhashable: said with the key (zero cost unless raised)
             value = _MISSING
         if value is not _MISSING:
-            return _ready(value)
+            return value  # type: ignore[no-any-return]
         if self._exits is None:
             raise self._unusable(key)
         container = self._container
@@ -241,7 +242,7 @@ class Checkpoint(dict[Any, Any]):
             plan = None  # compiled below, outside the handler: an error there chains nothing
         if plan is None:
             plan = container._aplan(key)
-        return plan(self)  # type: ignore[no-any-return]
+        return await plan(self)  # type: ignore[no-any-return]
 
     # -- identity and state
     @property
