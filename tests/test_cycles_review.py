@@ -197,15 +197,12 @@ def _park_at_line(
 
 
 def test_one_override_exited_from_two_threads_at_once_ends_once() -> None:
-    """The third review made `__enter__` claim the override under the override lock
-    (one object entered from two threads is entered once); `__exit__` still reads
-    `_entry` and sets it to False without it. Thread W is parked between the two
-    (at the line that clears it), the main thread exits the override meanwhile, then W goes
-    on and calls `_end_override` for an entry already removed: `_remove_override`'s
-    `next(...)` raises a bare StopIteration out of `__exit__` (in a generator or
-    coroutine, a RuntimeError about StopIteration). A second exit should get the
-    RuntimeError a sequential one gets ("exited without being entered"). Fix: take
-    the entry under the override lock in `__exit__`, as `__enter__` claims it."""
+    """`__exit__` takes the entry under the override lock, as `__enter__` claims
+    it. Thread W is parked inside that lock, just as it reads the entry; thread
+    M exits the same override meanwhile (and waits for the lock); then W goes
+    on. W ends the override; M gets the RuntimeError a second, sequential exit
+    gets ("exited without being entered"), never a bare StopIteration from
+    ending an entry twice."""
     reg = di.Registry()
     reg.register(U, U)
     container = di.Container(reg)
@@ -213,30 +210,32 @@ def test_one_override_exited_from_two_threads_at_once_ends_once() -> None:
     ov = container.override(U, fake)
     ov.__enter__()
     paused, resume = threading.Event(), threading.Event()
-    errors: list[BaseException | None] = []
+    results: dict[str, BaseException | None] = {}
 
-    def worker() -> None:
-        sys.settrace(_park_at_line(_Overriding.__exit__, "self._entry = False", paused, resume))
+    def exit_as(name: str, park: bool) -> None:
+        if park:
+            sys.settrace(_park_at_line(_Overriding.__exit__, "entry = self._entry", paused, resume))
         try:
             ov.__exit__(None, None, None)
-            errors.append(None)
+            results[name] = None
         except BaseException as exc:  # reported below
-            errors.append(exc)
+            results[name] = exc
         finally:
             sys.settrace(None)
 
-    th = threading.Thread(target=worker, daemon=True)
-    th.start()
-    try:
-        assert paused.wait(WAIT)
-        ov.__exit__(None, None, None)  # the main thread ends it
-    finally:
-        resume.set()
-        th.join(WAIT)
-    assert not th.is_alive()
-    assert isinstance(errors[0], RuntimeError) and not isinstance(
-        errors[0].__cause__ or errors[0], StopIteration
-    ), repr(errors[0])
+    w = threading.Thread(target=exit_as, args=("W", True), daemon=True)
+    w.start()
+    assert paused.wait(WAIT)
+    m = threading.Thread(target=exit_as, args=("M", False), daemon=True)
+    m.start()
+    m.join(0.05)  # M waits for the lock W holds
+    resume.set()
+    w.join(WAIT)
+    m.join(WAIT)
+    assert not w.is_alive() and not m.is_alive()
+    assert results["W"] is None, repr(results["W"])
+    assert isinstance(results["M"], RuntimeError), repr(results["M"])
+    assert "exited without being entered" in str(results["M"])
     with container:
         assert isinstance(container.resolve(U), U) and container.resolve(U) is not fake
 
