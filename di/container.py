@@ -17,7 +17,7 @@ import threading
 import time
 import typing
 import weakref
-from collections.abc import Coroutine, Mapping
+from collections.abc import Mapping
 from contextlib import AbstractContextManager
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Final, TypeVar
@@ -263,10 +263,10 @@ class Container:
         app root when no scope is entered). Singletons are created once."""
         return self._root[key]  # type: ignore[no-any-return]  # replaced per instance
 
-    def aresolve(self, key: TypeForm[T], /) -> Coroutine[Any, Any, T]:
+    async def aresolve(self, key: TypeForm[T], /) -> T:
         """Async twin of `resolve` (``await container.aresolve(T)``): runs
         async providers."""
-        return self._root.aresolve(key)  # replaced per instance
+        return await self._root.aresolve(key)  # replaced per instance
 
     def _plan(self, key: Any) -> Any:
         plan = self._plans.get(key)

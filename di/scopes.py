@@ -912,10 +912,6 @@ class Hold:
         return suppressed
 
 
-async def _ready(value: T) -> T:
-    return value
-
-
 def _here() -> object:
     """The task (asyncio, trio) or else the thread running here."""
     try:
