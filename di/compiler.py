@@ -756,9 +756,12 @@ class Compiler:
         a = "async " if is_async else ""
         if is_async:
             current = f"await cp.aresolve({k})"
-            # In the owner through its aresolve: a hit there, else the current
-            # plan (and no plan names itself: see _compile).
-            in_owner = [f"        return await o.aresolve({k})"]
+            # A hit in the owner at once; else through its aresolve, the
+            # current plan (no plan names itself: see _compile).
+            in_owner = [
+                f"        v = _dget(o, {k}, _M)",
+                f"        return v if v is not _M else await o.aresolve({k})",
+            ]
             wait = f"await _await(c, {k}, {pk})"
         else:
             current = f"cp[{k}]"

@@ -10,6 +10,8 @@ thread.
 from __future__ import annotations
 
 import contextvars
+import functools
+import inspect
 import logging
 import numbers
 import sys
@@ -18,7 +20,6 @@ import time
 import typing
 import weakref
 from collections.abc import Mapping
-from contextlib import AbstractContextManager
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
@@ -177,7 +178,13 @@ class Container:
                 f"shutdown_timeout= is the seconds a close waits for holders: a number >= 0, "
                 f"got {shutdown_timeout!r}"
             )
-        shutdown_timeout = float(shutdown_timeout)
+        try:
+            shutdown_timeout = float(shutdown_timeout)
+        except OverflowError:
+            raise ValueError(
+                "shutdown_timeout= is the seconds a close waits for holders: got a number "
+                "too large for a float"
+            ) from None
         self._registry = registry
         self._levels: tuple[str, ...] = registry.levels
         # The levels a scope can have: all but the container's own (level 0).
@@ -271,8 +278,8 @@ class Container:
     def _plan(self, key: Any) -> Any:
         plan = self._plans.get(key)
         if plan is None:
-            if self._broken is not None:
-                raise self._invalid("an override ended out of order")
+            if (broken := self._broken) is not None:
+                raise self._invalid("an override ended out of order", broken)
             # A key asked in another spelling (`Annotated[T, "doc"]` for T) is
             # found under its normal form: compiled once, not on every miss.
             # (Kept only under that form: a first-use plan replaces itself.)
@@ -283,8 +290,8 @@ class Container:
             with self._override_lock:
                 plan = self._plans.get(known)
                 if plan is None:
-                    if self._broken is not None:  # an out-of-order end came meanwhile
-                        raise self._invalid("an override ended out of order")
+                    if (broken := self._broken) is not None:  # an out-of-order end came
+                        raise self._invalid("an override ended out of order", broken)
                     plan = self._plans[known] = self._compiler.plan(known)
         return plan
 
@@ -294,14 +301,14 @@ class Container:
         except TypeError:  # unhashable: _known says so
             plan = None
         if plan is None:
-            if self._broken is not None:
-                raise self._invalid("an override ended out of order")
+            if (broken := self._broken) is not None:
+                raise self._invalid("an override ended out of order", broken)
             known = self._known(key)
             with self._override_lock:
                 plan = self._aplans.get(known)
                 if plan is None:
-                    if self._broken is not None:
-                        raise self._invalid("an override ended out of order")
+                    if (broken := self._broken) is not None:
+                        raise self._invalid("an override ended out of order", broken)
                     plan = self._aplans[known] = self._compiler.aplan(known)
         return plan
 
@@ -309,13 +316,16 @@ class Container:
         try:
             if key in self._graph.providers:
                 return key
-        except TypeError:  # unhashable: aresolve and override come here
-            raise TypeError(
-                f"cannot resolve the key {shown_key(key)}: it {key_problem(key)}"
-            ) from None
+        except TypeError:  # unhashable (aresolve and override come here): maybe its
+            pass  # Annotated metadata only, which the normal form drops
         normal = normalize_key(key)
-        if normal in self._graph.providers:
-            return normal
+        try:
+            if normal in self._graph.providers:
+                return normal
+        except TypeError:
+            raise TypeError(
+                f"cannot resolve the key {shown_key(key)}: it {key_problem(normal)}"
+            ) from None
         problem = key_problem(key)
         if problem is None:
             raise ProviderNotFoundError(key)
@@ -451,7 +461,7 @@ class Container:
         return value
 
     # -- overrides ----------------------------------------------------------------
-    def override(self, key: Any, value_or_factory: Any) -> AbstractContextManager[None]:
+    def override(self, key: Any, value_or_factory: Any) -> _Overriding:
         """Swap the provider of ``key`` inside the block; restore it on exit.
 
         A class (``FakeRepo``, or a parameterised one, ``FakeRepo[int]``) or a
@@ -462,6 +472,9 @@ class Container:
 
             with container.override(Mailer, FakeMailer()):
                 ...
+
+        It also decorates a function (plain or async): the override is in
+        force during each call.
         """
         return _Overriding(self, key, value_or_factory)
 
@@ -489,20 +502,22 @@ class Container:
         with self._override_lock:
             was = self._broken
             dropped = self._remove_override(entry)
-            broke = was is None and self._broken is not None
+            broken = self._broken if was is None else None
         del dropped  # freed outside the lock: finalizers may resolve
-        if broke:  # this end made it invalid (a later one, in order, did not)
-            raise self._invalid(f"the override of {describe_key(entry.key)} ended out of order")
+        if broken is not None:  # this end made it invalid (a later one, in order, did not)
+            raise self._invalid(
+                f"the override of {describe_key(entry.key)} ended out of order", broken
+            )
 
-    def _invalid(self, how: str) -> GraphError:
+    def _invalid(self, how: str, broken: GraphError) -> GraphError:
         """What a miss raises while the overrides in force make an invalid
-        graph (one ended out of order)."""
-        assert self._broken is not None
+        graph (one ended out of order): ``broken``, read once by the caller
+        (another thread's override may repair the graph meanwhile)."""
         return GraphError(
             [
                 f"{how}: the overrides still in force make an invalid graph without it; "
                 f"nothing can be resolved until they end too. End overrides innermost first",
-                *self._broken.problems,
+                *broken.problems,
             ]
         )
 
@@ -1238,6 +1253,9 @@ class _Override:
         self.provider = provider
 
 
+_F = TypeVar("_F", bound=typing.Callable[..., Any])
+
+
 def _clock() -> Any:
     """The running event loop's clock: the one its sleeps are measured by (a
     test's mock clock under trio or asyncio included)."""
@@ -1274,6 +1292,27 @@ class _Overriding:
         except BaseException:
             self._entry = None  # refused: it may be entered again
             raise
+
+    def __call__(self, fn: _F) -> _F:
+        """As a decorator: the override is in force during each call (a fresh
+        one per call, so calls may overlap), for a plain or an async function,
+        as a ``@contextmanager`` object decorates."""
+        container, key, value = self._container, self._key, self._value
+        if inspect.iscoroutinefunction(fn):
+
+            @functools.wraps(fn)
+            async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
+                with container.override(key, value):
+                    return await fn(*args, **kwargs)
+
+            return async_wrapper  # type: ignore[return-value]
+
+        @functools.wraps(fn)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            with container.override(key, value):
+                return fn(*args, **kwargs)
+
+        return wrapper  # type: ignore[return-value]
 
     def __exit__(self, *exc_info: object) -> None:
         with self._container._override_lock:  # taken once, as it was claimed

@@ -519,8 +519,8 @@ def _explain(
     elif type(exc) is AsyncProviderError and sync:
         new = AsyncProviderError(
             f"{where} needs {describe_key(key)}, which a plain (sync) function cannot get: "
-            f"{exc}. Make {fn.__qualname__} an `async def`: @di.inject awaits its "
-            f"providers then"
+            f"{exc}. Make {fn.__qualname__} an `async def` (a generator: an async "
+            f"generator): @di.inject awaits its providers then"
         )
     else:
         return
