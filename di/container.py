@@ -326,7 +326,7 @@ class Container:
             raise TypeError(
                 f"cannot resolve the key {shown_key(key)}: it {key_problem(normal)}"
             ) from None
-        problem = key_problem(key)
+        problem = key_problem(normal)  # (Annotated metadata is no part of the key)
         if problem is None:
             raise ProviderNotFoundError(key)
         if isinstance(key, str) and any(
@@ -1298,6 +1298,13 @@ class _Overriding:
         one per call, so calls may overlap), for a plain or an async function,
         as a ``@contextmanager`` object decorates."""
         container, key, value = self._container, self._key, self._value
+        if inspect.isgeneratorfunction(fn) or inspect.isasyncgenfunction(fn):
+            # Its body runs after the call returns: the override would be over.
+            raise TypeError(
+                f"override() cannot decorate the generator function "
+                f"{getattr(fn, '__qualname__', 'given')}: its body runs after the call, when "
+                f"the override would be over; use `with container.override(...):` inside it"
+            )
         if inspect.iscoroutinefunction(fn):
 
             @functools.wraps(fn)
