@@ -277,39 +277,29 @@ class Container:
 
     def _plan(self, key: Any) -> Any:
         plan = self._plans.get(key)
-        if plan is None:
-            if (broken := self._broken) is not None:
-                raise self._invalid("an override ended out of order", broken)
-            # A key asked in another spelling (`Annotated[T, "doc"]` for T) is
-            # found under its normal form: compiled once, not on every miss.
-            # (Kept only under that form: a first-use plan replaces itself.)
-            known = self._known(key)
-            # Compiled against one graph: an override cannot swap it midway
-            # (the lock is reentrant; compiling runs no user code). Looked up
-            # again under it: another thread may have compiled it meanwhile.
-            with self._override_lock:
-                plan = self._plans.get(known)
-                if plan is None:
-                    if (broken := self._broken) is not None:  # an out-of-order end came
-                        raise self._invalid("an override ended out of order", broken)
-                    plan = self._plans[known] = self._compiler.plan(known)
-        return plan
+        return plan if plan is not None else self._new_plan(key, self._plans, self._compiler.plan)
 
     def _aplan(self, key: Any) -> Any:
         try:
             plan = self._aplans.get(key)
         except TypeError:  # unhashable: _known says so
             plan = None
-        if plan is None:
-            if (broken := self._broken) is not None:
-                raise self._invalid("an override ended out of order", broken)
-            known = self._known(key)
-            with self._override_lock:
-                plan = self._aplans.get(known)
-                if plan is None:
-                    if (broken := self._broken) is not None:
-                        raise self._invalid("an override ended out of order", broken)
-                    plan = self._aplans[known] = self._compiler.aplan(known)
+        return plan if plan is not None else self._new_plan(key, self._aplans, self._compiler.aplan)
+
+    def _new_plan(self, key: Any, plans: dict[Any, Any], compile: Any) -> Any:
+        # A key asked in another spelling (`Annotated[T, "doc"]` for T) is
+        # found under its normal form: compiled once, not on every miss.
+        # (Kept only under that form: a first-use plan replaces itself.)
+        known = self._known(key)
+        # Compiled against one graph: an override cannot swap it midway (the
+        # lock is reentrant; compiling runs no user code). Looked up again
+        # under it: another thread may have compiled it meanwhile.
+        with self._override_lock:
+            plan = plans.get(known)
+            if plan is None:
+                if (broken := self._broken) is not None:  # read under the lock
+                    raise self._invalid("an override ended out of order", broken)
+                plan = plans[known] = compile(known)
         return plan
 
     def _known(self, key: Any) -> Any:
@@ -588,8 +578,7 @@ class Container:
                 if in_force(built.built_on(k), providers):
                     dict.__setitem__(root, k, value)
                     break
-        if graph is not None:
-            self._fill_values()
+        self._fill_values()  # (not while broken: see there)
 
     # -- lifecycle ----------------------------------------------------------------
     @property
