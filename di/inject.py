@@ -33,7 +33,13 @@ from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 from di.container import _entered, active_container
 from di.errors import AsyncProviderError, NoActiveScopeError, ProviderNotFoundError, describe_key
-from di.registry import INJECT_MARKER, checked_key, key_problem, normalize_key, type_hints
+from di.registry import (
+    INJECT_MARKER,
+    checked_key,
+    key_problem,
+    normalized,
+    type_hints,
+)
 from di.scopes import new_checkpoint
 from di.teardown import aunwind, unwind
 
@@ -208,15 +214,13 @@ def _targets(
             key = _NOT_INJECTED
         else:
             hint = hints.get(param.name)
-            try:
-                key = normalize_key(hint) if _is_marker(hint) else _NOT_INJECTED
-            except TypeError as exc:  # two di.Named
-                raise TypeError(f"parameter {param.name!r} of {fn.__qualname__}: {exc}") from None
+            where = f"parameter {param.name!r} of {fn.__qualname__}"
+            key = normalized(hint, where) if _is_marker(hint) else _NOT_INJECTED
             if key is not _NOT_INJECTED and key_problem(key) is not None:
                 shown = "di.Injected" if type(key) is TypeVar else describe_key(hint)
                 raise TypeError(
-                    f"parameter {param.name!r} of {fn.__qualname__} is annotated {shown}, which "
-                    f"names no type to inject; say what it needs: Injected[Repo]"
+                    f"{where} is annotated {shown}, which names no type to inject; say what it "
+                    f"needs: Injected[Repo]"
                 )
         if key is not _NOT_INJECTED and param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
             star = "*" if param.kind is param.VAR_POSITIONAL else "**"

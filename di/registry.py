@@ -211,6 +211,14 @@ def normalize_key(hint: Any) -> Any:
     return hint
 
 
+def normalized(hint: Any, where: str) -> Any:
+    """`normalize_key`, its refusal (two `Named`) saying ``where`` the hint was."""
+    try:
+        return normalize_key(hint)
+    except TypeError as exc:
+        raise TypeError(f"{where}: {exc}") from None
+
+
 # Where typing's own forms live: an object of a type from one of these is a
 # type form (Optional[X], a NewType, Literal[...], Any), not a value.
 _FORM_MODULES: Final = frozenset({"typing", "typing_extensions"})
@@ -266,10 +274,7 @@ def checked_key(key: Any, what: str) -> Any:
     cannot be a key. Registration only."""
     if type(key) is type and key is not NoneType:
         return key
-    try:
-        normal = normalize_key(key)
-    except TypeError as exc:  # two di.Named
-        raise TypeError(f"{what}: {exc}") from None
+    normal = normalized(key, what)
     problem = key_problem(normal)
     if problem is not None:
         raise TypeError(f"{what}: the key {shown_key(key)} {problem}")
@@ -826,13 +831,8 @@ def _dependency(fn: Any, name: str, hints: dict[str, Any], kw: bool, default: An
         )
     if type(hint) is InitVar:  # a dataclass's InitVar[X] parameter takes an X
         hint = hint.type
-    try:
-        key = normalize_key(hint)
-    except TypeError as exc:  # two di.Named
-        raise TypeError(
-            f"parameter {name!r} of {getattr(fn, '__qualname__', 'the factory')!r}: {exc}"
-        ) from None
-    return Dependency(name, key, kw, default)
+    where = f"parameter {name!r} of {getattr(fn, '__qualname__', 'the factory')!r}"
+    return Dependency(name, normalized(hint, where), kw, default)
 
 
 def _caller_location() -> str:
@@ -977,17 +977,13 @@ def make_provider(
                 f"annotate its return type or pass provides=..."
             )
         if type(key) is not type:
-            try:
-                normal = normalize_key(key)
-            except TypeError as exc:  # two di.Named
-                raise TypeError(f"the return annotation of {name!r}: {exc}") from None
-            problem = (
-                "None, which is no value to inject"
-                if normal is None or normal is NoneType
-                else None
-                if key_problem(normal) is None
-                else f"{describe_key(key)}, which names no concrete type"
-            )
+            normal = normalized(key, f"the return annotation of {name!r}")
+            if normal is None or normal is NoneType:
+                problem: str | None = "None, which is no value to inject"
+            elif key_problem(normal) is not None:
+                problem = f"{describe_key(key)}, which names no concrete type"
+            else:
+                problem = None
             if problem is not None:
                 raise TypeError(
                     f"{name!r} is annotated to return {problem}, so di cannot tell what it "
