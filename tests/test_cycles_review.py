@@ -26,17 +26,16 @@ import asyncio
 import contextlib
 import copy
 import gc
-import inspect
 import logging
 import pickle
 import sys
 import threading
 import weakref
 from collections.abc import Callable, Iterator
-from types import FrameType
 from typing import Any
 
 import pytest
+from _park import park_at_line
 
 import di
 from di.container import _Overriding
@@ -174,28 +173,6 @@ def test_a_resolve_task_first_run_under_an_override_serves_the_override(kind: st
     assert got == [True, True], got
 
 
-def _park_at_line(
-    func: Any, text: str, paused: threading.Event, resume: threading.Event
-) -> Callable[[FrameType, str, object], Any]:
-    """sys.settrace hook: park this thread the first time it is about to run the
-    line of ``func`` (a function of di) that contains ``text``, until ``resume``.
-    (A line event: no profile event falls between the two bytecodes.)"""
-    lines, start = inspect.getsourcelines(func)
-    target = start + next(i for i, line in enumerate(lines) if text in line)
-    code = func.__code__
-
-    def local(frame: FrameType, event: str, arg: object) -> Any:
-        if event == "line" and frame.f_lineno == target and not paused.is_set():
-            paused.set()
-            resume.wait(WAIT)
-        return local
-
-    def hook(frame: FrameType, event: str, arg: object) -> Any:
-        return local if frame.f_code is code else None
-
-    return hook
-
-
 def test_one_override_exited_from_two_threads_at_once_ends_once() -> None:
     """`__exit__` takes the entry under the override lock, as `__enter__` claims
     it. Thread W is parked inside that lock, just as it reads the entry; thread
@@ -214,7 +191,7 @@ def test_one_override_exited_from_two_threads_at_once_ends_once() -> None:
 
     def exit_as(name: str, park: bool) -> None:
         if park:
-            sys.settrace(_park_at_line(_Overriding.__exit__, "entry = self._entry", paused, resume))
+            sys.settrace(park_at_line(_Overriding.__exit__, "entry = self._entry", paused, resume))
         try:
             ov.__exit__(None, None, None)
             results[name] = None

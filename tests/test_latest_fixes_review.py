@@ -18,11 +18,12 @@ import sys
 import threading
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
-from types import FrameType, NoneType
+from types import NoneType
 from typing import Annotated, Any, TypeVar
 
 import anyio
 import pytest
+from _park import park_when_called
 
 import di
 
@@ -65,27 +66,6 @@ def _b_from_a(a: A) -> B:
     return B()
 
 
-def _is_di(filename: str, module: str) -> bool:
-    return filename.replace("\\", "/").endswith(f"di/{module}")
-
-
-def _park_when_called(
-    name: str, module: str, paused: threading.Event, resume: threading.Event
-) -> Callable[[FrameType, str, object], None]:
-    def hook(frame: FrameType, event: str, arg: object) -> None:
-        code = frame.f_code
-        if (
-            event == "call"
-            and not paused.is_set()
-            and code.co_name == name
-            and _is_di(code.co_filename, module)
-        ):
-            paused.set()
-            resume.wait(WAIT)
-
-    return hook
-
-
 # ---------------------------------------------------------------- defects
 
 
@@ -107,7 +87,7 @@ def test_one_override_object_entered_from_two_threads_is_entered_once() -> None:
     out: list[object] = []
 
     def worker() -> None:
-        sys.setprofile(_park_when_called("_begin_override", "container.py", paused, resume))
+        sys.setprofile(park_when_called("_begin_override", paused, resume, "container.py"))
         try:
             ov.__enter__()
             out.append("entered")

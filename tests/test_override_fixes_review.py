@@ -29,6 +29,7 @@ from typing import Any
 import pytest
 import trio
 import trio.testing
+from _park import is_di, park_when_called
 
 import di
 
@@ -119,30 +120,6 @@ class _Broken:
             self.second.__exit__(None, None, None)
 
 
-def _is_di(filename: str, module: str) -> bool:
-    return filename.replace("\\", "/").endswith(f"di/{module}")
-
-
-def _park_when_called(
-    name: str, module: str, paused: threading.Event, resume: threading.Event
-) -> Callable[[FrameType, str, object], None]:
-    """sys.setprofile hook: park this thread the first time di/<module>'s ``name``
-    is called, until ``resume`` is set."""
-
-    def hook(frame: FrameType, event: str, arg: object) -> None:
-        code = frame.f_code
-        if (
-            event == "call"
-            and not paused.is_set()
-            and code.co_name == name
-            and _is_di(code.co_filename, module)
-        ):
-            paused.set()
-            resume.wait(WAIT)
-
-    return hook
-
-
 def _signal_when_called(
     name: str, called: threading.Event
 ) -> Callable[[FrameType, str, object], None]:
@@ -150,7 +127,7 @@ def _signal_when_called(
 
     def hook(frame: FrameType, event: str, arg: object) -> None:
         code = frame.f_code
-        if event == "call" and code.co_name == name and _is_di(code.co_filename, "compiler.py"):
+        if event == "call" and code.co_name == name and is_di(code.co_filename, "compiler.py"):
             called.set()
 
     return hook
@@ -170,7 +147,7 @@ def _resolve_parked(
     out: list[object] = []
 
     def worker() -> None:
-        sys.setprofile(_park_when_called(name, module, paused, resume))
+        sys.setprofile(park_when_called(name, paused, resume, module))
         try:
             out.append(resolve())
         except BaseException as exc:  # reported to the caller
@@ -342,7 +319,7 @@ def test_a_first_use_resolve_under_override_churn_does_not_grow_the_stack() -> N
         if (
             event == "call"
             and code.co_name == "first"
-            and _is_di(code.co_filename, "compiler.py")
+            and is_di(code.co_filename, "compiler.py")
             and churns[0] < 600
         ):
             churns[0] += 1

@@ -17,10 +17,10 @@ import contextlib
 import logging
 import sys
 import threading
-from collections.abc import AsyncIterator, Callable, Iterator
-from types import FrameType
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
+from _park import park_when_called
 
 import di
 
@@ -92,26 +92,6 @@ class T:
     pass
 
 
-def _park_when_called(
-    name: str, paused: threading.Event, resume: threading.Event
-) -> Callable[[FrameType, str, object], None]:
-    """sys.setprofile hook: park this thread the first time di/compiler.py's ``name``
-    is called, until ``resume`` is set."""
-
-    def hook(frame: FrameType, event: str, arg: object) -> None:
-        code = frame.f_code
-        if (
-            event == "call"
-            and not paused.is_set()
-            and code.co_name == name
-            and code.co_filename.replace("\\", "/").endswith("di/compiler.py")
-        ):
-            paused.set()
-            resume.wait(WAIT)
-
-    return hook
-
-
 def test_a_first_resolve_racing_an_override_of_its_key_does_not_call_the_value() -> None:
     """Thread W misses T in its scope and gets T's first-use plan (`first`) from
     `Container._plan`, then (parked here, between lookup and call) the main thread
@@ -129,7 +109,7 @@ def test_a_first_resolve_racing_an_override_of_its_key_does_not_call_the_value()
 
     def worker() -> None:
         with container.scope("request") as scope:
-            sys.setprofile(_park_when_called("first", paused, resume))
+            sys.setprofile(park_when_called("first", paused, resume))
             try:
                 out.append(scope.resolve(T))
             except BaseException as exc:  # reported below
